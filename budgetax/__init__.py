@@ -1,0 +1,55 @@
+"""budgetax: training neural networks under a fixed budget of optimizer steps.
+
+Budget-aware learning-rate schedules (profiles of progress ``t/T`` plus a sampling
+rate) usable as ``optax.Schedule``s and as optax transforms, momentum decay,
+16-bit-only training transforms, automated warmup, and the training and sweep
+machinery that measures which schedule wins at a given budget.
+
+Example:
+  >>> import optax, budgetax
+  >>> tx = optax.chain(budgetax.rex(total_steps=1000), optax.sgd(0.1))
+"""
+
+__version__ = "0.1.0"
+
+from budgetax import profiles, schedules
+from budgetax.schedules import steps_for_budget
+from budgetax.transforms.schedule import (
+    constant,
+    cosine,
+    exponential,
+    linear,
+    one_cycle,
+    polynomial,
+    rex,
+    scale_by_profile,
+    step,
+    wsd,
+)
+
+# --- issue 3: demon + 16-bit precision transforms (names added below) ---
+# --- end issue 3 ---
+
+# --- issue 4: autowu, adamp/sgdp, batch-size scaling (names added below) ---
+# --- end issue 4 ---
+
+__all__ = [
+    "__version__",
+    "profiles",
+    "schedules",
+    "steps_for_budget",
+    "scale_by_profile",
+    "constant",
+    "cosine",
+    "exponential",
+    "linear",
+    "one_cycle",
+    "polynomial",
+    "rex",
+    "step",
+    "wsd",
+    # --- issue 3 names ---
+    # --- end issue 3 names ---
+    # --- issue 4 names ---
+    # --- end issue 4 names ---
+]

@@ -1,0 +1,81 @@
+"""Eager argument validation shared by every factory.
+
+Every public factory validates its arguments when it is called (not when the
+returned function is traced) and raises ``TypeError``/``ValueError`` naming the
+argument and the value it got.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """Returns ``value`` as an int, or raises naming ``name`` unless it is an int >= 1."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def nonnegative_int(name: str, value: Any) -> int:
+    """Returns ``value`` as an int, or raises naming ``name`` unless it is an int >= 0."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be a non-negative int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def real(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Returns ``value`` as a float, checked against an interval.
+
+    ``low``/``high`` bound the interval; ``low_open``/``high_open`` make the bound
+    exclusive. Non-finite values are rejected.
+    """
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    lo_ok = low is None or (v > low if low_open else v >= low)
+    hi_ok = high is None or (v < high if high_open else v <= high)
+    if not (lo_ok and hi_ok):
+        lb = "(" if low_open else "["
+        hb = ")" if high_open else "]"
+        lo = "-inf" if low is None else repr(low)
+        hi = "inf" if high is None else repr(high)
+        raise ValueError(f"{name} must be in {lb}{lo}, {hi}{hb}, got {value!r}")
+    return v
+
+
+def one_of(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Returns ``value`` if it is one of ``choices``, else raises listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def seed(name: str, value: Any) -> int:
+    """Validates a PRNG seed: a Python int (not bool)."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return int(value)

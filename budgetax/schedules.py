@@ -1,0 +1,283 @@
+r"""Budgeted schedules: a profile, a budget, a warmup and a sampling rate -> ``optax.Schedule``.
+
+Counting follows optax: ``count = t`` is the number of updates already applied
+(0 on the first update). With budget ``T = total_steps``, warmup ``w`` and
+sampling period ``k = sample_every``:
+
+.. math::
+
+   \tau &= k \lfloor t / k \rfloor \quad\text{(the learning rate is re-sampled every } k \text{ steps)} \\
+   \eta(t) &= \text{peak} \cdot \tau / w \quad\text{for } \tau < w \\
+   \eta(t) &= \text{end} + (\text{peak} - \text{end})\,\text{profile}(p),\quad
+   p = \mathrm{clip}\big((\tau - w) / (T - w), 0, 1\big) \quad\text{otherwise.}
+
+After the budget the value stays at ``end`` (the profile's value at ``p = 1``).
+``sample_every = steps_per_epoch`` is the per-epoch sampling rate of the REX paper;
+``sample_every = 1`` (the default) re-samples at every step.
+
+Every factory validates its arguments eagerly and computes in float32.
+
+References:
+  Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
+  Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from budgetax import _validate, profiles
+
+__all__ = [
+    "budgeted",
+    "constant",
+    "cosine",
+    "exponential",
+    "linear",
+    "one_cycle",
+    "polynomial",
+    "rex",
+    "step",
+    "steps_for_budget",
+    "wsd",
+]
+
+
+def _scalar(name: str, value):
+    """Validates a static scalar hyperparameter; traced values pass through (vmap sweeps)."""
+    if isinstance(value, jax.Array | jax.core.Tracer):
+        return value
+    return _validate.real(name, value)
+
+
+def _resolve_profile(profile) -> Callable[[jax.Array], jax.Array]:
+    if isinstance(profile, str):
+        return profiles.get(profile)
+    if not callable(profile):
+        raise TypeError(f"profile must be a callable p -> multiplier or a name, got {profile!r}")
+    return profile
+
+
+def budgeted(
+    profile,
+    total_steps: int,
+    peak_value=1.0,
+    *,
+    end_value=0.0,
+    warmup_steps: int = 0,
+    sample_every: int = 1,
+) -> optax.Schedule:
+    r"""A schedule that follows ``profile`` over the budget, after an optional linear warmup.
+
+    See the module docstring for the maths.
+
+    Args:
+      profile: a function ``p -> multiplier`` (e.g. ``profiles.rex``, or a
+        ``functools.partial`` of one with its knobs), or a profile name.
+      total_steps: the budget ``T``, a positive Python int.
+      peak_value: the learning rate at the end of warmup (a float, or a JAX
+        scalar so that sweeps can vmap over it).
+      end_value: the value the profile anneals to at the budget.
+      warmup_steps: linear warmup from 0 over the first ``warmup_steps`` steps,
+        ``0 <= warmup_steps < total_steps``.
+      sample_every: re-sample the learning rate every this many steps (``>= 1``).
+
+    Returns:
+      An ``optax.Schedule``: ``count -> learning rate`` (float32).
+
+    Example:
+      >>> import optax
+      >>> sched = budgeted(profiles.linear, total_steps=100, peak_value=0.1)
+      >>> round(float(sched(50)), 6)
+      0.05
+      >>> tx = optax.sgd(sched)
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
+      Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
+    """
+    fn = _resolve_profile(profile)
+    total_steps = _validate.positive_int("total_steps", total_steps)
+    warmup_steps = _validate.nonnegative_int("warmup_steps", warmup_steps)
+    if warmup_steps >= total_steps:
+        raise ValueError(
+            f"warmup_steps must be < total_steps={total_steps}, got {warmup_steps!r}"
+        )
+    sample_every = _validate.positive_int("sample_every", sample_every)
+    peak_value = _scalar("peak_value", peak_value)
+    end_value = _scalar("end_value", end_value)
+    fn(jnp.float32(0.0))  # validates the profile's knobs now, not at trace time
+    decay_steps = total_steps - warmup_steps
+
+    def decay(count):
+        p = jnp.asarray(count, jnp.float32) / decay_steps
+        return end_value + (peak_value - end_value) * fn(p)
+
+    if warmup_steps:
+        warmup = optax.linear_schedule(0.0, peak_value, warmup_steps)
+        base = optax.join_schedules([warmup, decay], [warmup_steps])
+    else:
+        base = decay
+
+    def schedule(count):
+        count = jnp.asarray(count)
+        if sample_every > 1:
+            count = (count // sample_every) * sample_every
+        return jnp.asarray(base(count), jnp.float32)
+
+    return schedule
+
+
+def _make(profile_fn, total_steps, peak_value, end_value, warmup_steps, sample_every, **knobs):
+    prof = functools.partial(profile_fn, **knobs) if knobs else profile_fn
+    return budgeted(prof, total_steps, peak_value, end_value=end_value,
+                    warmup_steps=warmup_steps, sample_every=sample_every)
+
+
+def linear(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1):
+    """Linear decay to ``end_value`` at the budget: ``budgeted(profiles.linear, ...)``.
+
+    Example:
+      >>> round(float(linear(100, 0.1)(25)), 6)
+      0.075
+    """
+    return _make(profiles.linear, total_steps, peak_value, end_value, warmup_steps, sample_every)
+
+
+def rex(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+        beta=0.5):
+    """REX decay: ``budgeted(partial(profiles.rex, beta=beta), ...)``.
+
+    Example:
+      >>> round(float(rex(100, 1.0)(50)), 6)
+      0.666667
+    """
+    return _make(profiles.rex, total_steps, peak_value, end_value, warmup_steps, sample_every,
+                 beta=beta)
+
+
+def cosine(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1):
+    """Cosine decay over the budget: ``budgeted(profiles.cosine, ...)``.
+
+    Example:
+      >>> round(float(cosine(100, 1.0)(50)), 6)
+      0.5
+    """
+    return _make(profiles.cosine, total_steps, peak_value, end_value, warmup_steps, sample_every)
+
+
+def exponential(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+                final=1e-2):
+    """Exponential decay reaching ``final`` of the way to ``end_value`` at the budget.
+
+    Example:
+      >>> round(float(exponential(100, 1.0)(50)), 6)
+      0.1
+    """
+    return _make(profiles.exponential, total_steps, peak_value, end_value, warmup_steps,
+                 sample_every, final=final)
+
+
+def step(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+         milestones=(0.3, 0.6, 0.9), factor=0.1):
+    """Step decay at fractions of the budget (30-60-90 by default).
+
+    Example:
+      >>> round(float(step(100, 1.0)(30)), 6)
+      0.1
+    """
+    return _make(profiles.step, total_steps, peak_value, end_value, warmup_steps, sample_every,
+                 milestones=milestones, factor=factor)
+
+
+def polynomial(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+               power=2.0):
+    """Polynomial decay ``(1 - p) ** power``.
+
+    Example:
+      >>> round(float(polynomial(100, 1.0)(50)), 6)
+      0.25
+    """
+    return _make(profiles.polynomial, total_steps, peak_value, end_value, warmup_steps,
+                 sample_every, power=power)
+
+
+def constant(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1):
+    """Constant learning rate after the warmup (the no-decay baseline).
+
+    Example:
+      >>> round(float(constant(100, 0.1)(99)), 6)
+      0.1
+    """
+    return _make(profiles.constant, total_steps, peak_value, end_value, warmup_steps,
+                 sample_every)
+
+
+def wsd(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+        decay_fraction=0.2, decay="linear"):
+    """Warmup-stable-decay: hold the peak, then decay over the last ``decay_fraction``.
+
+    Example:
+      >>> round(float(wsd(100, 1.0)(90)), 6)
+      0.5
+    """
+    return _make(profiles.wsd, total_steps, peak_value, end_value, warmup_steps, sample_every,
+                 decay_fraction=decay_fraction, decay=decay)
+
+
+def one_cycle(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+              pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    """OneCycle (cosine up, cosine down) over the budget.
+
+    Example:
+      >>> round(float(one_cycle(100, 1.0)(30)), 6)
+      1.0
+    """
+    return _make(profiles.one_cycle, total_steps, peak_value, end_value, warmup_steps,
+                 sample_every, pct_start=pct_start, div_factor=div_factor,
+                 final_div_factor=final_div_factor)
+
+
+def steps_for_budget(
+    *,
+    full_steps: int | None = None,
+    fraction: float | None = None,
+    epochs: float | None = None,
+    steps_per_epoch: int | None = None,
+) -> int:
+    """Turns a budget given as a fraction of a full run, or as epochs, into ``total_steps``.
+
+    Give either ``full_steps`` and ``fraction`` (Li et al.'s "x% of the full
+    budget"), or ``epochs`` and ``steps_per_epoch``. The result is rounded to the
+    nearest int and is at least 1. The same ``steps_per_epoch`` passed as
+    ``sample_every`` gives the REX paper's per-epoch sampling rate.
+
+    Example:
+      >>> steps_for_budget(full_steps=10_000, fraction=0.25)
+      2500
+      >>> steps_for_budget(epochs=2.5, steps_per_epoch=100)
+      250
+    """
+    by_fraction = full_steps is not None or fraction is not None
+    by_epochs = epochs is not None or steps_per_epoch is not None
+    if by_fraction == by_epochs:
+        raise ValueError(
+            "give either (full_steps, fraction) or (epochs, steps_per_epoch), got "
+            f"full_steps={full_steps!r}, fraction={fraction!r}, epochs={epochs!r}, "
+            f"steps_per_epoch={steps_per_epoch!r}"
+        )
+    if by_fraction:
+        full = _validate.positive_int("full_steps", full_steps)
+        frac = _validate.real("fraction", fraction, low=0.0, low_open=True)
+        steps = full * frac
+    else:
+        spe = _validate.positive_int("steps_per_epoch", steps_per_epoch)
+        ep = _validate.real("epochs", epochs, low=0.0, low_open=True)
+        steps = spe * ep
+    return max(1, int(math.floor(steps + 0.5)))

@@ -1,0 +1,1 @@
+"""Optax gradient transformations of budgetax (re-exported at the top level)."""

@@ -1,0 +1,96 @@
+"""Budget schedules as optax transforms: multiply the incoming updates by a profile.
+
+Each factory returns ``optax.scale_by_schedule(schedule)`` for a budgeted
+schedule with a peak of 1, so the state is optax's ``ScaleByScheduleState``
+(a NamedTuple holding an int32 ``count``, advanced with ``optax.safe_increment``).
+
+They scale what they receive. In front of plain SGD the result is exactly SGD
+with the budgeted learning rate::
+
+    optax.chain(budgetax.rex(T), optax.sgd(lr))      # == optax.sgd(schedules.rex(T, lr))
+
+With an adaptive optimizer, put the transform after the adaptive direction::
+
+    optax.chain(optax.scale_by_adam(), budgetax.rex(T), optax.scale(-lr))
+    # == optax.adam(schedules.rex(T, lr))
+
+(``optax.chain(budgetax.rex(T), optax.adam(lr))`` would be cancelled by Adam's
+normalisation and is not a schedule.)
+"""
+
+from __future__ import annotations
+
+import optax
+
+from budgetax import schedules
+
+__all__ = [
+    "constant",
+    "cosine",
+    "exponential",
+    "linear",
+    "one_cycle",
+    "polynomial",
+    "rex",
+    "scale_by_profile",
+    "step",
+    "wsd",
+]
+
+
+def scale_by_profile(profile, total_steps: int, *, end_value=0.0, warmup_steps: int = 0,
+                     sample_every: int = 1) -> optax.GradientTransformation:
+    """Multiplies updates by ``schedules.budgeted(profile, total_steps, 1.0, ...)(count)``.
+
+    Args:
+      profile: a profile function ``p -> multiplier`` or a profile name.
+      total_steps: the budget ``T`` (positive Python int).
+      end_value: the multiplier at the end of the budget.
+      warmup_steps: linear warmup of the multiplier from 0 over these steps.
+      sample_every: re-sample the multiplier every this many steps.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``optax.ScaleByScheduleState``.
+
+    Example:
+      >>> import optax, budgetax
+      >>> tx = optax.chain(budgetax.scale_by_profile("cosine", 1000), optax.sgd(0.1))
+
+    References:
+      Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
+    """
+    return optax.scale_by_schedule(
+        schedules.budgeted(profile, total_steps, 1.0, end_value=end_value,
+                           warmup_steps=warmup_steps, sample_every=sample_every))
+
+
+def _as_transform(schedule_factory):
+    def transform(total_steps: int, *, end_value=0.0, warmup_steps: int = 0,
+                  sample_every: int = 1, **knobs) -> optax.GradientTransformation:
+        return optax.scale_by_schedule(
+            schedule_factory(total_steps, 1.0, end_value=end_value, warmup_steps=warmup_steps,
+                             sample_every=sample_every, **knobs))
+
+    name = schedule_factory.__name__
+    transform.__name__ = transform.__qualname__ = name
+    transform.__doc__ = (
+        f"Multiplies updates by the {name} multiplier at the current count.\n\n"
+        f"``budgetax.{name}(total_steps, *, end_value=0.0, warmup_steps=0, sample_every=1, "
+        f"**knobs)`` is ``optax.scale_by_schedule(budgetax.schedules.{name}(total_steps, 1.0, "
+        f"...))``; the profile's knobs (see :func:`budgetax.profiles.{name}`) are keywords.\n\n"
+        f"Example:\n"
+        f"  >>> import optax, budgetax\n"
+        f"  >>> tx = optax.chain(budgetax.{name}(1000), optax.sgd(0.1))\n"
+    )
+    return transform
+
+
+linear = _as_transform(schedules.linear)
+rex = _as_transform(schedules.rex)
+cosine = _as_transform(schedules.cosine)
+exponential = _as_transform(schedules.exponential)
+step = _as_transform(schedules.step)
+polynomial = _as_transform(schedules.polynomial)
+constant = _as_transform(schedules.constant)
+wsd = _as_transform(schedules.wsd)
+one_cycle = _as_transform(schedules.one_cycle)
