@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 WSD_DECAYS = ("linear", "cosine", "sqrt")
+_MILESTONE_TOL = 2.5e-7
 
 
 def _is_static(x) -> bool:
@@ -141,7 +142,8 @@ def step(p, milestones=(0.3, 0.6, 0.9), factor=0.1) -> jax.Array:
 
     Args:
       p: progress in [0, 1] (clipped).
-      milestones: strictly increasing fractions of the budget in [0, 1].
+      milestones: strictly increasing fractions of the budget in [0, 1]; ``p`` within
+        2.5e-7 below a milestone counts as on it (float32 rounding of ``t / T``).
       factor: multiplier applied at each milestone, ``0 < factor <= 1``.
 
     Example:
@@ -154,7 +156,10 @@ def step(p, milestones=(0.3, 0.6, 0.9), factor=0.1) -> jax.Array:
     p = _progress(p)
     n = jnp.zeros(p.shape, p.dtype)
     for m in ms:
-        n = n + (p >= m).astype(p.dtype)
+        # XLA's float32 division t / T can be one ulp low on CPU; the tolerance
+        # (4 ulps at 1, far below the 1/T spacing of any budget under 4M steps)
+        # keeps a milestone from slipping one step late.
+        n = n + (p >= m - _MILESTONE_TOL).astype(p.dtype)
     return jnp.asarray(factor, p.dtype) ** n
 
 

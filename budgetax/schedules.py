@@ -116,7 +116,8 @@ def budgeted(
     decay_steps = total_steps - warmup_steps
 
     def decay(count):
-        p = jnp.asarray(count, jnp.float32) / decay_steps
+        # The end is exact (XLA's float32 division may land one ulp below 1).
+        p = jnp.where(count >= decay_steps, 1.0, jnp.asarray(count, jnp.float32) / decay_steps)
         return end_value + (peak_value - end_value) * fn(p)
 
     if warmup_steps:
