@@ -223,7 +223,8 @@ def one_cycle(p, pct_start=0.3, div_factor=25.0, final_div_factor=1e4) -> jax.Ar
     r"""OneCycle: cosine up from ``1/div_factor`` to 1, then cosine down.
 
     With :math:`a = 1/\text{div\_factor}` and :math:`z = a / \text{final\_div\_factor}`:
-    for :math:`p < \text{pct\_start}`, :math:`a + (1 - a)\,\tfrac12(1 - \cos \pi p/\text{pct\_start})`;
+    for :math:`p < \text{pct\_start}`,
+    :math:`a + (1 - a)\,\tfrac12(1 - \cos \pi p/\text{pct\_start})`;
     afterwards :math:`z + (1 - z)\,\tfrac12(1 + \cos \pi r)` with
     :math:`r = (p - \text{pct\_start}) / (1 - \text{pct\_start})`. This is
     ``optax.cosine_onecycle_schedule`` with a peak of 1, written against progress.

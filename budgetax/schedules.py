@@ -6,7 +6,7 @@ sampling period ``k = sample_every``:
 
 .. math::
 
-   \tau &= k \lfloor t / k \rfloor \quad\text{(the learning rate is re-sampled every } k \text{ steps)} \\
+   \tau &= k \lfloor t / k \rfloor \quad\text{(re-sampled every } k \text{ steps)} \\
    \eta(t) &= \text{peak} \cdot \tau / w \quad\text{for } \tau < w \\
    \eta(t) &= \text{end} + (\text{peak} - \text{end})\,\text{profile}(p),\quad
    p = \mathrm{clip}\big((\tau - w) / (T - w), 0, 1\big) \quad\text{otherwise.}

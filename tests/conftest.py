@@ -6,7 +6,6 @@ import jax
 import pytest
 
 
-
 class TraceCounter:
     """``jax.jit`` that counts how many times the function is traced (= compiled).
 
