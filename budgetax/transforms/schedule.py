@@ -20,6 +20,8 @@ normalisation and is not a schedule.)
 
 from __future__ import annotations
 
+import inspect
+
 import optax
 
 from budgetax import schedules
@@ -73,6 +75,9 @@ def _as_transform(schedule_factory):
 
     name = schedule_factory.__name__
     transform.__name__ = transform.__qualname__ = name
+    sig = inspect.signature(schedule_factory)
+    transform.__signature__ = sig.replace(
+        parameters=[p for p in sig.parameters.values() if p.name != "peak_value"])
     transform.__doc__ = (
         f"Multiplies updates by the {name} multiplier at the current count.\n\n"
         f"``budgetax.{name}(total_steps, *, end_value=0.0, warmup_steps=0, sample_every=1, "

@@ -120,3 +120,12 @@ def test_scale_by_profile_generic_and_knobs():
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_transform_signatures_show_the_profile_knobs():
+    import inspect
+
+    params = inspect.signature(budgetax.rex).parameters
+    assert list(params)[0] == "total_steps" and "peak_value" not in params
+    assert params["beta"].default == 0.5 and params["sample_every"].default == 1
+    assert "milestones" in inspect.signature(budgetax.step).parameters
