@@ -1,0 +1,223 @@
+r"""A declarative, hashable optimizer spec -> an ``optax`` transformation.
+
+:class:`OptimizerSpec` names a base optimizer, a budget-aware schedule (any
+:mod:`budgetax.profiles` name, or ``"autowu"``), its knobs, the peak learning
+rate, warmup, sampling rate, momentum (or Demon momentum decay), weight decay and
+a precision mode. :meth:`OptimizerSpec.build` turns it into an
+``optax.GradientTransformationExtraArgs`` for a budget ``T``; the result always
+accepts ``update(grads, state, params, value=loss)`` (AutoWU needs the loss).
+
+The learning rate at step ``t`` is ``schedules.budgeted(profile, T, peak_lr, ...)(t)``:
+a linear warmup to ``peak_lr`` over ``warmup_steps``, then
+``end_lr + (peak_lr - end_lr) * profile(p)``. The optimizers from other budgetax
+modules (``demon_sgd``, ``demon_adam``, ``adamp``, ``sgdp``, ``autowu``,
+``stochastic_rounding``, ``kahan_summation``) are looked up when the spec is
+built, so this module imports without them.
+
+References:
+  Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
+  Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
+  Chen et al. Demon: Improved Neural Network Training with Momentum Decay.
+  ICASSP 2022. arXiv:1910.04952.
+  Zamirai et al. Revisiting BFloat16 Training. 2020. arXiv:2010.06192.
+  Kim et al. Automated Learning Rate Scheduler for Large-batch Training (AutoWU).
+  2021. arXiv:2107.05855.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from budgetax import _validate, profiles, schedules
+
+__all__ = ["OPTIMIZERS", "PRECISIONS", "SCHEDULES", "OptimizerSpec"]
+
+OPTIMIZERS = ("adam", "adamp", "adamw", "lamb", "momentum", "sgd", "sgdp")
+PRECISIONS = ("bf16", "bf16_kahan", "bf16_sr", "float32")
+SCHEDULES = tuple(sorted(profiles.PROFILES)) + ("autowu",)
+
+
+def _lookup(name: str):
+    """``budgetax.<name>``, or an error saying it is not available yet."""
+    import budgetax
+
+    fn = getattr(budgetax, name, None)
+    if fn is None:
+        raise NotImplementedError(
+            f"budgetax.{name} is not available in this version of budgetax; the spec needs it")
+    return fn
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """A hashable description of an optimizer and its budget-aware schedule.
+
+    Attributes:
+      optimizer: ``"sgd"`` (with ``momentum``; 0 = plain SGD), ``"momentum"``
+        (alias), ``"adam"``, ``"adamw"``, ``"lamb"``, ``"adamp"``, ``"sgdp"``.
+      schedule: a profile name (``"constant"``, ``"linear"``, ``"cosine"``,
+        ``"rex"``, ``"step"``, ``"exponential"``, ``"polynomial"``, ``"wsd"``,
+        ``"one_cycle"``) or ``"autowu"``.
+      peak_lr: the learning rate after warmup (for ``"autowu"``: its ``max_lr``
+        unless given in ``schedule_kwargs``).
+      end_lr: the value the schedule anneals to at the budget.
+      warmup_steps: linear warmup steps (``< budget``).
+      warmup_fraction: alternatively, warmup as a fraction of the budget (used when > 0).
+      sample_every: re-sample the learning rate every this many steps.
+      schedule_kwargs: the profile's knobs as a tuple of ``(name, value)`` pairs
+        (hashable), e.g. ``(("beta", 0.9),)``; a dict is accepted and converted.
+      momentum: SGD momentum / Adam ``b1`` / Demon's ``beta_init``.
+      nesterov: Nesterov momentum (SGD-type optimizers).
+      b2: second-moment decay (Adam-type).
+      eps: Adam epsilon.
+      demon: decay the momentum with Demon (``"sgd"`` -> ``budgetax.demon_sgd``,
+        ``"adam"``/``"adamw"`` -> ``budgetax.demon_adam``).
+      weight_decay: decoupled weight decay (``adamw``, ``lamb``, ``adamp``,
+        ``sgdp``, ``demon_adam``) or L2 added to the gradient (``sgd``).
+      precision: ``"float32"``; ``"bf16"`` (bfloat16 params/activations, updates
+        rounded to nearest); ``"bf16_sr"`` (stochastic rounding); ``"bf16_kahan"``
+        (Kahan-compensated updates).
+      seed: seed of the stochastic-rounding transform.
+
+    Example:
+      >>> spec = OptimizerSpec("sgd", "linear", peak_lr=0.1, momentum=0.9)
+      >>> tx = spec.build(total_steps=1000)
+      >>> hash(spec) == hash(OptimizerSpec("sgd", "linear", peak_lr=0.1, momentum=0.9))
+      True
+    """
+
+    optimizer: str = "adam"
+    schedule: str = "linear"
+    peak_lr: float = 1e-2
+    end_lr: float = 0.0
+    warmup_steps: int = 0
+    warmup_fraction: float = 0.0
+    sample_every: int = 1
+    schedule_kwargs: tuple[tuple[str, Any], ...] = ()
+    momentum: float = 0.9
+    nesterov: bool = False
+    b2: float = 0.999
+    eps: float = 1e-8
+    demon: bool = False
+    weight_decay: float = 0.0
+    precision: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.schedule_kwargs, dict):
+            object.__setattr__(self, "schedule_kwargs",
+                               tuple(sorted(self.schedule_kwargs.items())))
+        _validate.one_of("optimizer", self.optimizer, OPTIMIZERS)
+        _validate.one_of("schedule", self.schedule, SCHEDULES)
+        _validate.one_of("precision", self.precision, PRECISIONS)
+        if not isinstance(self.peak_lr, jax.Array | jax.core.Tracer):
+            _validate.real("peak_lr", self.peak_lr, low=0.0)
+        _validate.real("end_lr", self.end_lr, low=0.0)
+        _validate.nonnegative_int("warmup_steps", self.warmup_steps)
+        _validate.real("warmup_fraction", self.warmup_fraction, low=0.0, high=1.0,
+                       high_open=True)
+        _validate.positive_int("sample_every", self.sample_every)
+        _validate.real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        _validate.real("b2", self.b2, low=0.0, high=1.0, high_open=True)
+        _validate.real("eps", self.eps, low=0.0)
+        _validate.real("weight_decay", self.weight_decay, low=0.0)
+        _validate.seed("seed", self.seed)
+        if self.demon and self.optimizer not in ("sgd", "momentum", "adam", "adamw"):
+            raise ValueError(f"demon=True needs optimizer 'sgd' or 'adam'/'adamw', "
+                             f"got optimizer={self.optimizer!r}")
+        if self.schedule != "autowu":
+            profiles.get(self.schedule)(jnp.float32(0.0), **dict(self.schedule_kwargs))
+
+    # ----------------------------------------------------------------- pieces
+    @property
+    def param_dtype(self):
+        """Parameter / activation dtype implied by ``precision``."""
+        return jnp.float32 if self.precision == "float32" else jnp.bfloat16
+
+    def warmup_for(self, total_steps: int) -> int:
+        """Warmup steps for a budget (``warmup_fraction`` wins when > 0, kept ``< total_steps``)."""
+        if self.warmup_fraction > 0:
+            return min(int(round(self.warmup_fraction * total_steps)), total_steps - 1)
+        return self.warmup_steps
+
+    def learning_rate(self, total_steps: int, peak_lr=None):
+        """The ``optax.Schedule`` of the learning rate (``None`` for ``"autowu"``).
+
+        ``peak_lr`` overrides the spec's (a float or a traced scalar for vmapped sweeps).
+        """
+        if self.schedule == "autowu":
+            return None
+        total_steps = _validate.positive_int("total_steps", total_steps)
+        peak = self.peak_lr if peak_lr is None else peak_lr
+        return schedules.budgeted(
+            profiles.get(self.schedule) if not self.schedule_kwargs else
+            _partial(profiles.get(self.schedule), dict(self.schedule_kwargs)),
+            total_steps, peak, end_value=self.end_lr,
+            warmup_steps=self.warmup_for(total_steps), sample_every=self.sample_every)
+
+    def _base(self, lr, total_steps):
+        o, wd = self.optimizer, self.weight_decay
+        if self.demon:
+            if o in ("sgd", "momentum"):
+                tx = _lookup("demon_sgd")(lr, total_steps, beta_init=self.momentum)
+                return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
+            return _lookup("demon_adam")(lr, total_steps, beta_init=self.momentum, b2=self.b2,
+                                         eps=self.eps, weight_decay=wd)
+        if o in ("sgd", "momentum"):
+            tx = optax.sgd(lr, momentum=self.momentum or None, nesterov=self.nesterov)
+            return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
+        if o == "adam":
+            tx = optax.adam(lr, b1=self.momentum, b2=self.b2, eps=self.eps)
+            return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
+        if o == "adamw":
+            return optax.adamw(lr, b1=self.momentum, b2=self.b2, eps=self.eps, weight_decay=wd)
+        if o == "lamb":
+            return optax.lamb(lr, b1=self.momentum, b2=self.b2, eps=self.eps, weight_decay=wd)
+        if o == "adamp":
+            return _lookup("adamp")(lr, b1=self.momentum, b2=self.b2, eps=self.eps,
+                                    weight_decay=wd, nesterov=self.nesterov)
+        return _lookup("sgdp")(lr, momentum=self.momentum, weight_decay=wd,
+                               nesterov=self.nesterov)
+
+    def build(self, total_steps: int, peak_lr=None) -> optax.GradientTransformationExtraArgs:
+        """The optimizer for a budget of ``total_steps`` updates.
+
+        Args:
+          total_steps: the budget ``T`` (positive Python int).
+          peak_lr: overrides ``self.peak_lr`` (float or traced scalar).
+
+        Returns:
+          ``optax.with_extra_args_support(tx)``: call ``update(g, s, params, value=loss)``.
+        """
+        total_steps = _validate.positive_int("total_steps", total_steps)
+        peak = self.peak_lr if peak_lr is None else peak_lr
+        if self.schedule == "autowu":
+            kw = dict(self.schedule_kwargs)
+            kw.setdefault("max_lr", float(peak) if not isinstance(peak, jax.Array) else peak)
+            # base direction at lr 1 (negative), then AutoWU multiplies by its lr (positive)
+            tx = optax.chain(self._base(1.0, total_steps),
+                             _lookup("autowu")(total_steps, **kw))
+        else:
+            tx = self._base(self.learning_rate(total_steps, peak), total_steps)
+        if self.precision == "bf16_sr":
+            tx = optax.chain(tx, _lookup("stochastic_rounding")(seed=self.seed))
+        elif self.precision == "bf16_kahan":
+            tx = optax.chain(tx, _lookup("kahan_summation")())
+        return optax.with_extra_args_support(tx)
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly dict of the fields."""
+        d = dataclasses.asdict(self)
+        d["schedule_kwargs"] = dict(self.schedule_kwargs)
+        return d
+
+
+def _partial(fn, kwargs):
+    import functools
+
+    return functools.partial(fn, **kwargs)
