@@ -1,0 +1,23 @@
+"""Every ```python block of README.md runs as written (so the quickstart cannot rot)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.data.helpers import built_data_dir
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_has_python_blocks():
+    assert len(BLOCKS) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_block_runs(index, monkeypatch):
+    monkeypatch.setenv("BUDGETAX_DATA_DIR", built_data_dir())
+    exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "readme"})
