@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 WSD_DECAYS = ("linear", "cosine", "sqrt")
-_MILESTONE_TOL = 2.5e-7
 
 
 def _is_static(x) -> bool:
@@ -142,8 +141,8 @@ def step(p, milestones=(0.3, 0.6, 0.9), factor=0.1) -> jax.Array:
 
     Args:
       p: progress in [0, 1] (clipped).
-      milestones: strictly increasing fractions of the budget in [0, 1]; ``p`` within
-        2.5e-7 below a milestone counts as on it (float32 rounding of ``t / T``).
+      milestones: strictly increasing fractions of the budget in [0, 1]. (Budgeted
+        schedules compute ``p = t / T`` exactly, so a milestone fires on time.)
       factor: multiplier applied at each milestone, ``0 < factor <= 1``.
 
     Example:
@@ -156,10 +155,7 @@ def step(p, milestones=(0.3, 0.6, 0.9), factor=0.1) -> jax.Array:
     p = _progress(p)
     n = jnp.zeros(p.shape, p.dtype)
     for m in ms:
-        # XLA's float32 division t / T can be one ulp low on CPU; the tolerance
-        # (4 ulps at 1, far below the 1/T spacing of any budget under 4M steps)
-        # keeps a milestone from slipping one step late.
-        n = n + (p >= m - _MILESTONE_TOL).astype(p.dtype)
+        n = n + (p >= m).astype(p.dtype)
     return jnp.asarray(factor, p.dtype) ** n
 
 
@@ -206,9 +202,10 @@ def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
     References:
       Hu et al. MiniCPM. 2024. arXiv:2404.06395.
     """
-    decay_fraction = _validate.real(
-        "decay_fraction", decay_fraction, low=0.0, high=1.0, low_open=True
-    )
+    if _is_static(decay_fraction):
+        decay_fraction = _validate.real(
+            "decay_fraction", decay_fraction, low=0.0, high=1.0, low_open=True
+        )
     _validate.one_of("decay", decay, WSD_DECAYS)
     p = _progress(p)
     q = jnp.clip((p - (1.0 - decay_fraction)) / decay_fraction, 0.0, 1.0)
@@ -243,10 +240,13 @@ def one_cycle(p, pct_start=0.3, div_factor=25.0, final_div_factor=1e4) -> jax.Ar
     References:
       Smith, Topin. Super-Convergence. 2017. arXiv:1708.07120.
     """
-    pct_start = _validate.real("pct_start", pct_start, low=0.0, high=1.0, low_open=True,
-                               high_open=True)
-    div_factor = _validate.real("div_factor", div_factor, low=1.0)
-    final_div_factor = _validate.real("final_div_factor", final_div_factor, low=1.0)
+    if _is_static(pct_start):
+        pct_start = _validate.real("pct_start", pct_start, low=0.0, high=1.0, low_open=True,
+                                   high_open=True)
+    if _is_static(div_factor):
+        div_factor = _validate.real("div_factor", div_factor, low=1.0)
+    if _is_static(final_div_factor):
+        final_div_factor = _validate.real("final_div_factor", final_div_factor, low=1.0)
     p = _progress(p)
     a = 1.0 / div_factor
     z = a / final_div_factor

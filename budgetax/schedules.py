@@ -11,7 +11,11 @@ sampling period ``k = sample_every``:
    \eta(t) &= \text{end} + (\text{peak} - \text{end})\,\text{profile}(p),\quad
    p = \mathrm{clip}\big((\tau - w) / (T - w), 0, 1\big) \quad\text{otherwise.}
 
-After the budget the value stays at ``end`` (the profile's value at ``p = 1``).
+From ``t = T`` on the value is the one at the end of the budget, ``end +
+(peak - end) * profile(1)`` (``end`` for every profile that decays to 0), also
+when ``T`` is not a multiple of ``k``. ``p`` is computed exactly (see
+:func:`progress`), so a step milestone ``m`` fires exactly at the first ``t``
+with ``t - w >= m (T - w)``.
 ``sample_every = steps_per_epoch`` is the per-epoch sampling rate of the REX paper;
 ``sample_every = 1`` (the default) re-samples at every step.
 
@@ -36,6 +40,7 @@ from budgetax import _validate, profiles
 
 __all__ = [
     "budgeted",
+    "progress",
     "constant",
     "cosine",
     "exponential",
@@ -54,6 +59,53 @@ def _scalar(name: str, value):
     if isinstance(value, jax.Array | jax.core.Tracer):
         return value
     return _validate.real(name, value)
+
+
+def progress(count, total_steps: int) -> jax.Array:
+    r"""``min(count, T) / T`` as float32, correctly rounded, for any int32 ``count``.
+
+    XLA's float32 division is not correctly rounded on every backend (on CPU it
+    is often an ulp off, and ``T / T`` can come out below 1), which would move
+    a step milestone by one update or leave a profile short of its end value.
+    This computes the quotient by binary long division on unsigned integers
+    (``T.bit_length() + 25`` shift-subtract steps in a ``fori_loop``) and
+    rounds to nearest even, so ``p`` is exact wherever float32 can be, e.g.
+    ``progress(300, 1000) == float32(0.3)``.
+
+    Args:
+      count: int array of update counts (negative values count as 0).
+      total_steps: the budget ``T``, a positive Python int below 2**31.
+
+    Returns:
+      A float32 array of the shape of ``count``, in [0, 1].
+
+    Example:
+      >>> float(progress(1, 3)) == float(jnp.float32(1) / jnp.float32(3))
+      True
+    """
+    total_steps = _validate.positive_int("total_steps", total_steps)
+    if total_steps >= 2**31:
+        raise ValueError(f"total_steps must be < 2**31, got {total_steps!r}")
+    big = jnp.uint32(total_steps)
+    c = jnp.clip(jnp.asarray(count), 0, total_steps).astype(jnp.uint32)
+    full = jnp.uint32(1 << 24)  # 25 significant bits collected: 24 + a rounding bit
+
+    def body(_, carry):
+        rem, bits, n = carry
+        active = bits < full
+        twice = rem * jnp.uint32(2)  # rem <= T < 2**31: no overflow
+        bit = twice >= big
+        rem = jnp.where(active, jnp.where(bit, twice - big, twice), rem)
+        bits = jnp.where(active, bits * jnp.uint32(2) + bit.astype(jnp.uint32), bits)
+        return rem, bits, n + active.astype(jnp.int32)
+
+    zeros = jnp.zeros(c.shape, jnp.uint32)
+    rem, bits, n = jax.lax.fori_loop(0, total_steps.bit_length() + 25, body,
+                                     (c, zeros, jnp.zeros(c.shape, jnp.int32)))
+    mant = bits >> 1
+    round_up = (bits & 1) & ((rem != 0) | (mant & 1)).astype(jnp.uint32)
+    p = jnp.ldexp((mant + round_up).astype(jnp.float32), 1 - n)
+    return jnp.where(c >= big, jnp.float32(1.0), jnp.where(c == 0, jnp.float32(0.0), p))
 
 
 def _resolve_profile(profile) -> Callable[[jax.Array], jax.Array]:
@@ -116,9 +168,7 @@ def budgeted(
     decay_steps = total_steps - warmup_steps
 
     def decay(count):
-        # The end is exact (XLA's float32 division may land one ulp below 1).
-        p = jnp.where(count >= decay_steps, 1.0, jnp.asarray(count, jnp.float32) / decay_steps)
-        return end_value + (peak_value - end_value) * fn(p)
+        return end_value + (peak_value - end_value) * fn(progress(count, decay_steps))
 
     if warmup_steps:
         warmup = optax.linear_schedule(0.0, peak_value, warmup_steps)
@@ -129,7 +179,9 @@ def budgeted(
     def schedule(count):
         count = jnp.asarray(count)
         if sample_every > 1:
-            count = (count // sample_every) * sample_every
+            # re-sampled inside the budget; from T on the value is the end value
+            count = jnp.where(count >= total_steps, total_steps,
+                              (count // sample_every) * sample_every)
         return jnp.asarray(base(count), jnp.float32)
 
     return schedule

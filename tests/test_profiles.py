@@ -147,6 +147,13 @@ def test_profiles_accept_traced_knobs():
     betas = jnp.array([0.0, 0.5, 0.9])
     out = jax.jit(jax.vmap(lambda b: profiles.rex(0.5, beta=b)))(betas)
     np.testing.assert_allclose(out, [ref.rex(0.5, b) for b in (0.0, 0.5, 0.9)], rtol=1e-6)
+    fracs = jnp.array([0.2, 0.5])
+    out = jax.jit(jax.vmap(lambda f: profiles.wsd(0.9, decay_fraction=f)))(fracs)
+    np.testing.assert_allclose(out, [ref.wsd(0.9, 0.2), ref.wsd(0.9, 0.5)], rtol=1e-6)
+    pcts = jnp.array([0.2, 0.4])
+    out = jax.jit(jax.vmap(lambda q: profiles.one_cycle(0.3, pct_start=q)))(pcts)
+    np.testing.assert_allclose(out, [ref.one_cycle(0.3, 0.2), ref.one_cycle(0.3, 0.4)],
+                               rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -95,7 +95,7 @@ def test_every_shortcut_matches_reference(name, total, warm_frac, k, end):
     sched = getattr(schedules, name)(total, 0.5, end_value=end, warmup_steps=warmup,
                                      sample_every=k, **knobs)
     ts = np.unique(np.linspace(0, total + 20, 60).astype(int))
-    got = np.asarray([float(sched(jnp.int32(t))) for t in ts])
+    got = values(sched, ts)  # under jit
     want = np.asarray([ref.budgeted(ref.PROFILES[name], total, 0.5, int(t), end=end,
                                     warmup=warmup, sample_every=k, **knobs) for t in ts])
     np.testing.assert_allclose(got, want, rtol=5e-5, atol=5e-7)
@@ -112,6 +112,33 @@ def test_milestones_and_end_are_exact_under_jit(total):
     np.testing.assert_array_equal(got, want)
     poly = values(schedules.polynomial(total, 1.0, power=0.5), np.array([total, total + 1]))
     np.testing.assert_array_equal(poly, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("total", [1, 3, 7, 41, 47, 55, 200, 1000, 123457, 5_000_000, 2**31 - 1])
+def test_progress_is_correctly_rounded_under_jit(total):
+    rng = np.random.default_rng(total)
+    ts = np.concatenate([np.arange(min(total + 3, 500)), rng.integers(0, total, 2000),
+                         [total - 1, total, total + 1 if total < 2**31 - 1 else total]])
+    ts = ts.astype(np.int32)
+    got = np.asarray(jax.jit(lambda t: schedules.progress(t, total))(ts))
+    # float64 division then one rounding to float32: the correctly rounded quotient
+    want = (np.minimum(ts.astype(np.float64), total) / total).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_step_milestone_exact_for_huge_budgets():
+    sched = jax.jit(schedules.step(5_000_000, 1.0))
+    assert float(sched(1_499_999)) == 1.0
+    assert float(sched(1_500_000)) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("k", [3, 4, 7])
+def test_sample_every_reaches_end_value_at_the_budget(k):
+    # T = 10 is not a multiple of k: from t = T on the value is the end value
+    sched = jax.jit(schedules.linear(10, 1.0, end_value=0.05, sample_every=k))
+    for t in range(10, 20):
+        assert float(sched(t)) == pytest.approx(0.05)
+    assert float(sched(9)) == pytest.approx(0.05 + 0.95 * (1 - k * (9 // k) / 10))
 
 
 def test_sample_every_holds_value_for_k_steps():

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from budgetax import _validate, profiles
+from budgetax import _validate, schedules
 
 __all__ = [
     "BIAS_CORRECTIONS",
@@ -133,14 +133,9 @@ def demon_schedule(total_steps: int, beta_init: float = 0.9) -> optax.Schedule:
     References:
       Chen, Wolfe, Li, Kyrillidis. Demon. ICASSP 2022. arXiv:1910.04952.
     """
-    total_steps = _validate.positive_int("total_steps", total_steps)
     beta_init = _check_beta_init(beta_init)
-
-    def schedule(count):
-        t = jnp.minimum(jnp.asarray(count).astype(jnp.float32), float(total_steps))
-        return beta_init * profiles.rex(t / float(total_steps), beta=beta_init)
-
-    return schedule
+    # the REX schedule itself (exact progress, exactly 0 from t = T on)
+    return schedules.rex(total_steps, beta_init, beta=beta_init)
 
 
 # ----------------------------------------------------------------------------- demon momentum

@@ -74,8 +74,12 @@ PROFILES = {
 
 
 def budgeted(profile, total_steps, peak, t, *, end=0.0, warmup=0, sample_every=1, **knobs):
-    """Learning rate at update ``t`` (0-based), following DESIGN.md literally."""
-    t = sample_every * (t // sample_every)
+    """Learning rate at update ``t`` (0-based), following DESIGN.md.
+
+    Re-sampled every ``sample_every`` steps inside the budget; from ``t = T`` on,
+    the value at the end of the budget.
+    """
+    t = total_steps if t >= total_steps else sample_every * (t // sample_every)
     if t < warmup:
         return peak * t / warmup
     p = min(max((t - warmup) / (total_steps - warmup), 0.0), 1.0)

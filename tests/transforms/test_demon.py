@@ -47,6 +47,15 @@ def test_beta_values(beta_init, total_steps, counting_jit):
     assert float(sched(total_steps)) == 0.0
 
 
+def test_beta_is_exactly_zero_from_the_budget_on():
+    # XLA's float32 T / T is an ulp below 1 on CPU for these budgets (found by
+    # scanning T = 1..3000); beta must still be exactly 0 from t = T on.
+    for total in (41, 47, 55, 77777):
+        ts = jnp.arange(total - 3, total + 5)
+        betas = np.asarray(jax.jit(jax.vmap(demon_schedule(total, 0.9)))(ts))
+        assert np.all(betas[:3] > 0.0) and np.all(betas[3:] == 0.0), (total, betas)
+
+
 def test_beta_is_rex_profile():
     # Demon's rule is the REX profile with curvature beta_init.
     for p in np.linspace(0, 1, 11):
