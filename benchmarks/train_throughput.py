@@ -26,6 +26,7 @@ from pathlib import Path
 import jax
 
 from budgetax import data, training
+from budgetax._io import atomic_write_text
 
 CASES = [
     # (dataset, model, model_kwargs, batch size)
@@ -95,8 +96,8 @@ def main(argv=None):
                   f"{t_compile:.1f}s)", flush=True)
     meta["load_average_at_end"] = os.getloadavg()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(out / "train_throughput.json",
+                      json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["# Training throughput", "",
              f"Device: {meta['device']} ({meta['machine']}, {meta['cpu_count']} cores, shared "
              f"with other jobs: load average {meta['load_average_at_start'][0]:.1f} at start, "
@@ -113,7 +114,7 @@ def main(argv=None):
         lines.append(f"| {r['dataset']} | {r['model']} | {r['batch_size']} | {r['precision']} | "
                      f"{r['steps_per_second']:.0f} | {r['ms_per_step']:.2f} | "
                      f"{r['vmapped_steps_per_second']:.0f} | {r['first_call_seconds']:.1f} |")
-    (out / "train_throughput.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "train_throughput.md", "\n".join(lines) + "\n")
     print(f"wrote {out / 'train_throughput.json'} and {out / 'train_throughput.md'}")
 
 

@@ -11,11 +11,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import budgetax
+from budgetax._io import atomic_write_json
 
 DEFAULT_BUDGETS = "0.1,0.25,0.5,1.0"
 DEFAULT_SCHEDULES = "constant,linear,cosine,rex"
@@ -118,8 +118,7 @@ def run_demo(args) -> int:
                    "dataset": ds.name, "model": args.model, "optimizer": args.optimizer,
                    "peak_lr": args.lr, "batch_size": args.batch_size,
                    "full_budget": args.full_budget, "seed": args.seed, "results": results}
-        with open(args.out, "w") as f:
-            json.dump(payload, f, indent=2)
+        atomic_write_json(args.out, payload)  # a failed write never leaves a partial file
         print(f"wrote {args.out}")
     return 0
 

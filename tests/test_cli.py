@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 
-from budgetax import cli
+from budgetax import cli, training
 from tests.data.helpers import built_data_dir
 
 
@@ -42,3 +43,21 @@ def test_demo_rejects_bad_arguments(capsys):
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+def test_demo_out_is_written_atomically(tmp_path, monkeypatch, capsys):
+    """A write that fails half-way leaves the previous --out file as it was, no temp files."""
+    out = tmp_path / "demo.json"
+    out.write_text('{"old": true}\n')
+
+    def fake_train(*args, **kwargs):  # diverged is not JSON-serialisable: the dump fails
+        return types.SimpleNamespace(final={"test_accuracy": 0.5, "test_loss": 1.0,
+                                            "full_grad_norm": 0.1},
+                                     diverged=object(), seconds=0.0)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    rc = cli.main(["demo", "--full-budget", "10", "--budgets", "1", "--schedules", "linear",
+                   "--data-dir", built_data_dir(), "--out", str(out)])
+    assert rc == 2 and "not JSON serializable" in capsys.readouterr().err
+    assert out.read_text() == '{"old": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.json"]

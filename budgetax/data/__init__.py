@@ -22,7 +22,8 @@ first time they are used (no TensorFlow needed) and read back with
 ``~/.cache/budgetax/tensorflow_datasets``.
 
 Small datasets are put on the device whole and batched inside the compiled
-training loop (:func:`budgetax.data.batching.batch_indices`); larger ones are
+training loop (:func:`budgetax.data.batching.device_batch_indices`; the device
+copies are made once per dataset and device, :meth:`Dataset.device_arrays`); larger ones are
 streamed from their data source by :class:`budgetax.data.batching.Prefetcher`.
 
 Example:
@@ -47,7 +48,14 @@ import numpy as np
 from budgetax.data import batching
 from budgetax.data._builders import EMBEDDED
 from budgetax.data._builders import ensure_prepared as _ensure_prepared
-from budgetax.data.batching import Prefetcher, batch_indices, check_batch_size, epoch_permutation
+from budgetax.data.batching import (
+    Prefetcher,
+    batch_indices,
+    batch_position,
+    check_batch_size,
+    device_batch_indices,
+    epoch_permutation,
+)
 
 __all__ = [
     "DATASETS",
@@ -55,9 +63,11 @@ __all__ = [
     "DatasetNotPreparedError",
     "Prefetcher",
     "batch_indices",
+    "batch_position",
     "batching",
     "check_batch_size",
     "default_data_dir",
+    "device_batch_indices",
     "epoch_permutation",
     "load",
 ]
@@ -131,6 +141,8 @@ class Dataset:
     y_key: str = "label"
     _order: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _cache: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    # device copies: not an __init__ field, so dataclasses.replace() starts a fresh one
+    _device_cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def normalize(self, x) -> np.ndarray:
         """Standardises raw inputs with the train statistics (float32)."""
@@ -153,6 +165,23 @@ class Dataset:
             n = self.num_train if split == "train" else self.num_test
             self._cache[split] = self.gather(split, np.arange(n))
         return self._cache[split]
+
+    def device_arrays(self, device=None) -> tuple:
+        """``(x_train, y_train, x_test, y_test)`` as JAX arrays on ``device`` (or the default).
+
+        Uploaded once per device (and per version of the in-memory arrays), then
+        reused: repeated training calls do not copy the dataset to the device again.
+        """
+        import jax
+
+        host = (self.x_train, self.y_train, self.x_test, self.y_test)
+        where = device if device is not None else ("default", jax.config.jax_default_device)
+        entry = self._device_cache.get(where)
+        if entry is None or any(a is not b for a, b in zip(entry[0], host, strict=True)):
+            # device=None: uncommitted arrays on the default device, as jnp.asarray makes
+            entry = (host, tuple(jax.device_put(a, device) for a in host))
+            self._device_cache[where] = entry
+        return entry[1]
 
     @property
     def x_train(self) -> np.ndarray:

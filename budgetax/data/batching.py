@@ -10,15 +10,25 @@ each epoch's permutation are dropped, a different set every epoch):
    \pi_e = \mathrm{permutation}(\mathrm{fold\_in}(k, e), n), \quad
    \text{batch}_t = \pi_e[i b : (i + 1) b].
 
-:func:`batch_indices` computes this inside a compiled loop (small datasets live
-on the device, no host round trip per step); :class:`Prefetcher` computes the
-same indices on the host and gathers the examples from any random-access source
-(a ``tfds.data_source`` split) in a background thread, a chunk of steps at a time,
+:func:`batch_position` is the one place this rule is written (``e`` and the
+offset ``i b``, for ints, NumPy or traced steps) and :func:`batch_indices` the one
+place the batch is cut from the epoch's permutation. Three callers share them:
+
+- :func:`batch_indices` alone, for any single step (traceable);
+- :func:`device_batch_indices`, the sampler of the compiled training loop on
+  on-device data: it keeps each run's permutation in the loop carry and redraws it
+  once per epoch (a ``lax.cond`` on the step), then calls :func:`batch_indices`;
+- :class:`Prefetcher`, for streamed data: it draws each epoch's permutation once on
+  the host, calls :func:`batch_indices` (vmapped over the steps of a chunk) and
+  gathers the examples from any random-access source (a ``tfds.data_source``
+  split) in a background thread,
+
 so that streamed and on-device runs see identical batches.
 """
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -29,7 +39,10 @@ import numpy as np
 
 from budgetax import _validate
 
-__all__ = ["Prefetcher", "batch_indices", "check_batch_size", "epoch_permutation"]
+__all__ = ["Prefetcher", "batch_indices", "batch_position", "check_batch_size",
+           "device_batch_indices", "epoch_permutation"]
+
+_POLL_SECONDS = 0.05
 
 
 def check_batch_size(batch_size, num_examples: int) -> int:
@@ -47,7 +60,23 @@ def epoch_permutation(key: jax.Array, epoch, num_examples: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples).astype(jnp.int32)
 
 
-def batch_indices(key: jax.Array, step, num_examples: int, batch_size: int) -> jax.Array:
+def batch_position(step, num_examples: int, batch_size: int):
+    """``(epoch, offset)`` of batch ``step``: it is ``perm_epoch[offset : offset + batch_size]``.
+
+    ``epoch = step // s`` and ``offset = (step mod s) * batch_size`` with
+    ``s = num_examples // batch_size`` batches per epoch. Works on Python ints,
+    NumPy arrays and traced JAX values alike.
+
+    Example:
+      >>> batch_position(7, num_examples=10, batch_size=3)   # 3 batches per epoch
+      (2, 3)
+    """
+    steps_per_epoch = num_examples // batch_size
+    return step // steps_per_epoch, (step % steps_per_epoch) * batch_size
+
+
+def batch_indices(key: jax.Array, step, num_examples: int, batch_size: int, *,
+                  permutation=None) -> jax.Array:
     """Indices of the examples of batch ``step`` (traceable; ``step`` may be traced).
 
     Args:
@@ -55,6 +84,9 @@ def batch_indices(key: jax.Array, step, num_examples: int, batch_size: int) -> j
       step: the optimizer step ``t`` (0-based).
       num_examples: training-set size ``n`` (static).
       batch_size: batch size ``b`` (static), ``b <= n``.
+      permutation: the permutation of ``step``'s epoch,
+        ``epoch_permutation(key, step // (n // b), n)``, when the caller keeps it
+        (then ``key`` is not used); drawn from ``key`` otherwise.
 
     Returns:
       int32 array ``[batch_size]``: every example appears exactly once among the
@@ -66,21 +98,76 @@ def batch_indices(key: jax.Array, step, num_examples: int, batch_size: int) -> j
       >>> idx.shape
       (5,)
     """
-    steps_per_epoch = num_examples // batch_size
-    step = jnp.asarray(step, jnp.int32)
-    epoch = step // steps_per_epoch
-    i = step % steps_per_epoch
-    perm = epoch_permutation(key, epoch, num_examples)
-    return jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+    epoch, offset = batch_position(jnp.asarray(step, jnp.int32), num_examples, batch_size)
+    if permutation is None:
+        permutation = epoch_permutation(key, epoch, num_examples)
+    return jax.lax.dynamic_slice_in_dim(jnp.asarray(permutation), offset, batch_size)
+
+
+def device_batch_indices(keys: jax.Array, perms: jax.Array, step, num_examples: int,
+                         batch_size: int):
+    """One step of the training loop's on-device sampler for ``R`` runs (jittable).
+
+    ``perms`` ``[R, n]`` carries each run's permutation of the current epoch from
+    step to step; at the first batch of an epoch it is redrawn (one ``lax.cond``
+    on the unbatched step, so once per epoch, not at every step). Visit the steps
+    in order from ``0`` (the initial ``perms`` is not read at step 0). Row ``r`` of
+    the result is ``batch_indices(keys[r], step, n, b)``.
+
+    Args:
+      keys: ``[R]`` data keys.
+      perms: ``[R, n]`` int32, the carried permutations.
+      step: the (unbatched, possibly traced) step.
+      num_examples, batch_size: as in :func:`batch_indices` (static).
+
+    Returns:
+      ``(perms, idx)``: the permutations to carry on and the ``[R, b]`` indices.
+    """
+    epoch, offset = batch_position(jnp.asarray(step, jnp.int32), num_examples, batch_size)
+    draw = jax.vmap(epoch_permutation, in_axes=(0, None, None))
+    perms = jax.lax.cond(offset == 0, lambda: draw(keys, epoch, num_examples), lambda: perms)
+    idx = jax.vmap(lambda k, p: batch_indices(k, step, num_examples, batch_size,
+                                              permutation=p))(keys, perms)
+    return perms, idx
+
+
+class _Failure:
+    """An exception raised by the worker, on its way to the consumer."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _put(q: queue.Queue, stop: threading.Event, item) -> bool:
+    """Puts ``item`` unless ``stop`` is set first (never blocks for good); True if put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL_SECONDS)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class Prefetcher:
     """Background-thread loader: yields chunks of batches gathered from a random-access source.
 
     Chunk ``c`` covers steps ``starts[c] .. starts[c] + lengths[c] - 1``; it is a
-    tuple ``(x, y)`` of NumPy arrays ``[length, batch, ...]`` built with the same
-    indices as :func:`batch_indices`. A bounded queue keeps at most ``prefetch``
-    chunks ahead of the consumer. Errors in the worker are re-raised in the consumer.
+    tuple ``(x, y)`` of NumPy arrays ``[length, batch, ...]`` built with
+    :func:`batch_indices`. A bounded queue keeps at most ``prefetch`` chunks ahead
+    of the consumer. Errors in the worker are re-raised in the consumer.
+
+    Every iteration starts its own worker thread and yields all chunks from the
+    first (iterating twice gives the same chunks twice). A worker never blocks for
+    good: it stops when its iteration is closed (``break`` out of a ``for`` loop
+    closes it when the generator is collected), or at :meth:`close`, which also
+    waits for the threads to end. Use it as a context manager to be sure::
+
+        with Prefetcher(...) as loader:
+            for x, y in loader:
+                ...
+
+    After :meth:`close`, iterating raises ``RuntimeError``.
 
     Args:
       gather: ``indices -> (x, y)`` NumPy arrays for a 1-D int array of example indices.
@@ -93,8 +180,8 @@ class Prefetcher:
     Example:
       >>> import numpy as np, jax
       >>> xs, ys = np.arange(12.0)[:, None], np.arange(12)
-      >>> p = Prefetcher(lambda i: (xs[i], ys[i]), 12, 4, jax.random.key(0), [(0, 3)])
-      >>> x, y = next(iter(p))
+      >>> with Prefetcher(lambda i: (xs[i], ys[i]), 12, 4, jax.random.key(0), [(0, 3)]) as p:
+      ...     x, y = next(iter(p))
       >>> sorted(y.ravel().tolist()) == list(range(12))
       True
     """
@@ -108,54 +195,81 @@ class Prefetcher:
         self._b = check_batch_size(batch_size, num_examples)
         self._key = key
         self._chunks = list(chunks)
-        self._queue: queue.Queue = queue.Queue(maxsize=_validate.positive_int("prefetch",
-                                                                               prefetch))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, daemon=True)
-        self._started = False
+        self._prefetch = _validate.positive_int("prefetch", prefetch)
+        self._lock = threading.Lock()
+        self._workers: list[tuple[threading.Event, threading.Thread]] = []
+        self._closed = False
 
     def _indices(self, start: int, length: int) -> np.ndarray:
-        spe = self._n // self._b
-        perms: dict[int, np.ndarray] = {}
+        steps = np.arange(start, start + length)
+        epochs, _ = batch_position(steps, self._n, self._b)
         out = np.empty((length, self._b), np.int64)
-        for j, t in enumerate(range(start, start + length)):
-            e, i = divmod(t, spe)
-            if e not in perms:
-                perms[e] = np.asarray(jax.device_get(epoch_permutation(self._key, e, self._n)))
-            out[j] = perms[e][i * self._b:(i + 1) * self._b]
+        for e in np.unique(epochs):
+            sel = epochs == e
+            perm = epoch_permutation(self._key, int(e), self._n)  # once per epoch
+            take = functools.partial(batch_indices, self._key, num_examples=self._n,
+                                     batch_size=self._b, permutation=perm)
+            out[sel] = np.asarray(jax.vmap(take)(jnp.asarray(steps[sel], jnp.int32)))
         return out
 
-    def _work(self):
+    def _work(self, q: queue.Queue, stop: threading.Event):
         try:
             for start, length in self._chunks:
-                if self._stop.is_set():
+                if stop.is_set():
                     return
                 idx = self._indices(start, length)
                 x, y = self._gather(idx.reshape(-1))
                 x = np.asarray(x).reshape(length, self._b, *np.shape(x)[1:])
                 y = np.asarray(y).reshape(length, self._b)
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put((x, y), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-            self._queue.put(self._DONE)
+                if not _put(q, stop, (x, y)):
+                    return
+            _put(q, stop, self._DONE)
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            self._queue.put(err)
+            _put(q, stop, _Failure(err))
 
     def __iter__(self):
-        if not self._started:
-            self._started = True
-            self._thread.start()
-        while True:
-            item = self._queue.get()
-            if item is self._DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this Prefetcher is closed; make a new one to iterate again")
+            stop = threading.Event()
+            q: queue.Queue = queue.Queue(maxsize=self._prefetch)
+            thread = threading.Thread(target=self._work, args=(q, stop), daemon=True,
+                                      name="budgetax-prefetcher")
+            self._workers = [w for w in self._workers if w[1].is_alive()]
+            self._workers.append((stop, thread))
+        thread.start()
+        return self._consume(q, stop)
 
-    def close(self):
-        """Stops the worker (it exits at its next queue operation)."""
-        self._stop.set()
+    def _consume(self, q: queue.Queue, stop: threading.Event):
+        try:
+            while True:
+                try:
+                    item = q.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    if stop.is_set():
+                        raise RuntimeError("the Prefetcher was closed during iteration") from None
+                    continue
+                if item is self._DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item
+        finally:
+            stop.set()  # the worker ends at its next queue operation
+
+    def close(self, timeout: float | None = 10.0):
+        """Stops every worker thread and waits (up to ``timeout`` s each) for it to end."""
+        with self._lock:
+            self._closed = True
+            workers, self._workers = self._workers, []
+        for stop, _ in workers:
+            stop.set()
+        for _, thread in workers:
+            thread.join(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -11,7 +11,11 @@ and data shapes reuses it; a different budget compiles once more.
 
 The compiled core is a pure function of ``(key, peak_lr)`` given the static
 config and the data, which is what :func:`train_many` ``jax.vmap``s over seeds
-and learning rates.
+and learning rates. Everything random in a run comes from its key: the model
+initialisation and the batch order (``split(key)``) and, for
+``precision="bf16_sr"``, the stochastic-rounding stream (a seed drawn from
+``fold_in(key, SR_STREAM)``), so each vmapped run has its own and the
+``OptimizerSpec.seed`` field is not part of the compiled configuration.
 
 References:
   Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
@@ -30,7 +34,7 @@ import numpy as np
 
 from budgetax import _validate
 from budgetax import models as _models
-from budgetax.data import Dataset, Prefetcher, check_batch_size, epoch_permutation
+from budgetax.data import Dataset, Prefetcher, check_batch_size, device_batch_indices
 from budgetax.data import load as _load
 from budgetax.training.optim import OptimizerSpec
 from budgetax.training.steps import (
@@ -43,14 +47,16 @@ from budgetax.training.steps import (
     train_step,
 )
 
-__all__ = ["History", "TRAIN_METRICS", "EVAL_METRICS", "eval_steps", "make_core", "train",
-           "train_many", "trace_count"]
+__all__ = ["History", "SR_STREAM", "TRAIN_METRICS", "EVAL_METRICS", "eval_steps", "make_core",
+           "sr_seed", "train", "train_many", "trace_count"]
 
 TRAIN_METRICS = ("loss", "accuracy", "grad_norm", "update_norm", "lr")
 EVAL_METRICS = ("test_loss", "test_accuracy", "train_loss", "train_accuracy", "full_grad_norm")
 DATA_MODES = ("auto", "device", "stream")
 
 _TRACES = {"device": 0, "many": 0, "stream": 0}
+
+SR_STREAM = 0x5352  # fold_in tag of the stochastic-rounding stream of a run's key
 
 
 def trace_count(kind: str = "device") -> int:
@@ -64,7 +70,10 @@ def trace_count(kind: str = "device") -> int:
 
 @dataclasses.dataclass(frozen=True)
 class _Static:
-    """The hashable, static part of a run (everything but key, peak lr and data)."""
+    """The hashable, static part of a run (everything but key, peak lr and data).
+
+    ``spec`` has ``peak_lr`` and ``seed`` normalised to 0: both are per-run inputs.
+    """
 
     model: str
     model_kwargs: tuple
@@ -125,8 +134,8 @@ def _find_lr(opt_state):
     return jnp.float32(jnp.nan)
 
 
-def _build(cfg: _Static, budget: int, peak_lr):
-    tx = cfg.spec.build(budget, peak_lr)
+def _build(cfg: _Static, budget: int, peak_lr, sr_seed=None):
+    tx = cfg.spec.build(budget, peak_lr, sr_seed=sr_seed)
     sched = cfg.spec.learning_rate(budget, peak_lr)
     if sched is None:
         lr_fn = lambda step, opt_state: _find_lr(opt_state)
@@ -135,11 +144,18 @@ def _build(cfg: _Static, budget: int, peak_lr):
     return tx, lr_fn
 
 
-def _init_state(fns, tx, key):
+def sr_seed(key) -> jax.Array:
+    """The stochastic-rounding seed of the run with key ``key`` (traceable int32 scalar)."""
+    return jax.random.randint(jax.random.fold_in(key, SR_STREAM), (), 0,
+                              jnp.iinfo(jnp.int32).max, dtype=jnp.int32)
+
+
+def _init_state(cfg: _Static, budget: int, fns, key, peak_lr):
+    """The initial state and the data key of the run with key ``key``."""
     init_key, data_key = jax.random.split(key)
+    tx, _ = _build(cfg, budget, peak_lr, sr_seed=sr_seed(key))
     params, rest = fns.init(init_key)
-    state = TrainState(params, rest, tx.init(params), jnp.int32(0), jnp.int32(-1))
-    return state, data_key
+    return TrainState(params, rest, tx.init(params), jnp.int32(0)), data_key
 
 
 def _padded(x, y, size):
@@ -191,31 +207,27 @@ def _device_run(cfg: _Static, budget: int, keys, peak_lrs, x_train, y_train, x_t
     The step counter and the epoch's permutations live outside the per-run
     ``vmap`` so that each permutation is drawn once per epoch (a ``lax.cond`` on
     the unbatched step), not at every step. Run ``r`` is exactly the run of
-    ``(keys[r], peak_lrs[r])``: batch ``t`` is ``batch_indices(data_key_r, t, n, b)``.
+    ``(keys[r], peak_lrs[r])``: batch ``t`` is ``batch_indices(data_key_r, t, n, b)``
+    (computed by :func:`budgetax.data.device_batch_indices`).
     """
     fns = _fns(cfg)
     n, b = x_train.shape[0], cfg.batch_size
-    steps_per_epoch = n // b
 
     def init_one(key, peak):
-        tx, _ = _build(cfg, budget, peak)
-        return _init_state(fns, tx, key)
+        return _init_state(cfg, budget, fns, key, peak)
 
     def step_one(state, peak, x, y):
-        tx, lr_fn = _build(cfg, budget, peak)
+        tx, lr_fn = _build(cfg, budget, peak)  # update does not depend on the SR seed
         return train_step(fns, tx, lr_fn, state, x, y)
 
     def eval_one(state):
         return _evaluate_device(cfg, fns, state, x_train, y_train, x_test, y_test)
 
     states, data_keys = jax.vmap(init_one)(keys, peak_lrs)
-    new_perms = jax.vmap(epoch_permutation, in_axes=(0, None, None))
 
     def body(carry, _):
         states, perms, t = carry
-        epoch, i = t // steps_per_epoch, t % steps_per_epoch
-        perms = jax.lax.cond(i == 0, lambda: new_perms(data_keys, epoch, n), lambda: perms)
-        idx = jax.lax.dynamic_slice_in_dim(perms, i * b, b, axis=1)  # [R, b]
+        perms, idx = device_batch_indices(data_keys, perms, t, n, b)  # idx: [R, b]
         states, metrics = jax.vmap(step_one)(states, peak_lrs, x_train[idx], y_train[idx])
         return (states, perms, t + 1), metrics
 
@@ -254,9 +266,7 @@ _many_jit = jax.jit(_counted_many, static_argnames=("cfg", "budget"))
 
 # ------------------------------------------------------------------ streaming
 def _stream_init(cfg, budget, key, peak_lr):
-    fns = _fns(cfg)
-    tx, _ = _build(cfg, budget, peak_lr)
-    state, _ = _init_state(fns, tx, key)
+    state, _ = _init_state(cfg, budget, _fns(cfg), key, peak_lr)
     return state
 
 
@@ -329,16 +339,13 @@ def _stream_run(cfg, budget, key, peak_lr, dataset: Dataset, prefetch: int):
         for _ in range(n_chunks):
             chunks.append((start, length))
             start += length
-    loader = Prefetcher(lambda idx: dataset.gather("train", idx), dataset.num_train,
-                        cfg.batch_size, data_key, chunks, prefetch=prefetch)
     train_parts, evals = [], []
-    try:
+    with Prefetcher(lambda idx: dataset.gather("train", idx), dataset.num_train,
+                    cfg.batch_size, data_key, chunks, prefetch=prefetch) as loader:
         for xb, yb in loader:
             state, metrics = _stream_chunk_jit(cfg, budget, state, peak_lr, xb, yb)
             train_parts.append(metrics)
             evals.append(_evaluate_stream(cfg, dataset, state))
-    finally:
-        loader.close()
     train_m = jax.tree.map(lambda *a: jnp.concatenate(a), *train_parts)
     eval_m = {k: np.stack([e[k] for e in evals]) for k in EVAL_METRICS}
     return state, train_m, eval_m
@@ -357,7 +364,7 @@ class History:
       train: ``{name: [budget] array}`` per-step ``loss``, ``accuracy``, ``grad_norm``,
         ``update_norm``, ``lr``.
       diverged: whether a minibatch loss became NaN/inf.
-      diverged_step: the first such step (``None`` if none).
+      diverged_step: the first such step (``None`` if none), read off ``train["loss"]``.
       seconds: wall-clock seconds of the run (including compilation, if any).
       params: the final parameters (an ``nnx.State``; not in :meth:`to_dict`).
       rest: the final non-parameter model state (batch-norm statistics).
@@ -415,7 +422,7 @@ def _prepare(dataset, model, budget, batch_size, optimizer, num_evals, eval_batc
     kw = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in kw)
     cfg = _Static(model=model, model_kwargs=kw, input_shape=tuple(dataset.input_shape),
                   num_classes=int(dataset.num_classes), batch_size=batch_size,
-                  spec=dataclasses.replace(optimizer, peak_lr=0.0), num_evals=num_evals,
+                  spec=dataclasses.replace(optimizer, peak_lr=0.0, seed=0), num_evals=num_evals,
                   eval_batch_size=eval_batch_size, diagnostics=bool(diagnostics))
     return dataset, budget, cfg, optimizer
 
@@ -451,7 +458,9 @@ def make_core(dataset, *, model: str = "mlp", budget: int, batch_size: int = 100
     ``train_metrics[name]`` of shape ``[R, budget]`` and ``eval_metrics[name]`` of
     shape ``[R, E]`` (evaluated after :func:`eval_steps` ``(budget, num_evals)``).
     ``data_args`` are the on-device train/test arrays ``(x_train, y_train, x_test, y_test)``.
-    Everything static (model, budget, optimizer spec but its peak lr) is closed over.
+    Everything static (model, budget, optimizer spec but its peak lr and seed) is closed over.
+    A run's divergence shows as non-finite ``train_metrics["loss"]`` (the first such step
+    is :attr:`History.diverged_step`).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -462,8 +471,7 @@ def make_core(dataset, *, model: str = "mlp", budget: int, batch_size: int = 100
     dataset, budget, cfg, _ = _prepare(dataset, model, budget, batch_size, optimizer,
                                        num_evals, eval_batch_size, diagnostics, model_kwargs,
                                        data_dir)
-    data_args = tuple(jnp.asarray(a) for a in (dataset.x_train, dataset.y_train,
-                                                 dataset.x_test, dataset.y_test))
+    data_args = dataset.device_arrays()
     return functools.partial(_device_run, cfg, budget), data_args
 
 
@@ -485,7 +493,8 @@ def train(dataset, *, model: str = "mlp", budget: int, batch_size: int = 100,
       budget: number of optimizer steps ``T`` (static: compiled into the run).
       batch_size: examples per step (``<=`` the training-set size).
       optimizer: an :class:`OptimizerSpec` (default: Adam, linear decay from 1e-2).
-      seed: the run's seed (model init and batch order).
+      seed: the run's seed (model init, batch order and, for ``bf16_sr``, the
+        stochastic-rounding stream; ``optimizer.seed`` is not used).
       peak_lr: overrides ``optimizer.peak_lr`` (a traced input: no recompilation).
       num_evals: evaluations, evenly spaced over the budget; the last at its end.
       eval_batch_size: batch size of evaluation passes.
@@ -516,9 +525,8 @@ def train(dataset, *, model: str = "mlp", budget: int, batch_size: int = 100,
     lr_arr = jnp.float32(lr)
     t0 = time.perf_counter()
     if mode == "device":
-        state, train_m, eval_m = _device_jit(
-            cfg, budget, key[None], lr_arr[None], dataset.x_train, dataset.y_train,
-            dataset.x_test, dataset.y_test)
+        state, train_m, eval_m = _device_jit(cfg, budget, key[None], lr_arr[None],
+                                             *dataset.device_arrays())
         first = lambda a: a[0]
         state = jax.tree.map(first, state)
         train_m, eval_m = jax.tree.map(first, train_m), jax.tree.map(first, eval_m)
@@ -538,7 +546,8 @@ def train_many(dataset, *, seeds=(0,), peak_lrs=None, model: str = "mlp", budget
 
     Every run is the same pure function of ``(key, peak_lr)`` as :func:`train`
     (on-device data), so run ``(seed, lr)`` matches ``train(..., seed=seed,
-    peak_lr=lr)`` up to floating-point reassociation under vmap.
+    peak_lr=lr)`` up to floating-point reassociation under vmap; in particular
+    each run has its own stochastic-rounding stream (``bf16_sr``).
 
     Args:
       dataset, model, budget, batch_size, optimizer, num_evals, eval_batch_size,
@@ -571,8 +580,7 @@ def train_many(dataset, *, seeds=(0,), peak_lrs=None, model: str = "mlp", budget
     keys = jnp.stack([jax.random.key(s) for s, _ in grid])
     lr_arr = jnp.asarray([lr for _, lr in grid], jnp.float32)
     t0 = time.perf_counter()
-    state, train_m, eval_m = _many_jit(cfg, budget, keys, lr_arr, dataset.x_train,
-                                       dataset.y_train, dataset.x_test, dataset.y_test)
+    state, train_m, eval_m = _many_jit(cfg, budget, keys, lr_arr, *dataset.device_arrays())
     jax.block_until_ready(train_m)
     seconds = time.perf_counter() - t0
     out = []

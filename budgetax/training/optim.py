@@ -9,10 +9,19 @@ accepts ``update(grads, state, params, value=loss)`` (AutoWU needs the loss).
 
 The learning rate at step ``t`` is ``schedules.budgeted(profile, T, peak_lr, ...)(t)``:
 a linear warmup to ``peak_lr`` over ``warmup_steps``, then
-``end_lr + (peak_lr - end_lr) * profile(p)``. The optimizers from other budgetax
-modules (``demon_sgd``, ``demon_adam``, ``adamp``, ``sgdp``, ``autowu``,
-``stochastic_rounding``, ``kahan_summation``) are looked up when the spec is
-built, so this module imports without them.
+``end_lr + (peak_lr - end_lr) * profile(p)``.
+
+Weight decay ``wd`` has one meaning per optimizer name, with or without Demon:
+
+- ``"sgd"`` / ``"momentum"`` / ``"adam"``: coupled L2, ``g <- g + wd * theta``
+  before the optimizer (``optax.add_decayed_weights`` first in the chain; for
+  Demon SGD it is ``demon_sgd``'s own ``weight_decay``, which is the same thing);
+- ``"adamw"``, ``"lamb"``, ``"adamp"``, ``"sgdp"``: decoupled,
+  ``theta <- theta - lr * (u + wd * theta)``.
+
+``demon=True`` replaces the momentum and nothing else: ``"sgd"``/``"momentum"``
+-> :func:`budgetax.transforms.demon.demon_sgd` (``nesterov`` kept), ``"adam"`` ->
+Demon Adam with coupled L2, ``"adamw"`` -> Demon AdamW (decoupled).
 
 References:
   Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
@@ -34,6 +43,10 @@ import jax.numpy as jnp
 import optax
 
 from budgetax import _validate, profiles, schedules
+from budgetax.transforms.adamp import adamp, sgdp
+from budgetax.transforms.autowu import autowu
+from budgetax.transforms.demon import demon_adam, demon_sgd
+from budgetax.transforms.precision import kahan_summation, stochastic_rounding
 
 __all__ = ["OPTIMIZERS", "PRECISIONS", "SCHEDULES", "OptimizerSpec"]
 
@@ -41,16 +54,6 @@ OPTIMIZERS = ("adam", "adamp", "adamw", "lamb", "momentum", "sgd", "sgdp")
 PRECISIONS = ("bf16", "bf16_kahan", "bf16_sr", "float32")
 SCHEDULES = tuple(sorted(profiles.PROFILES)) + ("autowu",)
 
-
-def _lookup(name: str):
-    """``budgetax.<name>``, or an error saying it is not available yet."""
-    import budgetax
-
-    fn = getattr(budgetax, name, None)
-    if fn is None:
-        raise NotImplementedError(
-            f"budgetax.{name} is not available in this version of budgetax; the spec needs it")
-    return fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,17 +75,25 @@ class OptimizerSpec:
       schedule_kwargs: the profile's knobs as a tuple of ``(name, value)`` pairs
         (hashable), e.g. ``(("beta", 0.9),)``; a dict is accepted and converted.
       momentum: SGD momentum / Adam ``b1`` / Demon's ``beta_init``.
-      nesterov: Nesterov momentum (SGD-type optimizers).
+      nesterov: Nesterov momentum (SGD-type optimizers, Demon SGD included; ``adamp``).
       b2: second-moment decay (Adam-type).
       eps: Adam epsilon.
-      demon: decay the momentum with Demon (``"sgd"`` -> ``budgetax.demon_sgd``,
-        ``"adam"``/``"adamw"`` -> ``budgetax.demon_adam``).
-      weight_decay: decoupled weight decay (``adamw``, ``lamb``, ``adamp``,
-        ``sgdp``, ``demon_adam``) or L2 added to the gradient (``sgd``).
+      demon: decay the momentum with Demon (``"sgd"``/``"momentum"`` ->
+        ``demon_sgd(..., nesterov=nesterov, weight_decay=weight_decay)``;
+        ``"adam"`` -> Demon Adam with coupled L2; ``"adamw"`` -> Demon AdamW,
+        ``demon_adam(..., weight_decay=weight_decay)``). Only the momentum changes:
+        weight decay keeps the meaning it has without Demon.
+      weight_decay: L2 added to the gradient (coupled) for ``sgd``, ``momentum``
+        and ``adam``; decoupled weight decay for ``adamw``, ``lamb``, ``adamp``,
+        ``sgdp`` (in both cases with or without ``demon``).
       precision: ``"float32"``; ``"bf16"`` (bfloat16 params/activations, updates
         rounded to nearest); ``"bf16_sr"`` (stochastic rounding); ``"bf16_kahan"``
         (Kahan-compensated updates).
-      seed: seed of the stochastic-rounding transform.
+      seed: seed of the stochastic-rounding transform when the spec is built
+        directly with :meth:`build`. The training loop (``train``,
+        ``train_many``, ``make_core``) ignores it: each run derives its rounding
+        stream from its own key (the run's ``seed``), so every vmapped run has its
+        own stream and the seed is never compiled in.
 
     Example:
       >>> spec = OptimizerSpec("sgd", "linear", peak_lr=0.1, momentum=0.9)
@@ -162,34 +173,40 @@ class OptimizerSpec:
 
     def _base(self, lr, total_steps):
         o, wd = self.optimizer, self.weight_decay
-        if self.demon:
-            if o in ("sgd", "momentum"):
-                tx = _lookup("demon_sgd")(lr, total_steps, beta_init=self.momentum)
-                return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
-            return _lookup("demon_adam")(lr, total_steps, beta_init=self.momentum, b2=self.b2,
-                                         eps=self.eps, weight_decay=wd)
+        coupled = lambda tx: optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
         if o in ("sgd", "momentum"):
-            tx = optax.sgd(lr, momentum=self.momentum or None, nesterov=self.nesterov)
-            return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
+            if self.demon:
+                return demon_sgd(lr, total_steps, beta_init=self.momentum,
+                                 nesterov=self.nesterov, weight_decay=wd)
+            return coupled(optax.sgd(lr, momentum=self.momentum or None,
+                                     nesterov=self.nesterov))
         if o == "adam":
-            tx = optax.adam(lr, b1=self.momentum, b2=self.b2, eps=self.eps)
-            return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
+            if self.demon:
+                return coupled(demon_adam(lr, total_steps, beta_init=self.momentum, b2=self.b2,
+                                          eps=self.eps))
+            return coupled(optax.adam(lr, b1=self.momentum, b2=self.b2, eps=self.eps))
         if o == "adamw":
+            if self.demon:
+                return demon_adam(lr, total_steps, beta_init=self.momentum, b2=self.b2,
+                                  eps=self.eps, weight_decay=wd)
             return optax.adamw(lr, b1=self.momentum, b2=self.b2, eps=self.eps, weight_decay=wd)
         if o == "lamb":
             return optax.lamb(lr, b1=self.momentum, b2=self.b2, eps=self.eps, weight_decay=wd)
         if o == "adamp":
-            return _lookup("adamp")(lr, b1=self.momentum, b2=self.b2, eps=self.eps,
-                                    weight_decay=wd, nesterov=self.nesterov)
-        return _lookup("sgdp")(lr, momentum=self.momentum, weight_decay=wd,
-                               nesterov=self.nesterov)
+            return adamp(lr, b1=self.momentum, b2=self.b2, eps=self.eps, weight_decay=wd,
+                         nesterov=self.nesterov)
+        return sgdp(lr, momentum=self.momentum, weight_decay=wd, nesterov=self.nesterov)
 
-    def build(self, total_steps: int, peak_lr=None) -> optax.GradientTransformationExtraArgs:
+    def build(self, total_steps: int, peak_lr=None, *,
+              sr_seed=None) -> optax.GradientTransformationExtraArgs:
         """The optimizer for a budget of ``total_steps`` updates.
 
         Args:
           total_steps: the budget ``T`` (positive Python int).
           peak_lr: overrides ``self.peak_lr`` (float or traced scalar).
+          sr_seed: overrides ``self.seed`` for ``precision="bf16_sr"``: an int or a
+            traced integer scalar (the training loop passes one derived from each
+            run's key). It only seeds ``init``; ``update`` does not depend on it.
 
         Returns:
           ``optax.with_extra_args_support(tx)``: call ``update(g, s, params, value=loss)``.
@@ -201,13 +218,14 @@ class OptimizerSpec:
             kw.setdefault("max_lr", float(peak) if not isinstance(peak, jax.Array) else peak)
             # base direction at lr 1 (negative), then AutoWU multiplies by its lr (positive)
             tx = optax.chain(self._base(1.0, total_steps),
-                             _lookup("autowu")(total_steps, **kw))
+                             autowu(total_steps, **kw))
         else:
             tx = self._base(self.learning_rate(total_steps, peak), total_steps)
         if self.precision == "bf16_sr":
-            tx = optax.chain(tx, _lookup("stochastic_rounding")(seed=self.seed))
+            tx = optax.chain(tx, stochastic_rounding(
+                seed=self.seed if sr_seed is None else sr_seed))
         elif self.precision == "bf16_kahan":
-            tx = optax.chain(tx, _lookup("kahan_summation")())
+            tx = optax.chain(tx, kahan_summation())
         return optax.with_extra_args_support(tx)
 
     def to_dict(self) -> dict:

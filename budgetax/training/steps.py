@@ -34,13 +34,16 @@ __all__ = [
 
 
 class TrainState(NamedTuple):
-    """Everything a run carries from step to step (a pytree)."""
+    """Everything a run carries from step to step (a pytree).
+
+    Divergence is not tracked here: a non-finite ``loss`` metric marks it
+    (:class:`budgetax.training.History` reports the first such step).
+    """
 
     params: Any
     rest: Any
     opt_state: Any
-    step: jax.Array          # int32, updates applied so far
-    diverged_step: jax.Array  # int32, first step with a non-finite loss, -1 if none
+    step: jax.Array  # int32, updates applied so far
 
 
 class ModelFns(NamedTuple):
@@ -120,9 +123,6 @@ def train_step(fns: ModelFns, tx, lr_fn, state: TrainState, x, y):
     params = optax.apply_updates(state.params, updates)
     delta = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32),
                          params, state.params)
-    finite = jnp.isfinite(loss)
-    diverged_step = jnp.where((state.diverged_step < 0) & ~finite, state.step,
-                              state.diverged_step)
     metrics = {
         "loss": loss.astype(jnp.float32),
         "accuracy": acc,
@@ -130,7 +130,7 @@ def train_step(fns: ModelFns, tx, lr_fn, state: TrainState, x, y):
         "update_norm": global_norm(delta),
         "lr": jnp.asarray(lr_fn(state.step, state.opt_state), jnp.float32),
     }
-    new_state = TrainState(params, new_rest, opt_state, state.step + 1, diverged_step)
+    new_state = TrainState(params, new_rest, opt_state, state.step + 1)
     return new_state, metrics
 
 

@@ -8,6 +8,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -181,18 +183,55 @@ def test_data_dir_from_environment(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------ batching
-@pytest.mark.parametrize("n,b", [(20, 5), (12, 12), (7, 1)])
+def _loop_sampler(keys, n, b, steps):
+    """The training loop's sampler, as the loop runs it: a jitted lax.scan over steps."""
+    import jax.numpy as jnp
+
+    def body(carry, _):
+        perms, t = carry
+        perms, idx = data.device_batch_indices(keys, perms, t, n, b)
+        return (perms, t + 1), idx
+
+    @jax.jit
+    def run(keys):
+        perms0 = jnp.zeros((keys.shape[0], n), jnp.int32)
+        return jax.lax.scan(body, (perms0, jnp.int32(0)), None, length=steps)[1]
+
+    return np.asarray(run(keys)).transpose(1, 0, 2)  # [R, steps, b]
+
+
+@pytest.mark.parametrize("n,b", [(20, 5), (12, 12), (7, 1), (23, 5)])
 def test_every_example_exactly_once_per_epoch(n, b):
-    key = jax.random.key(3)
+    """On the training loop's code path (device_batch_indices in a scan), for 2 runs."""
+    import jax.numpy as jnp
+
+    keys = jnp.stack([jax.random.key(3), jax.random.key(4)])
     spe = n // b
-    idx_fn = jax.jit(data.batch_indices, static_argnums=(2, 3))
-    epochs = []
-    for e in range(3):
-        seen = np.concatenate([np.asarray(idx_fn(key, e * spe + i, n, b)) for i in range(spe)])
-        assert sorted(seen.tolist()) == list(range(n))
-        epochs.append(seen)
-    if n > 2:
-        assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch
+    got = _loop_sampler(keys, n, b, 3 * spe)
+    for r in range(2):
+        epochs = []
+        for e in range(3):
+            seen = got[r, e * spe:(e + 1) * spe].ravel()
+            assert len(set(seen.tolist())) == spe * b  # no repeats within an epoch
+            assert seen.min() >= 0 and seen.max() < n
+            if n % b == 0:
+                assert sorted(seen.tolist()) == list(range(n))
+            epochs.append(seen)
+        if n > 2:
+            assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch
+    assert not np.array_equal(got[0], got[1])  # each run its own order
+    # the same batches as batch_indices and as the streaming Prefetcher
+    for t in (0, spe - 1, spe, 3 * spe - 1):
+        np.testing.assert_array_equal(got[1, t], np.asarray(data.batch_indices(keys[1], t, n, b)))
+    with data.Prefetcher(lambda i: (i, i), n, b, keys[0], [(0, 3 * spe)]) as p:
+        (_, streamed), = list(p)
+    np.testing.assert_array_equal(streamed, got[0])
+
+
+def test_batch_position_rule():
+    # 4 batches of 5 per epoch of 23 examples
+    assert [data.batch_position(t, 23, 5) for t in (0, 3, 4, 9)] == [(0, 0), (0, 15), (1, 0),
+                                                                       (2, 5)]
 
 
 def test_remainder_is_dropped_without_repeats():
@@ -232,3 +271,65 @@ def test_prefetcher_reraises_worker_errors():
     p = data.Prefetcher(bad, 10, 2, jax.random.key(0), [(0, 2)])
     with pytest.raises(OSError, match="disk gone"):
         list(p)
+
+
+def _new_threads(before, wait=3.0):
+    """Threads started since ``before`` that are still alive after up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        alive = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def _chunks_gather(fail_at=None):
+    xs, ys = np.arange(12, dtype=np.float32)[:, None], np.arange(12)
+    calls = []
+
+    def gather(i):
+        calls.append(1)
+        if fail_at is not None and len(calls) == fail_at:
+            raise OSError("disk gone")
+        return xs[i], ys[i]
+
+    return gather
+
+
+@pytest.mark.parametrize("fail_at", [None, 3], ids=["done", "error"])
+def test_prefetcher_close_stops_a_worker_blocked_on_a_full_queue(fail_at):
+    """The consumer stops early; the worker, with a full queue, must not hang on put()."""
+    before = set(threading.enumerate())
+    p = data.Prefetcher(_chunks_gather(fail_at), 12, 2, jax.random.key(0),
+                        [(0, 1), (1, 1), (2, 1)], prefetch=1)
+    it = iter(p)
+    next(it)
+    time.sleep(0.3)  # the worker fills the queue and then has _DONE / the error to hand over
+    p.close()
+    assert _new_threads(before) == []
+    with pytest.raises(RuntimeError, match="closed"):
+        iter(p)
+
+
+def test_prefetcher_context_manager_and_abandoned_iteration():
+    before = set(threading.enumerate())
+    with data.Prefetcher(_chunks_gather(), 12, 2, jax.random.key(0),
+                         [(0, 1), (1, 1), (2, 1)], prefetch=1) as p:
+        for _ in p:
+            break
+    assert _new_threads(before) == []
+
+
+def test_prefetcher_iterates_twice():
+    p = data.Prefetcher(_chunks_gather(), 12, 2, jax.random.key(1), [(0, 2), (2, 3), (5, 1)],
+                        prefetch=1)
+    first = list(p)
+    result = []
+    t = threading.Thread(target=lambda: result.append(list(p)), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "second iteration hangs"
+    assert len(result[0]) == len(first) == 3
+    for a, b in zip(first, result[0], strict=True):
+        np.testing.assert_array_equal(a[1], b[1])
+    p.close()

@@ -13,6 +13,7 @@ from flax import nnx
 
 import budgetax
 from budgetax import data, models, training
+from budgetax.training import loop
 from tests.data.helpers import dataset
 
 SMALL = dict(model="mlp", model_kwargs={"hidden": (16,)}, batch_size=50, num_evals=2)
@@ -234,22 +235,137 @@ EXTRA = [
 
 
 @pytest.mark.parametrize("name,kw", EXTRA, ids=[e[0] for e in EXTRA])
-def test_spec_paths_using_other_budgetax_transforms(name, kw):
+def test_spec_paths_using_other_budgetax_transforms(name, kw, monkeypatch):
+    """Every path builds and updates, importing the transform from its module directly
+    (not looked up on the top-level package, which is patched away here)."""
+    assert hasattr(budgetax, name)
+    monkeypatch.delattr(budgetax, name)
     spec = training.OptimizerSpec(**kw)
     params = {"w": jnp.ones((4, 3), spec.param_dtype)}
-    if not hasattr(budgetax, name):
-        with pytest.raises(NotImplementedError, match=name):
-            spec.build(100)
-        pytest.skip(f"budgetax.{name} not available yet")
     u = _one_update(spec, params)
     assert u["w"].shape == (4, 3)
+    assert bool(jnp.all(jnp.isfinite(u["w"].astype(jnp.float32))))
 
 
-def test_bf16_training_runs(mnist1d):
-    spec = training.OptimizerSpec("adam", "linear", peak_lr=1e-2, precision="bf16")
-    h = training.train(mnist1d, budget=30, optimizer=spec, **SMALL)
-    assert {x.dtype for x in jax.tree.leaves(h.params)} == {jnp.dtype(jnp.bfloat16)}
-    assert not h.diverged and h.train["loss"][-5:].mean() < h.train["loss"][:5].mean()
+def _run_tx(tx, steps=4):
+    """Updates of ``tx`` over a few steps with varying gradients and parameters."""
+    params = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array(0.3)}
+    state, out = tx.init(params), []
+    for t in range(steps):
+        grads = jax.tree.map(lambda p, t=t: jnp.cos(p * (t + 1)) + 0.1 * t, params)
+        updates, state = tx.update(grads, state, params)
+        out.append(updates)
+        params = optax.apply_updates(params, updates)
+    return out
+
+
+T_DEMON, LR, WD, B1 = 10, 0.05, 0.1, 0.8
+
+
+def _lin(t):
+    return LR * (1 - t / T_DEMON)
+
+
+# the equivalent hand-built optax chains: only the momentum changes with demon=True
+DEMON_CASES = {
+    "sgd_nesterov": (dict(optimizer="sgd", nesterov=True), optax.chain(
+        optax.add_decayed_weights(WD), budgetax.demon(T_DEMON, B1, nesterov=True),
+        optax.scale_by_learning_rate(_lin))),
+    "momentum": (dict(optimizer="momentum"), optax.chain(
+        optax.add_decayed_weights(WD), budgetax.demon(T_DEMON, B1),
+        optax.scale_by_learning_rate(_lin))),
+    # adam: coupled L2, as plain "adam"
+    "adam": (dict(optimizer="adam"), optax.chain(
+        optax.add_decayed_weights(WD), budgetax.scale_by_demon_adam(T_DEMON, B1, 0.99, 1e-8),
+        optax.scale_by_learning_rate(_lin))),
+    # adamw: decoupled, as plain "adamw"
+    "adamw": (dict(optimizer="adamw"), optax.chain(
+        budgetax.scale_by_demon_adam(T_DEMON, B1, 0.99, 1e-8), optax.add_decayed_weights(WD),
+        optax.scale_by_learning_rate(_lin))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEMON_CASES))
+def test_demon_spec_matches_hand_built_chain(case):
+    kw, ref = DEMON_CASES[case]
+    spec = training.OptimizerSpec(schedule="linear", peak_lr=LR, momentum=B1, b2=0.99,
+                                  weight_decay=WD, demon=True, **kw)
+    for got, want in zip(_run_tx(spec.build(T_DEMON)), _run_tx(ref), strict=True):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-8)
+
+
+def test_weight_decay_means_the_same_with_and_without_demon():
+    """Coupled L2 for sgd/adam and decoupled for adamw, whether or not demon is on."""
+    def first_update_from_decay(**kw):
+        # zero gradients: the first update comes from weight decay alone
+        spec = training.OptimizerSpec(schedule="constant", peak_lr=LR, momentum=B1,
+                                      weight_decay=WD, **kw)
+        tx = spec.build(T_DEMON)
+        params = {"w": jnp.array([2.0, -1.0])}
+        u, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+        return np.asarray(u["w"])
+
+    w = np.array([2.0, -1.0])
+    for demon in (False, True):
+        # adamw: decoupled, -lr * wd * w
+        np.testing.assert_allclose(first_update_from_decay(optimizer="adamw", demon=demon),
+                                   -LR * WD * w, rtol=1e-5)
+        # adam: coupled, the L2 gradient is normalised by Adam: about -lr * sign(w)
+        np.testing.assert_allclose(first_update_from_decay(optimizer="adam", demon=demon),
+                                   -LR * np.sign(w), rtol=1e-4)
+        # sgd: coupled, -lr * wd * w on the first step
+        np.testing.assert_allclose(first_update_from_decay(optimizer="sgd", demon=demon),
+                                   -LR * WD * w, rtol=1e-5)
+
+
+def test_demon_sgd_keeps_nesterov():
+    on = training.OptimizerSpec("sgd", "constant", peak_lr=LR, momentum=B1, demon=True,
+                                nesterov=True)
+    off = dataclasses.replace(on, nesterov=False)
+    a, b = _run_tx(on.build(T_DEMON)), _run_tx(off.build(T_DEMON))
+    # first step: nesterov gives g + beta_1 * g, plain momentum g
+    assert not np.allclose(np.asarray(a[0]["w"]), np.asarray(b[0]["w"]))
+
+
+def test_sr_seed_is_not_compiled_in(mnist1d, run_a):
+    """OptimizerSpec.seed is not part of the static config: no recompilation for it."""
+    before = training.trace_count("device")
+    h = training.train(mnist1d, budget=30, optimizer=dataclasses.replace(SGD, seed=7), seed=0,
+                       **SMALL)
+    assert training.trace_count("device") == before
+    np.testing.assert_array_equal(h.train["loss"], run_a.train["loss"])
+
+
+def _sr_key(opt_state):
+    keys = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
+            if getattr(path[-1], "name", None) == "key"]
+    assert len(keys) == 1
+    return np.asarray(keys[0])
+
+
+def test_bf16_sr_training_each_vmapped_run_has_its_own_sr_stream(mnist1d):
+    """bf16_sr under train_many's core: bf16 params, it learns, and run r's rounding key
+    comes from its own key (not from OptimizerSpec.seed, shared by all runs)."""
+    spec = training.OptimizerSpec("adam", "linear", peak_lr=1e-2, precision="bf16_sr")
+    budget, seeds = 30, [0, 1]
+    core, data_args = training.make_core(mnist1d, budget=budget, optimizer=spec,
+                                         **dict(SMALL, num_evals=1), diagnostics=False)
+    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    states, train_m, _ = jax.jit(core)(keys, jnp.full((2,), 1e-2, jnp.float32), *data_args)
+    assert {x.dtype for x in jax.tree.leaves(states.params)} == {jnp.dtype(jnp.bfloat16)}
+    loss = np.asarray(train_m["loss"])
+    assert np.all(np.isfinite(loss)) and np.all(loss[:, -5:].mean(1) < loss[:, :5].mean(1))
+    got = _sr_key(states.opt_state)  # [R, 2]
+    assert not np.array_equal(got[0], got[1])
+    # independent expectation: PRNGKey(seed drawn from the run's key), split once per update
+    for r, s in enumerate(seeds):
+        seed = jax.random.randint(jax.random.fold_in(jax.random.key(s), loop.SR_STREAM), (), 0,
+                                  2**31 - 1, dtype=jnp.int32)
+        k = jax.random.PRNGKey(seed)
+        for _ in range(budget):
+            k, _ = jax.random.split(k)
+        np.testing.assert_array_equal(got[r], np.asarray(k))
 
 
 def test_resnet_trains_on_digits(digits):
@@ -265,6 +381,35 @@ def test_resnet_trains_on_digits(digits):
                          nnx.state(nnx.merge(nnx.graphdef(m), h.params, h.rest), nnx.BatchStat),
                          fresh)
     assert all(jax.tree.leaves(moved))
+
+
+def test_train_state_has_no_dead_divergence_field():
+    assert "diverged_step" not in training.TrainState._fields
+
+
+def test_device_arrays_are_uploaded_once(mnist1d, run_a, monkeypatch):
+    """Repeated train() calls hand the compiled run the same device arrays, not NumPy ones."""
+    seen = []
+    real = loop._device_jit
+
+    def spy(cfg, budget, key, lr, *data_args):
+        seen.append(data_args)
+        return real(cfg, budget, key, lr, *data_args)
+
+    monkeypatch.setattr(loop, "_device_jit", spy)
+    for seed in (1, 2):
+        training.train(mnist1d, budget=30, optimizer=SGD, seed=seed, **SMALL)
+    assert len(seen) == 2
+    for a, b, host in zip(seen[0], seen[1], (mnist1d.x_train, mnist1d.y_train,
+                                              mnist1d.x_test, mnist1d.y_test), strict=True):
+        assert isinstance(a, jax.Array) and a is b
+        np.testing.assert_array_equal(np.asarray(a), host)
+    # a modified copy of a dataset gets its own device arrays
+    x, y = mnist1d.arrays("train")
+    other = dataclasses.replace(mnist1d, _cache={"train": (x + 1, y),
+                                                 "test": mnist1d.arrays("test")})
+    np.testing.assert_array_equal(np.asarray(other.device_arrays()[0]), x + 1)
+    assert mnist1d.device_arrays()[0] is seen[0][0]
 
 
 def test_make_core_is_the_pure_core_of_train(mnist1d, run_a):
