@@ -17,7 +17,6 @@ Usage: python benchmarks/schedule_overhead.py [--repeats 15] [--out benchmarks/r
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import optax
 
 import budgetax
+from budgetax._io import atomic_write_json, atomic_write_text
 
 MODELS = {
     # name: (layer sizes, batch, steps per timed call)
@@ -158,8 +158,8 @@ def main():
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "schedule_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "schedule_overhead.md").write_text(to_markdown(result))
+    atomic_write_json(out / "schedule_overhead.json", result)
+    atomic_write_text(out / "schedule_overhead.md", to_markdown(result))
     print(to_markdown(result))
 
 
