@@ -28,9 +28,25 @@ from budgetax.transforms.schedule import (
 )
 
 # --- issue 3: demon + 16-bit precision transforms (names added below) ---
+# isort: split
+from budgetax.transforms.demon import demon, demon_adam, demon_sgd, scale_by_demon_adam
+from budgetax.transforms.precision import (
+    kahan_summation,
+    persistent_bytes_per_param,
+    precision_chain,
+    stochastic_rounding,
+)
+
+# isort: split
 # --- end issue 3 ---
 
 # --- issue 4: autowu, adamp/sgdp, batch-size scaling (names added below) ---
+# isort: split
+from budgetax import batch_size
+from budgetax.batch_size import legw_warmup_epochs, legw_warmup_steps, scale_lr
+from budgetax.transforms.adamp import adamp, scale_invariant_projection, sgdp
+from budgetax.transforms.autowu import autowu, autowu_adamp, autowu_lamb
+
 # --- end issue 4 ---
 
 __all__ = [
@@ -49,7 +65,25 @@ __all__ = [
     "step",
     "wsd",
     # --- issue 3 names ---
+    "demon",
+    "demon_adam",
+    "demon_sgd",
+    "scale_by_demon_adam",
+    "kahan_summation",
+    "persistent_bytes_per_param",
+    "precision_chain",
+    "stochastic_rounding",
     # --- end issue 3 names ---
     # --- issue 4 names ---
+    "batch_size",
+    "scale_lr",
+    "legw_warmup_epochs",
+    "legw_warmup_steps",
+    "adamp",
+    "sgdp",
+    "scale_invariant_projection",
+    "autowu",
+    "autowu_adamp",
+    "autowu_lamb",
     # --- end issue 4 names ---
 ]

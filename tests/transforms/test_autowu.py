@@ -1,0 +1,299 @@
+"""AutoWU: GP against the NumPy/SciPy reference, synthetic warmups, NaNs, jit and vmap."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import budgetax
+from budgetax.transforms import autowu as aw
+from tests.reference import gp as ref_gp
+from tests.reference import schedules as ref_sched
+
+# ------------------------------------------------------------------ GP vs reference
+
+
+def _gp_data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.uniform(0, 1, n))
+    counts = rng.integers(1, 6, n).astype(np.float64)
+    y = (x - 0.6) ** 2 * 4 + rng.normal(size=n) * 0.2 / np.sqrt(counts)
+    y = (y - y.mean()) / y.std()
+    d = (1 / counts) / np.mean(1 / counts)
+    valid = np.ones(n, bool)
+    valid[[3, 17, 30]] = False
+    return x, y, d, valid
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gp_fit_and_posterior_match_reference(seed):
+    x, y, d, valid = _gp_data(seed=seed)
+    # invalid entries get garbage values: they must be ignored
+    y_in = np.where(valid, y, 1e3)
+    ratio, s2, mu, lls = jax.jit(aw.gp_fit)(x, y_in, d, valid)
+    r_ref, s2_ref, mu_ref, lls_ref = ref_gp.fit(x[valid], y[valid], d[valid])
+    np.testing.assert_allclose(np.asarray(lls), lls_ref, rtol=1e-4, atol=2e-3)
+    assert float(ratio) == pytest.approx(r_ref, rel=1e-6)
+    assert float(s2) == pytest.approx(s2_ref, rel=1e-3)
+    assert float(mu) == pytest.approx(mu_ref, abs=1e-3)
+
+    mean, cov = jax.jit(aw.gp_posterior)(x, y_in, d, valid, ratio, s2)
+    m_ref, c_ref = ref_gp.posterior(x[valid], y[valid], d[valid], r_ref, s2_ref)
+    np.testing.assert_allclose(np.asarray(mean)[valid], m_ref, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(cov)[np.ix_(valid, valid)], c_ref, atol=2e-3)
+
+
+def test_reference_profile_likelihood_is_the_maximum():
+    """The closed-form mu, s2 of the reference maximise the likelihood (sanity of both)."""
+    from scipy import stats
+
+    x, y, d, valid = _gp_data()
+    x, y, d = x[valid], y[valid], d[valid]
+    ll, s2, mu = ref_gp.profile(x, y, d, 0.1)
+    a = ref_gp.kernel(x, x) + np.diag(0.1 * d + ref_gp.JITTER)
+    for dm, ds in [(0.05, 1.0), (0.0, 1.1), (0.0, 0.9), (-0.05, 1.0)]:
+        other = stats.multivariate_normal(np.full(len(y), mu + dm), s2 * ds * a).logpdf(y)
+        assert other < ll
+
+
+# ------------------------------------------------------------------ synthetic runs
+
+T = 600
+
+
+def _run(lr_star, *, total_steps=T, noise=0.05, nan_every=0, kind="bowl", run_ids=None, **kw):
+    """Scans AutoWU over a synthetic loss of the current lr. vmaps over ``lr_star``."""
+    tx = aw.autowu(total_steps, min_lr=1e-4, max_lr=10.0, **kw)
+    lr_star = jnp.atleast_1d(jnp.asarray(lr_star, jnp.float32))
+    run_ids = range(lr_star.shape[0]) if run_ids is None else run_ids
+    noises = noise * jnp.stack(
+        [jax.random.normal(jax.random.key(i), (total_steps,)) for i in run_ids], axis=1)
+
+    def one(state, eps, star, t):
+        if kind == "bowl":  # minimum at lr = star, rises after
+            loss = 1.0 + 0.1 * jnp.log(state.lr / star) ** 2 + eps  # lr of this update
+        else:  # never rises
+            loss = 1.0 / (1.0 + 0.01 * t.astype(jnp.float32)) + eps
+        if nan_every:
+            loss = jnp.where(t % nan_every == 3, jnp.nan, loss)
+            loss = jnp.where(t % nan_every == 5, jnp.inf, loss)
+        lr_before = state.lr
+        u, state = tx.update({"w": jnp.ones(())}, state, value=loss)
+        return state, (lr_before, u["w"])
+
+    def body(state, inputs):
+        eps, t = inputs
+        return jax.vmap(one, in_axes=(0, 0, 0, None))(state, eps, lr_star, t)
+
+    @jax.jit
+    def run():
+        state = jax.vmap(tx.init)({"w": jnp.zeros(lr_star.shape)})
+        return jax.lax.scan(body, state, (noises, jnp.arange(total_steps)))
+
+    state, (lrs, updates) = run()
+    return state, np.asarray(lrs), np.asarray(updates)
+
+
+def _step_of_lr(lr, total_steps=T, frac=0.5):
+    return math.log(lr / 1e-4) / math.log(10.0 / 1e-4) * frac * total_steps
+
+
+STARS = (3e-3, 0.05, 0.5)
+
+
+@functools.cache
+def _cached(stars, run_ids=None, nan_every=0):
+    return _run(np.asarray(stars, np.float32), run_ids=run_ids, nan_every=nan_every)
+
+
+def test_switch_after_the_minimum_and_peak_near_it():
+    stars = np.array(STARS, np.float32)
+    state, lrs, _ = _cached(STARS)
+    switch = np.asarray(state.switch_step)
+    peak = np.asarray(state.peak_lr)
+    assert (np.asarray(state.phase) == 1).all()
+    for i, star in enumerate(stars):
+        assert switch[i] > _step_of_lr(star), (switch[i], _step_of_lr(star))
+        assert switch[i] < T // 2  # before the warmup limit
+        assert star / 1.5 < peak[i] < star * 1.5, (peak[i], star)
+        # the lr jumps to the peak at the switch
+        assert lrs[switch[i], i] == pytest.approx(peak[i], rel=1e-5)
+
+
+def test_vmapped_runs_equal_single_runs():
+    state_v, lrs_v, _ = _cached(STARS)
+    state_1, lrs_1, _ = _cached((STARS[1],), run_ids=(1,))
+    assert int(state_1.switch_step[0]) == int(state_v.switch_step[1])
+    np.testing.assert_allclose(lrs_1[:, 0], lrs_v[:, 1], rtol=1e-5)
+
+
+def test_never_rising_loss_switches_at_the_warmup_limit():
+    state, lrs, _ = _run(1.0, kind="falling", max_warmup_fraction=0.4)
+    limit = math.ceil(0.4 * T)
+    assert int(state.switch_step[0]) == limit
+    assert 10.0 / 1.3 < float(state.peak_lr[0]) <= 10.0
+    assert np.all(np.diff(lrs[:limit, 0]) > 0)  # warmup kept rising to the limit
+
+
+def test_nonfinite_losses_are_ignored():
+    clean, lrs_clean, _ = _cached((STARS[1],), run_ids=(1,))
+    dirty, lrs_dirty, upd = _cached((STARS[1],), run_ids=(1,), nan_every=10)
+    assert np.all(np.isfinite(lrs_dirty)) and np.all(np.isfinite(upd))
+    for leaf in (dirty.loss_sum, dirty.loss_count, dirty.step_sum, dirty.prob):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    assert float(dirty.loss_count.sum()) == pytest.approx(float(clean.loss_count.sum()) * 0.8,
+                                                          abs=2)
+    assert abs(int(dirty.switch_step[0]) - int(clean.switch_step[0])) <= 3 * (T // 100)
+    assert 0.05 / 1.5 < float(dirty.peak_lr[0]) < 0.05 * 1.5
+
+
+def test_all_nan_losses_fall_back_to_min_lr_at_the_limit():
+    state, lrs, upd = _run(0.05, nan_every=1, noise=jnp.nan)
+    assert int(state.switch_step[0]) == T // 2
+    assert float(state.peak_lr[0]) == pytest.approx(1e-4)
+    assert np.all(np.isfinite(lrs)) and np.all(np.isfinite(upd))
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear", "constant_then_cosine"])
+def test_warmup_and_decay_shapes(decay):
+    total, frac = 200, 0.25
+    state, lrs, upd = _run(1.0, total_steps=total, kind="falling", max_warmup_fraction=frac,
+                           decay=decay, cooldown_fraction=0.4)
+    lrs = lrs[:, 0].astype(np.float64)
+    s = int(state.switch_step[0])
+    peak = float(state.peak_lr[0])
+    assert s == 50
+    for t in range(s):
+        assert lrs[t] == pytest.approx(1e-4 * 1e5 ** (t / (frac * total)), rel=1e-4)
+    for t in range(s, total):
+        p = (t - s) / (total - s)
+        if decay == "cosine":
+            mult = ref_sched.cosine(p)
+        elif decay == "linear":
+            mult = 1 - p
+        else:
+            q = min(max((p - 0.6) / 0.4, 0.0), 1.0)
+            mult = 0.5 * (1 + math.cos(math.pi * q))
+        assert lrs[t] == pytest.approx(peak * mult, rel=1e-4, abs=1e-7)
+    np.testing.assert_allclose(upd[:, 0], lrs, rtol=1e-6)  # updates of ones = lr
+
+
+# ------------------------------------------------------------------ jit, vmap, aliases
+
+
+def test_no_recompilation_across_phases(counting_jit):
+    tx = budgetax.autowu(100, test_every=2)
+    params = {"w": jnp.ones((3,))}
+
+    def step(state, loss):
+        return tx.update(params, state, params, value=loss)
+
+    jitted = counting_jit(step)
+    state = tx.init(params)
+    for t in range(100):
+        _, state = jitted(state, jnp.float32(1.0 / (t + 1)))
+    assert int(state.phase) == 1
+    assert jitted.traces == 1
+
+
+def _walk(jaxpr, inside_cond=False, found=None):
+    """(primitive, inside a cond branch?) pairs over all nested jaxprs."""
+    from jax.extend.core import jaxprs_in_params
+
+    found = set() if found is None else found
+    for eqn in jaxpr.eqns:
+        found.add((eqn.primitive.name, inside_cond))
+        for sub in jaxprs_in_params(eqn.params):
+            _walk(sub, inside_cond or eqn.primitive.name == "cond", found)
+    return found
+
+
+def test_gp_stays_behind_a_conditional_under_vmap():
+    """vmap must not turn the GP's cond into a select that runs it at every step."""
+    tx = budgetax.autowu(1000)
+    params = {"w": jnp.ones((4,))}
+
+    def step(state, loss):
+        return tx.update(params, state, params, value=loss)[1]
+
+    for batch in ((), (8,), (2, 3)):
+        fn = step
+        for _ in batch:
+            fn = jax.vmap(fn)
+        state = tx.init(params)
+        for n in reversed(batch):
+            state = jax.tree.map(lambda x, n=n: jnp.broadcast_to(x, (n,) + x.shape), state)
+        found = _walk(jax.make_jaxpr(fn)(state, jnp.ones(batch)).jaxpr)
+        assert ("cholesky", True) in found, batch
+        assert ("cholesky", False) not in found, batch
+
+
+def test_aliases_are_complete_optimizers():
+    params = {"w": jnp.arange(6.0).reshape(2, 3) + 1.0, "b": jnp.ones(3)}
+    grads = jax.tree.map(lambda p: jnp.sin(p) + 0.5, params)
+    loss = jnp.float32(2.0)
+    for alias, plain in [
+        (budgetax.autowu_lamb(100, min_lr=1e-3, weight_decay=0.01),
+         optax.lamb(1e-3, weight_decay=0.01)),
+        (budgetax.autowu_adamp(100, min_lr=1e-3, weight_decay=0.01),
+         budgetax.adamp(1e-3, weight_decay=0.01)),
+    ]:
+        u_alias, state = jax.jit(alias.update)(grads, alias.init(params), params, value=loss)
+        u_plain, _ = plain.update(grads, plain.init(params), params)
+        for k in params:
+            np.testing.assert_allclose(u_alias[k], u_plain[k], rtol=1e-5, atol=1e-8)
+        # the state holds the lr of the next update: one warmup step further
+        assert float(state[-1].lr) == pytest.approx(1e-3 * 1e3 ** (1 / 50), rel=1e-5)
+
+
+def test_value_is_required():
+    tx = budgetax.autowu(10)
+    with pytest.raises(TypeError, match="value"):
+        tx.update({"w": jnp.ones(())}, tx.init({"w": jnp.ones(())}))
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        (dict(total_steps=0), ValueError, "total_steps"),
+        (dict(total_steps=10.0), TypeError, "total_steps"),
+        (dict(min_lr=1.0, max_lr=1.0), ValueError, "min_lr"),
+        (dict(min_lr=2.0, max_lr=1.0), ValueError, "min_lr"),
+        (dict(min_lr=0.0), ValueError, "min_lr"),
+        (dict(max_warmup_fraction=0.0), ValueError, "max_warmup_fraction"),
+        (dict(max_warmup_fraction=1.5), ValueError, "max_warmup_fraction"),
+        (dict(cooldown_fraction=0.0), ValueError, "cooldown_fraction"),
+        (dict(cooldown_fraction=1.2), ValueError, "cooldown_fraction"),
+        (dict(confidence=1.0), ValueError, "confidence"),
+        (dict(patience=0), ValueError, "patience"),
+        (dict(test_every=0), ValueError, "test_every"),
+        (dict(decay="step"), ValueError, "decay"),
+        (dict(seed=1.5), TypeError, "seed"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, name):
+    kwargs = {"total_steps": 100, **kwargs}
+    total = kwargs.pop("total_steps")
+    with pytest.raises(exc, match=name):
+        budgetax.autowu(total, **kwargs)
+
+
+def test_traced_max_lr_in_a_vmapped_sweep():
+    def lrs(max_lr):
+        tx = aw.autowu(40, min_lr=1e-3, max_lr=max_lr)
+        state = tx.init({"w": jnp.ones(())})
+        out = []
+        for _ in range(3):
+            _, state = tx.update({"w": jnp.ones(())}, state, value=jnp.float32(1.0))
+            out.append(state.lr)
+        return jnp.stack(out)
+
+    swept = jax.jit(jax.vmap(lrs))(jnp.asarray([0.1, 1.0]))
+    np.testing.assert_allclose(swept[1], jax.jit(lambda: lrs(1.0))(), rtol=1e-6)
+    assert float(swept[0, -1]) == pytest.approx(1e-3 * 100 ** (3 / 20), rel=1e-5)
