@@ -101,7 +101,7 @@ def cosine(p) -> jax.Array:
     r"""Cosine decay, :math:`\tfrac12 (1 + \cos \pi p)` (Loshchilov & Hutter, 2017).
 
     Example:
-      >>> float(cosine(0.5))
+      >>> round(float(cosine(0.5)), 6)
       0.5
     """
     return 0.5 * (1.0 + jnp.cos(jnp.pi * _progress(p)))
