@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from common import init_mlp, mlp_loss  # noqa: E402  (benchmarks/ is on sys.path)
 from jax import lax
 
 import budgetax
@@ -41,21 +42,6 @@ from budgetax import schedules
 from budgetax.transforms import autowu as aw
 
 RUNS = 16
-
-
-def init_mlp(key, sizes=(40, 100, 100, 10)):
-    params = []
-    for k, (i, o) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
-        params.append({"w": jax.random.normal(k, (i, o)) / np.sqrt(i), "b": jnp.zeros(o)})
-    return params
-
-
-def mlp_loss(params, x, y):
-    h = x
-    for layer in params[:-1]:
-        h = jax.nn.relu(h @ layer["w"] + layer["b"])
-    logits = h @ params[-1]["w"] + params[-1]["b"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 def init_cnn(key, channels=25, layers=3, width=5):

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
+from common import init_mlp, mlp_loss  # noqa: E402  (benchmarks/ is on sys.path)
 
 import budgetax
 from budgetax._io import atomic_write_json, atomic_write_text
@@ -36,27 +36,12 @@ MODELS = {
 }
 
 
-def init_mlp(key, sizes):
-    params = []
-    for k, (i, o) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
-        params.append({"w": jax.random.normal(k, (i, o)) / np.sqrt(i), "b": jnp.zeros(o)})
-    return params
-
-
-def loss_fn(params, x, y):
-    h = x
-    for layer in params[:-1]:
-        h = jax.nn.relu(h @ layer["w"] + layer["b"])
-    logits = h @ params[-1]["w"] + params[-1]["b"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
 def make_runner(tx, steps):
     @jax.jit
     def run(params, state, x, y):
         def body(carry, _):
             params, state = carry
-            loss, g = jax.value_and_grad(loss_fn)(params, x, y)
+            loss, g = jax.value_and_grad(mlp_loss)(params, x, y)
             u, state = tx.update(g, state, params)
             return (optax.apply_updates(params, u), state), loss
 
