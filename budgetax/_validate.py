@@ -10,6 +10,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import jax
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -65,6 +67,23 @@ def real(
         hi = "inf" if high is None else repr(high)
         raise ValueError(f"{name} must be in {lb}{lo}, {hi}{hb}, got {value!r}")
     return v
+
+
+def is_array(value: Any) -> bool:
+    """True for JAX arrays and tracers: hyperparameters a vmapped sweep may pass traced."""
+    return isinstance(value, jax.Array | jax.core.Tracer)
+
+
+def hyperparam(name: str, value: Any, **bounds) -> Any:
+    """``real(name, value, **bounds)`` for Python numbers; JAX arrays pass through unchecked."""
+    return value if is_array(value) else real(name, value, **bounds)
+
+
+def boolean(name: str, value: Any) -> bool:
+    """Returns ``value`` if it is a bool, else raises ``TypeError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
 
 
 def one_of(name: str, value: Any, choices: tuple[str, ...]) -> str:

@@ -53,10 +53,6 @@ __all__ = [
 WSD_DECAYS = ("linear", "cosine", "sqrt")
 
 
-def _is_static(x) -> bool:
-    return not isinstance(x, jax.Array | jax.core.Tracer)
-
-
 def _progress(p) -> jax.Array:
     """``p`` as a float array (float32 unless already wider), clipped to [0, 1]."""
     p = jnp.asarray(p)
@@ -91,8 +87,7 @@ def rex(p, beta=0.5) -> jax.Array:
     References:
       Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
-    if _is_static(beta):
-        beta = _validate.real("beta", beta, low=0.0, high=1.0, high_open=True)
+    beta = _validate.hyperparam("beta", beta, low=0.0, high=1.0, high_open=True)
     q = 1.0 - _progress(p)
     return q / ((1.0 - beta) + beta * q)
 
@@ -118,8 +113,7 @@ def exponential(p, final=1e-2) -> jax.Array:
       >>> round(float(exponential(0.5, final=0.01)), 6)
       0.1
     """
-    if _is_static(final):
-        final = _validate.real("final", final, low=0.0, high=1.0, low_open=True)
+    final = _validate.hyperparam("final", final, low=0.0, high=1.0, low_open=True)
     p = _progress(p)
     return jnp.exp(p * jnp.log(jnp.asarray(final, p.dtype)))
 
@@ -150,8 +144,7 @@ def step(p, milestones=(0.3, 0.6, 0.9), factor=0.1) -> jax.Array:
       [1.0, 0.1, 0.01, 0.001]
     """
     ms = _check_milestones(milestones)
-    if _is_static(factor):
-        factor = _validate.real("factor", factor, low=0.0, high=1.0, low_open=True)
+    factor = _validate.hyperparam("factor", factor, low=0.0, high=1.0, low_open=True)
     p = _progress(p)
     n = jnp.zeros(p.shape, p.dtype)
     for m in ms:
@@ -166,8 +159,7 @@ def polynomial(p, power=2.0) -> jax.Array:
       >>> float(polynomial(0.5, power=2.0))
       0.25
     """
-    if _is_static(power):
-        power = _validate.real("power", power, low=0.0, low_open=True)
+    power = _validate.hyperparam("power", power, low=0.0, low_open=True)
     return (1.0 - _progress(p)) ** power
 
 
@@ -202,8 +194,7 @@ def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
     References:
       Hu et al. MiniCPM. 2024. arXiv:2404.06395.
     """
-    if _is_static(decay_fraction):
-        decay_fraction = _validate.real(
+    decay_fraction = _validate.hyperparam(
             "decay_fraction", decay_fraction, low=0.0, high=1.0, low_open=True
         )
     _validate.one_of("decay", decay, WSD_DECAYS)
@@ -240,13 +231,10 @@ def one_cycle(p, pct_start=0.3, div_factor=25.0, final_div_factor=1e4) -> jax.Ar
     References:
       Smith, Topin. Super-Convergence. 2017. arXiv:1708.07120.
     """
-    if _is_static(pct_start):
-        pct_start = _validate.real("pct_start", pct_start, low=0.0, high=1.0, low_open=True,
-                                   high_open=True)
-    if _is_static(div_factor):
-        div_factor = _validate.real("div_factor", div_factor, low=1.0)
-    if _is_static(final_div_factor):
-        final_div_factor = _validate.real("final_div_factor", final_div_factor, low=1.0)
+    pct_start = _validate.hyperparam("pct_start", pct_start, low=0.0, high=1.0,
+                                     low_open=True, high_open=True)
+    div_factor = _validate.hyperparam("div_factor", div_factor, low=1.0)
+    final_div_factor = _validate.hyperparam("final_div_factor", final_div_factor, low=1.0)
     p = _progress(p)
     a = 1.0 / div_factor
     z = a / final_div_factor

@@ -54,13 +54,6 @@ __all__ = [
 ]
 
 
-def _scalar(name: str, value):
-    """Validates a static scalar hyperparameter; traced values pass through (vmap sweeps)."""
-    if isinstance(value, jax.Array | jax.core.Tracer):
-        return value
-    return _validate.real(name, value)
-
-
 def progress(count, total_steps: int) -> jax.Array:
     r"""``min(count, T) / T`` as float32, correctly rounded, for any int32 ``count``.
 
@@ -162,8 +155,8 @@ def budgeted(
             f"warmup_steps must be < total_steps={total_steps}, got {warmup_steps!r}"
         )
     sample_every = _validate.positive_int("sample_every", sample_every)
-    peak_value = _scalar("peak_value", peak_value)
-    end_value = _scalar("end_value", end_value)
+    peak_value = _validate.hyperparam("peak_value", peak_value)
+    end_value = _validate.hyperparam("end_value", end_value)
     fn(jnp.float32(0.0))  # validates the profile's knobs now, not at trace time
     decay_steps = total_steps - warmup_steps
 

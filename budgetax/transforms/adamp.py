@@ -59,9 +59,9 @@ __all__ = [
 
 
 def _learning_rate(value):
-    if callable(value) or isinstance(value, jax.Array | jax.core.Tracer):
+    if callable(value):
         return value
-    return _validate.real("learning_rate", value, low=0.0, low_open=True)
+    return _validate.hyperparam("learning_rate", value, low=0.0, low_open=True)
 
 
 def _cosine_abs(a, b, axis, eps):
@@ -287,8 +287,7 @@ def adamp(
     b1 = _validate.real("b1", b1, low=0.0, high=1.0, high_open=True)
     b2 = _validate.real("b2", b2, low=0.0, high=1.0, high_open=True)
     eps = _validate.real("eps", eps, low=0.0, low_open=True)
-    if not isinstance(nesterov, bool):
-        raise TypeError(f"nesterov must be a bool, got {nesterov!r}")
+    nesterov = _validate.boolean("nesterov", nesterov)
     return optax.chain(
         scale_invariant_projection(_adamp_direction(b1, b2, eps, nesterov), delta=delta,
                                    wd_ratio=wd_ratio, weight_decay=weight_decay, eps=eps),
@@ -368,8 +367,7 @@ def sgdp(
     learning_rate = _learning_rate(learning_rate)
     momentum = _validate.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
     dampening = _validate.real("dampening", dampening, low=0.0, high=1.0)
-    if not isinstance(nesterov, bool):
-        raise TypeError(f"nesterov must be a bool, got {nesterov!r}")
+    nesterov = _validate.boolean("nesterov", nesterov)
     if nesterov and dampening != 0.0:
         raise ValueError(f"nesterov=True requires dampening=0, got dampening={dampening!r}")
     weight_decay = _validate.real("weight_decay", weight_decay, low=0.0)

@@ -315,15 +315,9 @@ def _cond_any(pred, true_fn, false_fn, operand):
 # ---------------------------------------------------------------- transform
 
 
-def _is_static(x) -> bool:
-    return not isinstance(x, jax.Array | jax.core.Tracer)
-
-
 def _lr_bound(name, value):
     """A positive float, validated eagerly; JAX scalars pass through (vmapped sweeps)."""
-    if _is_static(value):
-        return _validate.real(name, value, low=0.0, low_open=True)
-    return value
+    return _validate.hyperparam(name, value, low=0.0, low_open=True)
 
 
 def autowu(
@@ -379,7 +373,8 @@ def autowu(
     total_steps = _validate.positive_int("total_steps", total_steps)
     min_lr = _lr_bound("min_lr", min_lr)
     max_lr = _lr_bound("max_lr", max_lr)
-    if _is_static(min_lr) and _is_static(max_lr) and not min_lr < max_lr:
+    static = not (_validate.is_array(min_lr) or _validate.is_array(max_lr))
+    if static and not min_lr < max_lr:
         raise ValueError(f"min_lr must be < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
     max_warmup_fraction = _validate.real("max_warmup_fraction", max_warmup_fraction, low=0.0,
                                          high=1.0, low_open=True)

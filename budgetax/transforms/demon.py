@@ -79,24 +79,10 @@ def _check_dtype(name: str, dtype) -> Any:
     return jax.dtypes.canonicalize_dtype(dt)
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
-def _check_scalar(name: str, value, *, low=None, high=None, low_open=False, high_open=False):
-    """Static numbers are validated; JAX arrays (e.g. traced in a vmapped sweep) pass."""
-    if isinstance(value, jax.Array | jax.core.Tracer):
-        return value
-    return _validate.real(name, value, low=low, high=high, low_open=low_open,
-                          high_open=high_open)
-
-
 def _check_learning_rate(learning_rate):
     if callable(learning_rate):
         return learning_rate
-    return _check_scalar("learning_rate", learning_rate, low=0.0)
+    return _validate.hyperparam("learning_rate", learning_rate, low=0.0)
 
 
 def _compute_dtype(*dtypes) -> Any:
@@ -188,7 +174,7 @@ def demon(total_steps: int, beta_init: float = 0.9, *, nesterov: bool = False,
       Momentum Decay. ICASSP 2022. arXiv:1910.04952.
     """
     schedule = demon_schedule(total_steps, beta_init)
-    nesterov = _check_bool("nesterov", nesterov)
+    nesterov = _validate.boolean("nesterov", nesterov)
     mu_dtype = _check_dtype("mu_dtype", mu_dtype)
 
     def init_fn(params):
@@ -259,7 +245,7 @@ def demon_sgd(learning_rate, total_steps: int, beta_init: float = 0.9, *,
       Momentum Decay. ICASSP 2022. arXiv:1910.04952.
     """
     learning_rate = _check_learning_rate(learning_rate)
-    weight_decay = _check_scalar("weight_decay", weight_decay, low=0.0)
+    weight_decay = _validate.hyperparam("weight_decay", weight_decay, low=0.0)
     return optax.chain(
         optax.add_decayed_weights(weight_decay),
         demon(total_steps, beta_init, nesterov=nesterov, mu_dtype=mu_dtype),
@@ -330,8 +316,8 @@ def scale_by_demon_adam(total_steps: int, beta_init: float = 0.9, b2: float = 0.
       Kingma, Ba. Adam. ICLR 2015. arXiv:1412.6980.
     """
     schedule = demon_schedule(total_steps, beta_init)
-    b2 = _check_scalar("b2", b2, low=0.0, high=1.0, high_open=True)
-    eps = _check_scalar("eps", eps, low=0.0)
+    b2 = _validate.hyperparam("b2", b2, low=0.0, high=1.0, high_open=True)
+    eps = _validate.hyperparam("eps", eps, low=0.0)
     exact = _validate.one_of("bias_correction", bias_correction, BIAS_CORRECTIONS) == "exact"
     mu_dtype = _check_dtype("mu_dtype", mu_dtype)
 
@@ -431,7 +417,7 @@ def demon_adam(learning_rate, total_steps: int, beta_init: float = 0.9, b2: floa
       arXiv:1711.05101.
     """
     learning_rate = _check_learning_rate(learning_rate)
-    weight_decay = _check_scalar("weight_decay", weight_decay, low=0.0)
+    weight_decay = _validate.hyperparam("weight_decay", weight_decay, low=0.0)
     return optax.chain(
         scale_by_demon_adam(total_steps, beta_init, b2, eps, bias_correction=bias_correction,
                             mu_dtype=mu_dtype),
