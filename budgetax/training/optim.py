@@ -36,6 +36,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -166,8 +167,7 @@ class OptimizerSpec:
         total_steps = _validate.positive_int("total_steps", total_steps)
         peak = self.peak_lr if peak_lr is None else peak_lr
         return schedules.budgeted(
-            profiles.get(self.schedule) if not self.schedule_kwargs else
-            _partial(profiles.get(self.schedule), dict(self.schedule_kwargs)),
+            functools.partial(profiles.get(self.schedule), **dict(self.schedule_kwargs)),
             total_steps, peak, end_value=self.end_lr,
             warmup_steps=self.warmup_for(total_steps), sample_every=self.sample_every)
 
@@ -233,9 +233,3 @@ class OptimizerSpec:
         d = dataclasses.asdict(self)
         d["schedule_kwargs"] = dict(self.schedule_kwargs)
         return d
-
-
-def _partial(fn, kwargs):
-    import functools
-
-    return functools.partial(fn, **kwargs)

@@ -79,10 +79,7 @@ def make_model_fns(build) -> ModelFns:
 
 def global_norm(tree) -> jax.Array:
     """:math:`\\sqrt{\\sum_i \\lVert x_i \\rVert^2}` in float32 over a pytree."""
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        return jnp.float32(0.0)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+    return jnp.asarray(optax.tree.norm(optax.tree.cast(tree, jnp.float32)), jnp.float32)
 
 
 def cross_entropy(logits, labels) -> jax.Array:
