@@ -33,7 +33,15 @@ Usage (copy-paste)::
     hs = training.train_many(ds, seeds=[0, 1, 2], peak_lrs=[3e-3, 1e-2],
                              model="cnn1d", budget=2000, optimizer=spec)
 
-    # for a sweep engine: the pure core, to jit / vmap / shard yourself
+    # the sweep engine: budgets x schedules x lrs x seeds, one compiled program per budget,
+    # runs sharded over all devices, SQLite store + orbax checkpoints, resumable
+    spec = training.SweepSpec(dataset="mnist1d", model="mlp", full_budget=3000,
+                              budgets=(0.1, 0.5, 1.0), schedules=("linear", "rex", "cosine"),
+                              peak_lrs=(3e-3, 1e-2), seeds=(0, 1, 2))
+    result = training.sweep(spec, "my-sweep")     # run it again: resumes
+    training.report.write_report("my-sweep")      # results.md + plots
+
+    # the pure core, to jit / vmap / shard yourself
     core, data_args = training.make_core(ds, model="mlp", budget=2000, optimizer=spec)
     keys = jax.numpy.stack([jax.random.key(s) for s in range(8)])
     states, train_m, eval_m = jax.jit(core)(keys, jax.numpy.full((8,), 1e-2), *data_args)
@@ -48,6 +56,14 @@ References:
   Greydanus. Scaling down Deep Learning (MNIST-1D). 2020. arXiv:2011.14439.
 '''
 
+from budgetax.training import report, store
+from budgetax.training.engine import (
+    SweepResult,
+    SweepSpec,
+    SweepSpecMismatchError,
+    sweep,
+    sweep_trace_count,
+)
 from budgetax.training.loop import (
     EVAL_METRICS,
     TRAIN_METRICS,
@@ -68,11 +84,18 @@ __all__ = [
     "OptimizerSpec",
     "PRECISIONS",
     "SCHEDULES",
+    "SweepResult",
+    "SweepSpec",
+    "SweepSpecMismatchError",
     "TRAIN_METRICS",
     "TrainState",
     "eval_steps",
     "eval_sums",
     "make_core",
+    "report",
+    "store",
+    "sweep",
+    "sweep_trace_count",
     "full_gradient",
     "train",
     "train_many",

@@ -157,17 +157,22 @@ class OptimizerSpec:
             return min(int(round(self.warmup_fraction * total_steps)), total_steps - 1)
         return self.warmup_steps
 
-    def learning_rate(self, total_steps: int, peak_lr=None):
+    def learning_rate(self, total_steps: int, peak_lr=None, *, profile=None):
         """The ``optax.Schedule`` of the learning rate (``None`` for ``"autowu"``).
 
         ``peak_lr`` overrides the spec's (a float or a traced scalar for vmapped sweeps).
+        ``profile`` (a ``p -> multiplier`` function) overrides the spec's schedule
+        and its knobs: the sweep engine passes a ``lax.switch`` over several
+        profiles, selected per run by a traced index.
         """
-        if self.schedule == "autowu":
-            return None
+        if profile is None:
+            if self.schedule == "autowu":
+                return None
+            profile = functools.partial(profiles.get(self.schedule), **dict(self.schedule_kwargs))
         total_steps = _validate.positive_int("total_steps", total_steps)
         peak = self.peak_lr if peak_lr is None else peak_lr
         return schedules.budgeted(
-            functools.partial(profiles.get(self.schedule), **dict(self.schedule_kwargs)),
+            profile,
             total_steps, peak, end_value=self.end_lr,
             warmup_steps=self.warmup_for(total_steps), sample_every=self.sample_every)
 
@@ -197,8 +202,8 @@ class OptimizerSpec:
                          nesterov=self.nesterov)
         return sgdp(lr, momentum=self.momentum, weight_decay=wd, nesterov=self.nesterov)
 
-    def build(self, total_steps: int, peak_lr=None, *,
-              sr_seed=None) -> optax.GradientTransformationExtraArgs:
+    def build(self, total_steps: int, peak_lr=None, *, sr_seed=None,
+              profile=None) -> optax.GradientTransformationExtraArgs:
         """The optimizer for a budget of ``total_steps`` updates.
 
         Args:
@@ -207,20 +212,22 @@ class OptimizerSpec:
           sr_seed: overrides ``self.seed`` for ``precision="bf16_sr"``: an int or a
             traced integer scalar (the training loop passes one derived from each
             run's key). It only seeds ``init``; ``update`` does not depend on it.
+          profile: a ``p -> multiplier`` function replacing the spec's schedule
+            (see :meth:`learning_rate`); not with ``"autowu"``.
 
         Returns:
           ``optax.with_extra_args_support(tx)``: call ``update(g, s, params, value=loss)``.
         """
         total_steps = _validate.positive_int("total_steps", total_steps)
         peak = self.peak_lr if peak_lr is None else peak_lr
-        if self.schedule == "autowu":
+        if self.schedule == "autowu" and profile is None:
             kw = dict(self.schedule_kwargs)
             kw.setdefault("max_lr", float(peak) if not isinstance(peak, jax.Array) else peak)
             # base direction at lr 1 (negative), then AutoWU multiplies by its lr (positive)
             tx = optax.chain(self._base(1.0, total_steps),
                              autowu(total_steps, **kw))
         else:
-            tx = self._base(self.learning_rate(total_steps, peak), total_steps)
+            tx = self._base(self.learning_rate(total_steps, peak, profile=profile), total_steps)
         if self.precision == "bf16_sr":
             tx = optax.chain(tx, stochastic_rounding(
                 seed=self.seed if sr_seed is None else sr_seed))

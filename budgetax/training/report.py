@@ -1,0 +1,250 @@
+"""Tables and plots of a sweep, rebuilt from its results store (``budgetax report DIR``).
+
+The table answers "which schedule, at my budget?": for each budget and schedule,
+the test accuracy (mean ± std over seeds) at that schedule's best peak learning
+rate, the best cell of each budget marked. The best learning rate is chosen
+*without looking at the test set*: by default the one with the lowest mean final
+full-training-set loss over seeds (``select="train_loss"``); a learning rate at
+which any seed diverged is not eligible. ``select="test_accuracy"`` picks by test
+accuracy instead (optimistic: it tunes on the test set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from budgetax._io import atomic_write_text
+from budgetax.training.loop import TRAIN_METRICS
+from budgetax.training.store import STORE_NAME, Store, decode_curves
+
+__all__ = ["SELECT", "Cell", "format_table", "load", "summarize", "write_report"]
+
+SELECT = ("train_loss", "test_accuracy", "test_loss")
+PLOTS = ("accuracy_vs_budget.png", "lr_curves.png", "loss_curves.png")
+
+
+@dataclasses.dataclass
+class Cell:
+    """One (budget, schedule) cell of the table."""
+
+    budget_fraction: float
+    budget: int
+    schedule: str
+    best_lr: float | None       # None: every lr diverged
+    mean: float                 # test accuracy at best_lr, mean over seeds
+    std: float                  # sample std over seeds (0 for one seed)
+    seeds: int
+    diverged_lrs: tuple         # lrs at which some seed diverged
+    best_in_budget: bool = False
+    run_ids: tuple = ()
+
+
+def load(out_dir: str, *, with_curves: bool = False) -> tuple[dict, list[dict], list[dict]]:
+    """``(spec, runs, groups)`` of the sweep stored in ``out_dir``."""
+    path = os.path.join(out_dir, STORE_NAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no sweep in {out_dir!r}: {STORE_NAME} not found")
+    with Store(path) as store:
+        return store.get_meta("spec"), store.runs(with_curves=with_curves), store.groups()
+
+
+def _score(runs, select):
+    vals = [r["final"].get(select, math.nan) for r in runs]
+    m = float(np.mean(vals))
+    return -m if select == "test_accuracy" else m  # lower is better
+
+
+def summarize(runs: list[dict], select: str = "train_loss") -> list[Cell]:
+    """The table's cells, budget-major then in the sweep's schedule order (finished runs only)."""
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {list(SELECT)}, got {select!r}")
+    done = [r for r in runs if r["status"] in ("done", "diverged")]
+    budgets = sorted({(r["budget_fraction"], r["budget"]) for r in done})
+    schedules = list(dict.fromkeys(r["schedule"] for r in runs))
+    cells = []
+    for f, steps in budgets:
+        row = []
+        for s in schedules:
+            mine = [r for r in done if r["budget"] == steps and r["schedule"] == s]
+            if not mine:
+                continue
+            by_lr = {}
+            for r in mine:
+                by_lr.setdefault(r["peak_lr"], []).append(r)
+            diverged = tuple(sorted(lr for lr, rs in by_lr.items()
+                                    if any(r["status"] == "diverged" for r in rs)))
+            ok = {lr: rs for lr, rs in by_lr.items() if lr not in diverged}
+            scored = {lr: _score(rs, select) for lr, rs in ok.items()}
+            scored = {lr: v for lr, v in scored.items() if np.isfinite(v)}
+            if not scored:
+                row.append(Cell(f, steps, s, None, math.nan, math.nan, 0, diverged))
+                continue
+            lr = min(scored, key=lambda k: (scored[k], k))
+            acc = np.array([r["final"]["test_accuracy"] for r in ok[lr]], np.float64)
+            row.append(Cell(f, steps, s, lr, float(acc.mean()),
+                            float(acc.std(ddof=1)) if len(acc) > 1 else 0.0, len(acc), diverged,
+                            run_ids=tuple(r["run_id"] for r in ok[lr])))
+        finite = [c for c in row if np.isfinite(c.mean)]
+        if finite:
+            best = max(c.mean for c in finite)
+            for c in finite:
+                c.best_in_budget = c.mean == best
+        cells.extend(row)
+    return cells
+
+
+def format_table(cells: list[Cell], *, markdown_bold: bool = True) -> str:
+    """A markdown table: one row per budget, one column per schedule, best cell marked.
+
+    Each cell is ``mean ± std`` test accuracy in percent at the schedule's best lr,
+    with that lr below it; the best schedule of each budget is in bold (or marked ``*``).
+    """
+    budgets = list(dict.fromkeys((c.budget_fraction, c.budget) for c in cells))
+    schedules = list(dict.fromkeys(c.schedule for c in cells))
+    by = {(c.budget, c.schedule): c for c in cells}
+    header = ["budget", "steps"] + schedules
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for f, steps in budgets:
+        out = [f"{f:.0%}", str(steps)]
+        for s in schedules:
+            c = by.get((steps, s))
+            if c is None:
+                out.append("")
+            elif c.best_lr is None:
+                out.append("diverged")
+            else:
+                text = f"{100 * c.mean:.1f} ± {100 * c.std:.1f} (lr {c.best_lr:g})"
+                if c.best_in_budget:
+                    text = f"**{text}**" if markdown_bold else f"{text} *"
+                out.append(text)
+        lines.append("| " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def _smooth(x, k):
+    x = np.asarray(x, np.float64)
+    if k <= 1 or len(x) < k:
+        return x
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    out = (c[k:] - c[:-k]) / k
+    return np.concatenate([x[:k - 1], out])
+
+
+def _plots(out_dir, cells, runs_by_id):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    schedules = list(dict.fromkeys(c.schedule for c in cells))
+    budgets = list(dict.fromkeys(c.budget for c in cells))
+    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(schedules)}
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in schedules:
+        cs = [c for c in cells if c.schedule == s and c.best_lr is not None]
+        if cs:
+            ax.errorbar([c.budget for c in cs], [100 * c.mean for c in cs],
+                        yerr=[100 * c.std for c in cs], marker="o", capsize=3, label=s,
+                        color=colors[s])
+    ax.set_xscale("log")
+    ax.set_xlabel("budget (optimizer steps)")
+    ax.set_ylabel("test accuracy at best lr (%)")
+    ax.set_title("accuracy vs budget (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, PLOTS[0]), dpi=110)
+    plt.close(fig)
+
+    for name, metric, ylabel, log in ((PLOTS[1], "lr", "learning rate", False),
+                                      (PLOTS[2], "loss", "training loss (smoothed)", True)):
+        n = len(budgets)
+        fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
+        for ax, steps in zip(axes[0], budgets, strict=True):
+            for s in schedules:
+                c = next((c for c in cells if c.budget == steps and c.schedule == s), None)
+                if c is None or not c.run_ids:
+                    continue
+                r = runs_by_id[c.run_ids[0]]
+                y = decode_curves(r["curves"], TRAIN_METRICS, r["budget"])[metric]
+                if metric == "loss":
+                    y = _smooth(y, max(1, steps // 50))
+                ax.plot(np.arange(1, steps + 1), y, color=colors[s], label=s, lw=1)
+            ax.set_title(f"budget {steps} steps", fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            if log:
+                ax.set_yscale("log")
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(ylabel, fontsize=8)
+        axes[0][-1].legend(fontsize=6)
+        fig.suptitle(f"{ylabel} at each schedule's best lr (first seed)", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=110)
+        plt.close(fig)
+
+
+def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True,
+                 command: str | None = None, device: str | None = None) -> str:
+    """Writes ``results.md`` (and the PNG plots) in ``out_dir`` from its store; returns the table.
+
+    Args:
+      out_dir: a sweep directory.
+      select: how the best lr of a cell is chosen (see the module docstring).
+      plots: also write ``accuracy_vs_budget.png``, ``lr_curves.png``, ``loss_curves.png``.
+      command: the command line that ran the sweep (written into ``results.md``).
+      device: a description of the device(s) (default: from ``jax.devices()``).
+    """
+    spec, runs, groups = load(out_dir, with_curves=plots)
+    cells = summarize(runs, select)
+    table = format_table(cells)
+    pending = sum(r["status"] == "pending" for r in runs)
+    diverged = [r for r in runs if r["status"] == "diverged"]
+    if device is None:
+        import jax
+
+        d = jax.devices()
+        device = f"{len(d)} x {d[0].device_kind} ({d[0].platform})"
+    total_s = sum(g["seconds"] for g in groups)
+    run_steps = sum(g["runs"] * g["budget"] for g in groups)
+    opt = spec["optimizer"]
+    lines = [
+        "# Sweep results", "",
+        f"{spec['model']} on {spec['dataset']}, {opt['optimizer']}"
+        + (" + Demon" if opt.get("demon") else "") + f", precision {opt['precision']}, "
+        f"batch {spec['batch_size']}, full budget {spec['full_budget']} steps; "
+        f"peak lrs {spec['peak_lrs']}, seeds {spec['seeds']}.", "",
+    ]
+    if command:
+        lines += ["Command:", "", "```", command, "```", ""]
+    lines += [
+        f"Test accuracy (%) at the end of each budget, mean ± std over "
+        f"{len(spec['seeds'])} seed(s), at each schedule's best peak lr (chosen by "
+        f"{'lowest mean final training loss' if select == 'train_loss' else select}, "
+        "over lrs at which no seed diverged); bold: the best schedule of the budget.", "",
+        table, "",
+        f"{len(runs) - pending} of {len(runs)} runs finished"
+        + (f", {pending} pending (resume the sweep to finish them)" if pending else "")
+        + f"; {len(diverged)} diverged."
+        + (f" Training time {total_s:.1f}s for {run_steps:,} run-steps "
+           f"({run_steps / max(total_s, 1e-9):,.0f} run-steps/s, compilation included) "
+           f"on {device}." if groups else ""), "",
+    ]
+    if diverged:
+        lines += ["Diverged runs (NaN/inf loss or update; frozen at their last finite state):",
+                  ""]
+        lines += [f"- `{r['run_id']}` at step {r['diverged_step']}" for r in diverged[:50]]
+        lines.append("")
+    if plots and any(r["status"] != "pending" for r in runs):
+        by_id = {r["run_id"]: r for r in runs}
+        _plots(out_dir, cells, by_id)
+        lines += ["![accuracy vs budget](accuracy_vs_budget.png)", "",
+                  "![learning-rate curves](lr_curves.png)", "",
+                  "![loss curves](loss_curves.png)", ""]
+    atomic_write_text(os.path.join(out_dir, "results.md"), "\n".join(lines))
+    return table

@@ -1,0 +1,173 @@
+"""The sweep results store: one SQLite file (stdlib ``sqlite3``), one row per run.
+
+Tables:
+
+- ``meta(key, value)``: the sweep spec (``spec``, JSON), the run plan (``plan``,
+  JSON: which runs share a compiled program) and the store version.
+- ``runs``: one row per run, created ``pending`` when the sweep is planned and
+  completed (``done`` or ``diverged``) in the same transaction as the other runs of
+  its program. Columns: the run's config (``budget_fraction``, ``budget``,
+  ``schedule``, ``peak_lr``, ``seed``, ``group_id``), ``status``,
+  ``diverged_step``, JSON ``final`` / ``best`` metrics, the per-evaluation
+  history (``eval_steps``, ``eval_history``: JSON) and the per-step training
+  curves (``curves``: float32 little-endian bytes, ``[len(TRAIN_METRICS), budget]``).
+- ``groups``: per compiled program, wall time and throughput (kept apart from
+  ``runs`` because timings differ between two otherwise identical sweeps).
+
+SQLite transactions are atomic and durable, so a process killed at any moment
+leaves every run either pending or complete, never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Any
+
+import numpy as np
+
+__all__ = ["STORE_NAME", "Store", "decode_curves", "encode_curves"]
+
+STORE_NAME = "results.sqlite"
+VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  idx INTEGER NOT NULL,
+  group_id TEXT NOT NULL,
+  budget_fraction REAL NOT NULL,
+  budget INTEGER NOT NULL,
+  schedule TEXT NOT NULL,
+  peak_lr REAL NOT NULL,
+  seed INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  diverged_step INTEGER,
+  final TEXT,
+  best TEXT,
+  eval_steps TEXT,
+  eval_history TEXT,
+  curves BLOB
+);
+CREATE TABLE IF NOT EXISTS groups (
+  group_id TEXT PRIMARY KEY,
+  budget INTEGER NOT NULL,
+  runs INTEGER NOT NULL,
+  padded_runs INTEGER NOT NULL,
+  devices INTEGER NOT NULL,
+  seconds REAL NOT NULL,
+  run_steps_per_second REAL NOT NULL,
+  resumed INTEGER NOT NULL
+);
+"""
+
+RUN_COLUMNS = ("run_id", "idx", "group_id", "budget_fraction", "budget", "schedule", "peak_lr",
+               "seed", "status", "diverged_step", "final", "best", "eval_steps",
+               "eval_history", "curves")
+
+
+def encode_curves(curves: dict[str, np.ndarray], names: tuple[str, ...]) -> bytes:
+    """``{name: [T]}`` -> float32 little-endian bytes of ``[len(names), T]`` (deterministic)."""
+    return np.stack([np.asarray(curves[n], np.float32) for n in names]).astype("<f4").tobytes()
+
+
+def decode_curves(blob: bytes, names: tuple[str, ...], budget: int) -> dict[str, np.ndarray]:
+    """The inverse of :func:`encode_curves`."""
+    arr = np.frombuffer(blob, "<f4").reshape(len(names), budget)
+    return {n: arr[i].copy() for i, n in enumerate(names)}
+
+
+class Store:
+    """The SQLite results store of one sweep directory.
+
+    Args:
+      path: the ``.sqlite`` file (created with its tables if missing).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._conn = sqlite3.connect(self.path, timeout=60.0)
+        self._conn.execute("PRAGMA synchronous=FULL")
+        with self._conn:
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ----------------------------------------------------------------- meta
+    def get_meta(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def initialise(self, spec: dict, plan: dict, runs: list[dict]) -> None:
+        """Writes the spec, the plan and every run as ``pending``, in one transaction."""
+        with self._conn:
+            self._conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("version", json.dumps(VERSION)), ("spec", json.dumps(spec, sort_keys=True)),
+                 ("plan", json.dumps(plan, sort_keys=True))])
+            self._conn.executemany(
+                "INSERT INTO runs(run_id, idx, group_id, budget_fraction, budget, schedule, "
+                "peak_lr, seed, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                [(r["run_id"], r["idx"], r["group_id"], r["budget_fraction"], r["budget"],
+                  r["schedule"], r["peak_lr"], r["seed"]) for r in runs])
+
+    # ----------------------------------------------------------------- runs
+    def finished_groups(self) -> set[str]:
+        """Groups none of whose runs is pending."""
+        rows = self._conn.execute(
+            "SELECT group_id, SUM(status = 'pending') FROM runs GROUP BY group_id").fetchall()
+        return {g for g, pending in rows if pending == 0}
+
+    def complete_group(self, group_id: str, results: list[dict], timing: dict) -> None:
+        """Writes the results of every run of a group and its timing, in one transaction."""
+        with self._conn:
+            for r in results:
+                cur = self._conn.execute(
+                    "UPDATE runs SET status = ?, diverged_step = ?, final = ?, best = ?, "
+                    "eval_steps = ?, eval_history = ?, curves = ? "
+                    "WHERE run_id = ? AND group_id = ? AND status = 'pending'",
+                    (r["status"], r["diverged_step"], json.dumps(r["final"], sort_keys=True),
+                     json.dumps(r["best"], sort_keys=True), json.dumps(r["eval_steps"]),
+                     json.dumps(r["eval_history"], sort_keys=True), r["curves"],
+                     r["run_id"], group_id))
+                if cur.rowcount != 1:
+                    raise RuntimeError(f"run {r['run_id']!r} of group {group_id!r} is not "
+                                       f"pending in {self.path}")
+            self._conn.execute(
+                "INSERT OR REPLACE INTO groups(group_id, budget, runs, padded_runs, devices, "
+                "seconds, run_steps_per_second, resumed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (group_id, timing["budget"], timing["runs"], timing["padded_runs"],
+                 timing["devices"], timing["seconds"], timing["run_steps_per_second"],
+                 int(timing["resumed"])))
+
+    def runs(self, *, with_curves: bool = False) -> list[dict]:
+        """Every run as a dict (JSON columns decoded), in plan order."""
+        cols = RUN_COLUMNS if with_curves else RUN_COLUMNS[:-1]
+        rows = self._conn.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY idx").fetchall()
+        out = []
+        for row in rows:
+            d = dict(zip(cols, row, strict=True))
+            for k in ("final", "best", "eval_steps", "eval_history"):
+                d[k] = None if d[k] is None else json.loads(d[k])
+            out.append(d)
+        return out
+
+    def groups(self) -> list[dict]:
+        cols = ("group_id", "budget", "runs", "padded_runs", "devices", "seconds",
+                "run_steps_per_second", "resumed")
+        rows = self._conn.execute(f"SELECT {', '.join(cols)} FROM groups").fetchall()
+        return [dict(zip(cols, row, strict=True)) for row in rows]
+
+    def dump(self) -> list[tuple]:
+        """Every column of every run, in plan order (for exact comparisons of two stores)."""
+        return self._conn.execute(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY idx").fetchall()

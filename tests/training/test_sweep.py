@@ -1,0 +1,375 @@
+"""The sweep engine: equivalence with single runs, sharding, fault isolation, resume, store, CLI."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from budgetax import cli, training
+from budgetax.training import engine, report
+from budgetax.training.store import Store, decode_curves
+from tests.data.helpers import built_data_dir, dataset
+
+# The module's shared sweep: 2 budgets x 3 schedules x 2 lrs x 2 seeds of SGD with momentum;
+# lr 1e4 diverges.
+BASE = dict(full_budget=40, budgets=(0.5, 1.0), schedules=("rex", "cosine", "step"),
+            seeds=(0, 1), num_evals=2, optimizer=training.OptimizerSpec("sgd", momentum=0.9))
+SPEC = engine.SweepSpec(peak_lrs=(0.05, 1e4), **BASE)
+SPEC_NO_DIV = engine.SweepSpec(peak_lrs=(0.05, 0.01), **BASE)
+
+
+def _env():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, BUDGETAX_DATA_DIR=built_data_dir(),
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """``(result, traces)``: the shared sweep and how many programs it compiled."""
+    out = tmp_path_factory.mktemp("sweep")
+    before = engine.sweep_trace_count()
+    result = engine.sweep(SPEC, str(out), progress=False, dataset=dataset("mnist1d"))
+    return result, engine.sweep_trace_count() - before
+
+
+@pytest.fixture(scope="module")
+def swept_no_div(tmp_path_factory, swept):
+    out = tmp_path_factory.mktemp("sweep-no-div")
+    before = engine.sweep_trace_count()
+    result = engine.sweep(SPEC_NO_DIV, str(out), progress=False, dataset=dataset("mnist1d"))
+    return result, engine.sweep_trace_count() - before
+
+
+def _row(result, budget, schedule, lr, seed):
+    return next(r for r in result.runs if r["budget"] == budget and r["schedule"] == schedule
+                and r["peak_lr"] == lr and r["seed"] == seed)
+
+
+def _curves(result, run_id):
+    with Store(os.path.join(result.out_dir, "results.sqlite")) as store:
+        row = next(r for r in store.runs(with_curves=True) if r["run_id"] == run_id)
+    return decode_curves(row["curves"], training.TRAIN_METRICS, row["budget"])
+
+
+# ------------------------------------------------------------------ planning
+def test_spec_runs_and_plan():
+    assert SPEC.budget_steps() == [20, 40]
+    runs = SPEC.runs()
+    assert len(runs) == 2 * 3 * 2 * 2
+    assert len({r["run_id"] for r in runs}) == len(runs)
+    groups = engine.plan_groups(SPEC, None)
+    assert [g["budget"] for g in groups] == [20, 40]
+    assert sorted(i for g in groups for i in g["run_idx"]) == list(range(len(runs)))
+    groups = engine.plan_groups(SPEC, 5)  # 12 runs per budget -> groups of 4, 4, 4
+    assert [len(g["run_idx"]) for g in groups] == [4, 4, 4, 4, 4, 4]
+    assert sorted(i for g in groups for i in g["run_idx"]) == list(range(len(runs)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(schedules=("linear", "nope")),
+     r"schedules must name profiles from \[.*'rex'.*got 'nope'"),
+    (dict(schedules=("autowu",)), "AutoWU"),
+    (dict(schedules=()), "schedules must be a non-empty sequence"),
+    (dict(peak_lrs=()), "peak_lrs must be a non-empty sequence"),
+    (dict(seeds=()), "seeds must be a non-empty sequence"),
+    (dict(budgets=(-0.5,)), "budgets must be"),
+    (dict(budgets=(0.0,)), "budgets must be"),
+    (dict(budgets=(1.5,)), "budgets must be"),
+    (dict(full_budget=-10), "full_budget must be a positive int, got -10"),
+    (dict(peak_lrs=(0.0,)), "peak_lrs must be"),
+    (dict(peak_lrs=(0.1, 0.1)), "peak_lrs has duplicates"),
+    (dict(num_evals=0), "num_evals must be a positive int, got 0"),
+    (dict(optimizer=training.OptimizerSpec(schedule="autowu")), "autowu"),
+])
+def test_spec_rejects_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        engine.SweepSpec(**kwargs)
+
+
+def test_spec_rejects_wrong_types():
+    with pytest.raises(TypeError, match="schedules must be a sequence, got 'rex'"):
+        engine.SweepSpec(schedules="rex")
+    with pytest.raises(TypeError, match="optimizer must be an OptimizerSpec"):
+        engine.SweepSpec(optimizer="adam")
+    with pytest.raises(TypeError, match="seeds must be an int, got 1.5"):
+        engine.SweepSpec(seeds=(1.5,))
+
+
+def test_unknown_dataset_and_model_list_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="digits"):
+        engine.sweep(engine.SweepSpec(dataset="nope"), str(tmp_path), data_dir=built_data_dir())
+    with pytest.raises(ValueError, match=r"model must be one of \['cnn1d', 'mlp', 'resnet'\]"):
+        engine.sweep(engine.SweepSpec(model="transformer"), str(tmp_path),
+                     dataset=dataset("mnist1d"))
+    with pytest.raises(ValueError, match="batch_size"):
+        engine.sweep(engine.SweepSpec(batch_size=10**6), str(tmp_path),
+                     dataset=dataset("mnist1d"))
+    assert not os.path.exists(tmp_path / "results.sqlite")  # nothing written on bad input
+
+
+# ------------------------------------------------------------------ results
+def test_one_compilation_per_budget_and_none_on_a_second_sweep(swept, swept_no_div):
+    result, traces = swept
+    assert traces == len(SPEC.budgets) == result.compiled_budgets
+    # another sweep with the same budgets and shapes (other lrs): the programs are reused
+    assert swept_no_div[1] == 0
+
+
+def test_every_run_is_stored_once_with_its_history(swept):
+    result, _ = swept
+    assert [r["run_id"] for r in result.runs] == [r["run_id"] for r in SPEC.runs()]
+    for r in result.runs:
+        assert r["status"] in ("done", "diverged")
+        assert r["eval_steps"] == training.eval_steps(r["budget"], SPEC.num_evals).tolist()
+        assert set(r["eval_history"]) == set(training.EVAL_METRICS)
+        assert r["final"] == {k: v[-1] for k, v in r["eval_history"].items()}
+        if r["status"] == "done":
+            assert r["best"]["test_accuracy"] == max(r["eval_history"]["test_accuracy"])
+    groups = result.groups
+    assert {g["group_id"] for g in groups} == {"T20/g0", "T40/g0"}
+    assert all(g["runs"] == 12 and g["devices"] == 1 for g in groups)
+
+
+def test_single_run_sweep_equals_train_exactly(tmp_path):
+    spec = engine.SweepSpec(full_budget=30, budgets=(1.0,), schedules=("step",),
+                            peak_lrs=(3e-2,), seeds=(3,), num_evals=3)
+    result = engine.sweep(spec, str(tmp_path), progress=False, dataset=dataset("mnist1d"))
+    h = training.train(dataset("mnist1d"), model="mlp", budget=30, num_evals=3, seed=3,
+                       peak_lr=3e-2, optimizer=training.OptimizerSpec(schedule="step"))
+    r = result.runs[0]
+    curves = _curves(result, r["run_id"])
+    for k in training.TRAIN_METRICS:
+        np.testing.assert_array_equal(curves[k], h.train[k], err_msg=k)
+    for k in training.EVAL_METRICS:
+        np.testing.assert_array_equal(np.float32(r["eval_history"][k]), h.eval[k], err_msg=k)
+
+
+@pytest.mark.parametrize("schedule", ["rex", "cosine", "step"])
+def test_a_run_inside_a_sweep_equals_it_trained_alone(swept, schedule):
+    """Same numbers up to float reassociation: 12 runs share the vmapped program."""
+    result, _ = swept
+    spec = training.OptimizerSpec("sgd", schedule=schedule, momentum=0.9)
+    h = training.train(dataset("mnist1d"), model="mlp", budget=40, num_evals=2, seed=1,
+                       peak_lr=0.05, optimizer=spec)
+    r = _row(result, 40, schedule, 0.05, 1)
+    curves = _curves(result, r["run_id"])
+    np.testing.assert_array_equal(curves["lr"], h.train["lr"])  # the schedule is exact
+    np.testing.assert_allclose(curves["loss"], h.train["loss"], rtol=2e-5, atol=1e-6)
+    for k in ("test_loss", "test_accuracy", "train_loss"):
+        np.testing.assert_allclose(r["eval_history"][k], h.eval[k], rtol=2e-5, atol=1e-6)
+
+
+def test_diverging_runs_are_masked_and_leave_the_others_bit_identical(swept, swept_no_div):
+    result, _ = swept
+    clean, _ = swept_no_div
+    for r in result.runs:
+        if r["peak_lr"] == 1e4:
+            assert r["status"] == "diverged", r["run_id"]
+            assert 0 <= r["diverged_step"] < r["budget"]
+            c = _curves(result, r["run_id"])
+            assert np.isnan(c["loss"][r["diverged_step"] + 1:]).all()
+            assert np.isfinite(c["loss"][:r["diverged_step"]]).all()
+        else:
+            assert r["status"] == "done" and r["diverged_step"] is None
+            twin = _row(clean, r["budget"], r["schedule"], r["peak_lr"], r["seed"])
+            assert r["final"] == twin["final"] and r["eval_history"] == twin["eval_history"]
+            a, b = _curves(result, r["run_id"]), _curves(clean, twin["run_id"])
+            for k in training.TRAIN_METRICS:
+                np.testing.assert_array_equal(a[k], b[k])
+    assert all(r["status"] == "done" for r in clean.runs)
+
+
+def test_the_same_spec_resumes_as_a_no_op_and_another_spec_is_refused(swept):
+    result, _ = swept
+    before = Store(os.path.join(result.out_dir, "results.sqlite")).dump()
+    again = engine.sweep(SPEC, result.out_dir, progress=False, dataset=dataset("mnist1d"))
+    assert again.compiled_budgets == 0
+    assert Store(os.path.join(result.out_dir, "results.sqlite")).dump() == before
+    other = engine.SweepSpec(peak_lrs=(0.05, 1e3), **BASE)
+    with pytest.raises(engine.SweepSpecMismatchError,
+                       match=r"different spec \(peak_lrs: stored \[0.05, 10000.0\], given "
+                             r"\[0.05, 1000.0\]\)"):
+        engine.sweep(other, result.out_dir, progress=False, dataset=dataset("mnist1d"))
+    with pytest.raises(FileExistsError, match="already holds a sweep"):
+        engine.sweep(SPEC, result.out_dir, resume=False, dataset=dataset("mnist1d"))
+
+
+def test_report_table_and_files(swept, tmp_path):
+    result, _ = swept
+    table = report.write_report(result.out_dir, command="budgetax sweep ...")
+    for name in ("results.md", *report.PLOTS):
+        assert os.path.getsize(os.path.join(result.out_dir, name)) > 0
+    md = open(os.path.join(result.out_dir, "results.md")).read()
+    assert table in md and "budgetax sweep ..." in md
+    assert "T40/rex/lr10000/seed0" in md  # the diverged runs are listed
+    cells = report.summarize(result.runs)
+    assert len(cells) == 2 * 3
+    for c in cells:
+        assert c.best_lr == 0.05 and c.diverged_lrs == (1e4,)  # the diverged lr is ineligible
+        rows = [_row(result, c.budget, c.schedule, 0.05, s) for s in SPEC.seeds]
+        acc = [r["final"]["test_accuracy"] for r in rows]
+        assert c.mean == pytest.approx(np.mean(acc)) and c.std == pytest.approx(np.std(acc, ddof=1))
+    for steps in (20, 40):
+        row = [c for c in cells if c.budget == steps]
+        assert sum(c.best_in_budget for c in row) >= 1
+        assert max(row, key=lambda c: c.mean).best_in_budget
+
+
+def _fake_run(budget, schedule, lr, seed, acc, train_loss, status="done"):
+    return {"run_id": f"{budget}/{schedule}/{lr}/{seed}", "budget_fraction": budget / 100,
+            "budget": budget, "schedule": schedule, "peak_lr": lr, "seed": seed,
+            "status": status, "final": {"test_accuracy": acc, "train_loss": train_loss}}
+
+
+def test_summarize_picks_the_lr_by_train_loss_not_test_accuracy():
+    runs = [
+        # lr 0.1: better test accuracy but worse train loss; lr 0.01: lower train loss
+        _fake_run(100, "rex", 0.1, 0, 0.9, 0.5), _fake_run(100, "rex", 0.1, 1, 0.8, 0.7),
+        _fake_run(100, "rex", 0.01, 0, 0.6, 0.1), _fake_run(100, "rex", 0.01, 1, 0.7, 0.2),
+        # lr 1.0 has the lowest train loss on one seed, but the other seed diverged
+        _fake_run(100, "rex", 1.0, 0, 0.99, 0.0), _fake_run(100, "rex", 1.0, 1, 0.1, 9.0,
+                                                            status="diverged"),
+        _fake_run(100, "linear", 0.1, 0, 0.5, 0.3), _fake_run(100, "linear", 0.1, 1, 0.55, 0.3),
+    ]
+    cells = {c.schedule: c for c in report.summarize(runs)}
+    assert cells["rex"].best_lr == 0.01 and cells["rex"].diverged_lrs == (1.0,)
+    assert cells["rex"].mean == pytest.approx(0.65)
+    assert cells["rex"].std == pytest.approx(np.std([0.6, 0.7], ddof=1))
+    assert cells["rex"].best_in_budget and not cells["linear"].best_in_budget
+    by_test = {c.schedule: c for c in report.summarize(runs, select="test_accuracy")}
+    assert by_test["rex"].best_lr == 0.1 and by_test["rex"].mean == pytest.approx(0.85)
+    table = report.format_table(list(cells.values()))
+    assert "**65.0 ± 7.1 (lr 0.01)**" in table and "52.5 ± 3.5 (lr 0.1)" in table
+    with pytest.raises(ValueError, match="select must be one of"):
+        report.summarize(runs, select="nope")
+
+
+# ------------------------------------------------------------------ sharding
+SHARD_CODE = textwrap.dedent("""
+    import json, sys
+    import jax
+    from budgetax import training
+    from budgetax.training import engine
+    spec = engine.SweepSpec(full_budget=30, budgets=(1.0,), schedules=("rex", "cosine", "step"),
+                            peak_lrs=(0.05,), seeds=(0, 1), num_evals=2,
+                            optimizer=training.OptimizerSpec("sgd", momentum=0.9))
+    res = engine.sweep(spec, sys.argv[1], progress=False)
+    print(json.dumps({"devices": len(jax.devices()), "groups": res.groups, "runs": res.runs}))
+""")
+
+
+def _sharded(tmp_path, ndev):
+    env = _env()
+    if ndev > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
+    out = subprocess.run([sys.executable, "-c", SHARD_CODE, str(tmp_path / f"d{ndev}")],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_sharded_over_emulated_devices_equals_unsharded(tmp_path):
+    one = _sharded(tmp_path, 1)
+    assert one["devices"] == 1
+    for ndev in (2, 4):
+        many = _sharded(tmp_path, ndev)
+        assert many["devices"] == ndev
+        (g,) = many["groups"]
+        assert g["devices"] == ndev and g["runs"] == 6 and g["padded_runs"] % ndev == 0
+        for a, b in zip(one["runs"], many["runs"], strict=True):
+            assert a["run_id"] == b["run_id"] and a["status"] == b["status"] == "done"
+            for k in training.EVAL_METRICS:
+                np.testing.assert_allclose(a["eval_history"][k], b["eval_history"][k],
+                                           rtol=2e-5, atol=1e-6, err_msg=f"{ndev} {k}")
+
+
+# ------------------------------------------------------------------ kill + resume
+KILL_CODE = textwrap.dedent("""
+    import sys
+    from budgetax import training
+    from budgetax.training import engine
+    spec = engine.SweepSpec(full_budget=400, budgets=(0.5, 1.0), schedules=("rex", "cosine"),
+                            peak_lrs=(0.05, 1e4), seeds=(0,), num_evals=4,
+                            optimizer=training.OptimizerSpec("sgd", momentum=0.9))
+    engine.sweep(spec, sys.argv[1], progress=False, max_runs_per_program=2)
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_store(tmp_path):
+    env = _env()
+    # a persistent compilation cache keeps each new process from compiling again
+    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    run = lambda d: subprocess.run([sys.executable, "-c", KILL_CODE, str(d)], env=env,
+                                   check=True, capture_output=True)
+    t0 = time.perf_counter()
+    run(tmp_path / "ref")
+    duration = time.perf_counter() - t0
+    with Store(tmp_path / "ref" / "results.sqlite") as store:
+        ref = store.dump()
+    assert len(ref) == 8 and sum(r[8] == "diverged" for r in ref) == 4
+    rng = random.Random(1234)
+    interrupted = 0
+    # kill (a) when the first checkpoint appears, (b) when a group is stored, (c, d) at random
+    for trial in range(4):
+        d = tmp_path / f"kill{trial}"
+        proc = subprocess.Popen([sys.executable, "-c", KILL_CODE, str(d)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start = time.perf_counter()
+        while proc.poll() is None and time.perf_counter() - start < 120:
+            if trial == 0 and glob.glob(str(d / "checkpoints" / "*" / "*")):
+                break
+            if trial == 1 and os.path.exists(d / "results.sqlite"):
+                with Store(d / "results.sqlite") as store:
+                    if store.finished_groups():
+                        break
+            if trial >= 2 and time.perf_counter() - start > rng.uniform(0.5, duration):
+                break
+            time.sleep(0.005)
+        interrupted += proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        run(d)  # resume
+        with Store(d / "results.sqlite") as store:
+            assert store.dump() == ref, f"trial {trial}"
+            assert not glob.glob(str(d / "checkpoints" / "*" / "*"))
+    assert interrupted >= 2  # at least the two event-triggered kills hit a running sweep
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_sweep_and_report(tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["sweep", "--out", str(out), "--full-budget", "20", "--budgets", "1",
+            "--schedules", "linear,wsd", "--lrs", "0.01", "--seeds", "0", "--num-evals", "1",
+            "--no-progress", "--data-dir", built_data_dir()]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "1 budgets x 2 schedules x 1 lrs x 1 seeds = 2 runs" in text
+    assert "| budget | steps | linear | wsd |" in text and "| 100% | 20 |" in text
+    assert (out / "results.md").exists() and (out / "accuracy_vs_budget.png").exists()
+    os.remove(out / "results.md")
+    assert cli.main(["report", str(out), "--no-plots"]) == 0
+    assert "| budget | steps | linear | wsd |" in capsys.readouterr().out
+    assert (out / "results.md").exists()
+    # the same directory with another grid is refused, with the reason
+    assert cli.main(argv[:-2] + ["--lrs", "0.02", "--data-dir", built_data_dir()]) == 2
+    assert "different spec (peak_lrs" in capsys.readouterr().err
+    assert cli.main(["sweep", "--schedules", "nope", "--out", str(tmp_path / "x"),
+                     "--data-dir", built_data_dir()]) == 2
+    assert "'one_cycle'" in capsys.readouterr().err
+    assert cli.main(["report", str(tmp_path / "missing")]) == 2
+    assert "no sweep in" in capsys.readouterr().err
