@@ -49,7 +49,11 @@ from budgetax.transforms.autowu import autowu, autowu_adamp, autowu_lamb
 
 # --- end issue 4 ---
 
+# isort: split
+from budgetax import ranking
+
 __all__ = [
+    "ranking",
     "__version__",
     "profiles",
     "schedules",

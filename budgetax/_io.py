@@ -13,7 +13,9 @@ from typing import Any
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Writes ``text`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
 
-    Readers see either the old file or the new one, never a partial write.
+    Readers see either the old file or the new one, never a partial write. The
+    file gets the usual permissions of a new file (``0o666`` less the umask), not
+    the private ``0o600`` of a temp file.
 
     Example:
       >>> import tempfile, pathlib
@@ -29,12 +31,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

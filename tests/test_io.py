@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -29,3 +30,12 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         atomic_write_text(p, Boom())  # not a str: the write fails after the temp file exists
     assert p.read_text() == "old\n"
     assert [x.name for x in tmp_path.iterdir()] == ["results.md"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "results.md", "x")
+    finally:
+        os.umask(old)
+    assert (p.stat().st_mode & 0o777) == 0o644  # not the temp file's private 0o600

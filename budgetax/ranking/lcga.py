@@ -1,0 +1,217 @@
+r"""Loss Curve Gradient Approximation (LCGA): rank models by the shape of a fitted loss curve.
+
+Zhao et al. (2022) approximate the training-loss curve by
+
+.. math::
+
+   L(k) = \frac{1}{b_1 + b_2 k} + b_3, \qquad b_1, b_2, b_3 \ge 0,
+
+and rank models by a score built from its derivatives
+
+.. math::
+
+   L'(k) = -\frac{b_2}{(b_1 + b_2 k)^2} \le 0, \qquad
+   L''(k) = \frac{2 b_2^2}{(b_1 + b_2 k)^3} \ge 0 .
+
+**Our reading of the paper** (only its abstract was available to us, so this
+is stated explicitly): the curve is fitted to the per-step training losses of
+the complete epochs observed after a burn-in of ``burn_in_epochs`` epochs,
+normalised by the mean loss of the first fitted epoch (so the score does not
+depend on the scale of the loss); ``k`` is training time in epochs, the loss
+of step ``i`` (0-based) sitting at :math:`k = (i + 1)/s` with ``s =
+steps_per_epoch``. The score is the mean over the fitted steps of
+
+* ``variant="ratio"`` (LCGA): :math:`L'(k)/\sqrt{L''(k)}
+  = -1/\sqrt{2 (b_1 + b_2 k)} = -\sqrt{(L(k) - b_3)/2}`;
+* ``variant="slope"``: :math:`L'(k)`, the plain fitted slope.
+
+Both raw values are :math:`\le 0`. We read the paper's gradient score as
+"a steeper normalised descent = a better model", so the raw value is already
+oriented the budgetax way and is returned **as is: lower (more negative) =
+predicted better**, i.e. for ``"ratio"`` a larger fitted remaining
+improvement :math:`L(k) - b_3` relative to the starting loss ranks a model
+higher; a curve that has stopped improving scores 0 (worst). A curve whose
+fitted drop over the window is below ``1e-6`` (relative) is declared flat
+and scores exactly 0, because :math:`b_3` and hence the ratio are not
+identified for a flat curve.
+
+The fit is done for all curves at once in JAX (see
+:mod:`budgetax.ranking._fit`): a grid over :math:`b_1/b_2` with the linear
+parameters in closed form, then Levenberg-Marquardt iterations on
+:math:`\log b_i` (positivity by an ``exp`` reparametrisation).
+
+References:
+  Zhao, Frey, Gadepally, Samsi. Loss Curve Approximations for Fast Neural
+  Architecture Ranking & Training Elasticity Estimation. IPDPS Workshops
+  (IPDPSW) 2022.
+  Ru, Lyle, Schut, Fil, van der Wilk, Gal. Speedy Performance Estimation for
+  Neural Architecture Search. NeurIPS 2021. arXiv:2006.04492.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from budgetax import _validate
+from budgetax.ranking import _fit
+from budgetax.ranking._common import as_losses, check_steps_per_epoch
+
+__all__ = ["LCGA_VARIANTS", "LCGAFit", "lcga", "lcga_curve"]
+
+LCGA_VARIANTS = ("ratio", "slope")
+_FLAT = 1e-6
+
+
+class LCGAFit(NamedTuple):
+    """Result of :func:`lcga`.
+
+    Attributes:
+      score: ``[...]``, lower = predicted better; NaN for a curve with NaN/inf
+        (or a non-positive first fitted epoch).
+      params: ``[..., 3]``, ``(b1, b2, b3) >= 0`` of
+        ``L(k) = 1/(b1 + b2 k) + b3`` in the units of the *raw* losses and with
+        ``k`` in epochs (see :func:`lcga_curve`); NaN where the score is NaN.
+      converged: ``[...]`` bool, False when the fit stalled away from a minimum
+        or the curve was not finite.
+    """
+
+    score: jax.Array
+    params: jax.Array
+    converged: jax.Array
+
+
+def lcga_curve(params: Any, k: Any) -> jax.Array:
+    r"""Evaluates :math:`L(k) = 1/(b_1 + b_2 k) + b_3` for ``params [..., 3]`` at times ``k``.
+
+    Args:
+      params: ``(b1, b2, b3)`` in the last axis, e.g. ``lcga(...).params``.
+      k: training time(s) in epochs, any shape ``K``.
+
+    Returns:
+      ``L(k)`` of shape ``[..., *K]``: every curve evaluated at every ``k``.
+
+    Example:
+      >>> from budgetax import ranking
+      >>> ranking.lcga_curve([1.0, 1.0, 0.5], [0.0, 1.0, 3.0]).tolist()
+      [1.5, 1.0, 0.75]
+    """
+    p = jnp.asarray(params)
+    p = p.astype(jnp.result_type(p.dtype, jnp.float32))
+    k = jnp.asarray(k, p.dtype)
+    b = [jnp.expand_dims(p[..., i], tuple(range(p.ndim - 1, p.ndim - 1 + k.ndim)))
+         for i in range(3)]
+    return 1.0 / (b[0] + b[1] * k) + b[2]
+
+
+def _model(theta, k):
+    b = jnp.exp(theta)
+    return 1.0 / (b[0] + b[1] * k) + b[2]
+
+
+def _fit_one(y, k, spe, variant):
+    dtype = y.dtype
+    scale = jnp.mean(y[:spe])
+    finite = jnp.all(jnp.isfinite(y)) & jnp.isfinite(scale) & (scale > 0)
+    yn = y / jnp.where(finite, scale, 1.0)
+    # grid over c = b1 / b2 (the time scale of the decay), linear amp = 1/b2 and b3 exact
+    cs = k[-1] * jnp.logspace(-3.0, 1.5, 40, dtype=dtype)
+    basis = 1.0 / (cs[:, None] + k[None, :])
+    amp, off, sse = _fit.linear_fit(basis, yn, offset=True, offset_nonnegative=True)
+    g = jnp.argmin(sse)
+    a = jnp.maximum(amp[g], 1e-6)
+    b3 = jnp.maximum(off[g], 1e-4)
+    theta0 = jnp.log(jnp.stack([cs[g] / a, 1.0 / a, b3]))
+    theta, _, converged = _fit.levenberg_marquardt(lambda th: _model(th, k) - yn, theta0)
+    b1, b2, b3 = jnp.exp(theta)
+    u = b1 + b2 * k
+    if variant == "ratio":
+        score = jnp.mean(-1.0 / jnp.sqrt(2.0 * u))
+    else:
+        score = jnp.mean(-b2 / (u * u))
+    drop = 1.0 / u[0] - 1.0 / u[-1]
+    score = jnp.where(drop < _FLAT, jnp.zeros_like(score), score)
+    nan = jnp.asarray(jnp.nan, dtype)
+    score = jnp.where(finite, score, nan)
+    params = jnp.stack([b1 / scale, b2 / scale, b3 * scale])
+    params = jnp.where(finite & jnp.all(jnp.isfinite(params)), params, nan)
+    converged = converged & finite & jnp.isfinite(score)
+    return score, params, converged
+
+
+def lcga(losses: Any, steps_per_epoch: int, *, burn_in_epochs: int = 1,
+         variant: str = "ratio") -> LCGAFit:
+    r"""LCGA score of every loss curve: fit ``1/(b1 + b2 k) + b3``, score its derivatives.
+
+    Fits :math:`L(k) = 1/(b_1 + b_2 k) + b_3` (:math:`b_i \ge 0`, ``k`` in
+    epochs, the loss of step ``i`` at :math:`k = (i+1)/s`) by least squares to
+    the per-step losses of complete epochs ``burn_in_epochs + 1 .. E``, divided
+    by the mean loss of the first of these epochs, then returns the mean over
+    the fitted steps of
+
+    .. math::
+
+       \text{ratio:}\ \frac{L'(k)}{\sqrt{L''(k)}} = -\frac{1}{\sqrt{2(b_1 + b_2 k)}}
+       \qquad\text{or}\qquad
+       \text{slope:}\ L'(k) = -\frac{b_2}{(b_1 + b_2 k)^2}.
+
+    Both are :math:`\le 0` and returned as is: **lower (more negative) =
+    predicted better** (a steeper normalised descent; see the module docstring
+    for our reading of the paper). A flat curve scores 0.
+
+    Args:
+      losses: per-step training losses, shape ``[..., steps]``, positive.
+      steps_per_epoch: steps in one epoch, a positive Python int ``<= steps``.
+      burn_in_epochs: complete epochs skipped before the fit, a non-negative
+        Python int leaving at least one complete epoch (and 3 steps) to fit.
+      variant: ``"ratio"`` (LCGA, the default) or ``"slope"``.
+
+    Returns:
+      An :class:`LCGAFit` ``(score [...], params [..., 3], converged [...])``;
+      ``params`` describe the raw (unnormalised) losses. A curve with NaN/inf
+      gives a NaN score and ``converged=False`` without affecting the others.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from budgetax import ranking
+      >>> k = (jnp.arange(40) + 1) / 4  # 10 epochs of 4 steps
+      >>> fast, slow = 1 / (1 + 2.0 * k) + 0.1, 1 / (1 + 0.5 * k) + 0.1
+      >>> fit = ranking.lcga(jnp.stack([fast, slow]), 4, burn_in_epochs=0)
+      >>> [round(float(b), 3) for b in fit.params[0]]
+      [1.0, 2.0, 0.1]
+      >>> bool(fit.converged.all())
+      True
+
+    References:
+      Zhao, Frey, Gadepally, Samsi. Loss Curve Approximations for Fast Neural
+      Architecture Ranking & Training Elasticity Estimation. IPDPSW 2022.
+    """
+    x = as_losses(losses)
+    spe = check_steps_per_epoch(steps_per_epoch, x.shape[-1])
+    n_epochs = x.shape[-1] // spe
+    burn = _validate.nonnegative_int("burn_in_epochs", burn_in_epochs)
+    if burn >= n_epochs:
+        raise ValueError(
+            f"burn_in_epochs must leave at least one complete epoch to fit "
+            f"(there are {n_epochs}), got {burn_in_epochs!r}")
+    variant = _validate.one_of("variant", variant, LCGA_VARIANTS)
+    start, stop = burn * spe, n_epochs * spe
+    if stop - start < 3:
+        raise ValueError(
+            f"lcga needs at least 3 steps after the burn-in to fit 3 parameters, got "
+            f"{stop - start} (steps_per_epoch={spe}, burn_in_epochs={burn})")
+    return _lcga(x, spe=spe, start=start, stop=stop, variant=variant)
+
+
+@functools.partial(jax.jit, static_argnames=("spe", "start", "stop", "variant"))
+def _lcga(x, *, spe, start, stop, variant):
+    y = x[..., start:stop]
+    k = (jnp.arange(start, stop, dtype=x.dtype) + 1.0) / spe
+    batch = y.shape[:-1]
+    fit = jax.vmap(functools.partial(_fit_one, k=k, spe=spe, variant=variant))
+    score, params, converged = fit(y.reshape(-1, y.shape[-1]))
+    return LCGAFit(score=score.reshape(batch), params=params.reshape(*batch, 3),
+                   converged=converged.reshape(batch))
