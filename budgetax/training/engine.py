@@ -368,6 +368,29 @@ def plan_groups(spec: SweepSpec, max_runs_per_program: int | None) -> list[dict]
     return out
 
 
+def _memory_limited_runs(scfg, budget, num_train, devices, fraction=0.5) -> int | None:
+    """How many runs fit in ``fraction`` of the devices' memory, or None when it is not known.
+
+    A run needs its carried state (parameters, optimizer state, batch-norm
+    statistics, epoch permutation), counted 4 times (the donated input, the
+    output, gradients and updates of the same size, the frozen copy kept for
+    divergence masking). Activations of small models are ignored. CPU devices
+    report no memory limit: host memory is not split.
+    """
+    limits = []
+    for d in devices:
+        stats = d.memory_stats() if hasattr(d, "memory_stats") else None
+        if not stats or "bytes_limit" not in stats:
+            return None
+        limits.append(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    one = jax.eval_shape(functools.partial(_init_carry, scfg, budget, num_train=num_train),
+                         jax.ShapeDtypeStruct((1,), jax.random.key(0).dtype),
+                         jax.ShapeDtypeStruct((1,), jnp.float32),
+                         jax.ShapeDtypeStruct((1,), jnp.int32))
+    per_run = 4 * sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(one))
+    return max(1, int(fraction * min(limits) // max(per_run, 1)) * len(limits))
+
+
 class _Checkpoints:
     """Orbax checkpoints of one group's in-flight state, under ``DIR/checkpoints/<group>``."""
 
@@ -582,7 +605,9 @@ def sweep(spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite: bool
         ``resume=False`` an existing store is an error unless ``overwrite``.
       overwrite: delete an existing store and checkpoints first.
       max_runs_per_program: at most this many runs share one compiled program (for
-        memory); default: all runs of a budget. Fixed when the sweep is planned.
+        memory). Default: all runs of a budget, or on devices that report their
+        memory (GPU, TPU) as many as fit in half of it (an estimate from the
+        size of a run's state). Fixed when the sweep is planned.
       checkpoint_every: checkpoint in-flight groups every this many segments
         (``num_evals`` segments per budget); 0 disables checkpoints.
       devices: the devices to shard the runs over (default: ``jax.devices()``).
@@ -633,18 +658,24 @@ def sweep(spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite: bool
     spec_dict = spec.to_dict()
     with Store(path) as store:
         plan = store.get_meta("plan")
+        devices = list(jax.devices() if devices is None else devices)
         if plan is None:
+            if max_runs_per_program is None:
+                n_train = dataset.num_train
+                fits = [_memory_limited_runs(statics[s], s, n_train, devices) for s in budgets]
+                fits = [f for f in fits if f is not None]
+                max_runs_per_program = min(fits) if fits else None
             groups = plan_groups(spec, max_runs_per_program)
             rows = [dict(r, idx=i, group_id=g["group_id"])
                     for g in groups for i, r in ((i, runs[i]) for i in g["run_idx"])]
             rows.sort(key=lambda r: r["idx"])
             if writer:
-                store.initialise(spec_dict, {"groups": groups}, rows)
+                store.initialise(spec_dict, {"groups": groups, "steps_per_epoch": max(
+                    1, dataset.num_train // spec.batch_size)}, rows)
         else:
             _check_spec(store, spec_dict, out_dir)
             groups = plan["groups"]
         finished = store.finished_groups()
-        devices = list(jax.devices() if devices is None else devices)
         mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",),
                                  axis_types=(jax.sharding.AxisType.Auto,))
         todo = [g for g in groups if g["group_id"] not in finished]
@@ -674,6 +705,9 @@ def sweep(spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite: bool
                          + (" (resumed)" if timing["resumed"] else ""))
         finally:
             bar.close()
+        ckpt_root = os.path.join(out_dir, CHECKPOINT_DIR)
+        if writer and os.path.isdir(ckpt_root) and not os.listdir(ckpt_root):
+            os.rmdir(ckpt_root)
         rows = store.runs()
         group_rows = store.groups()
     return SweepResult(out_dir=out_dir, spec=spec, runs=rows, groups=group_rows,

@@ -385,6 +385,27 @@ class History:
         """The last evaluation: ``{name: float}``."""
         return {k: float(v[-1]) for k, v in self.eval.items()}
 
+    def early_stop(self, *, threshold: float = 0.05, patience: int = 3,
+                   smoothing: float = 0.5, steps_per_epoch: int | None = None):
+        """When the elasticity stopping rule would have stopped this run, and what it costs.
+
+        Replays :func:`budgetax.ranking.early_stop` on the run's per-step training
+        loss (epochs of ``config["steps_per_epoch"]`` steps unless given): stop once
+        the smoothed elasticity of the epoch loss with respect to training time,
+        :math:`|(dL/L)/(dt/t)|`, stayed below ``threshold`` for ``patience`` epochs.
+
+        Returns:
+          ``budgetax.ranking.EarlyStop(stop_epoch, compute_saved, loss_given_up)``
+          as Python numbers.
+        """
+        from budgetax import ranking
+
+        spe = steps_per_epoch or self.config.get("steps_per_epoch") or 1
+        out = ranking.early_stop(self.train["loss"], spe, threshold=threshold,
+                                 patience=patience, smoothing=smoothing)
+        return ranking.EarlyStop(int(out.stop_epoch), float(out.compute_saved),
+                                 float(out.loss_given_up))
+
     def to_dict(self, per_step: bool = False) -> dict:
         """A JSON-serialisable dict (per-step curves only if ``per_step``)."""
         d = {
@@ -433,6 +454,7 @@ def _config_dict(dataset, cfg, budget, optimizer, seed, peak_lr, data_mode):
         "budget": budget, "batch_size": cfg.batch_size, "num_evals": cfg.num_evals,
         "optimizer": dict(optimizer.to_dict(), peak_lr=float(peak_lr)), "seed": seed,
         "data": data_mode, "epochs": budget * cfg.batch_size / dataset.num_train,
+        "steps_per_epoch": max(1, dataset.num_train // cfg.batch_size),
     }
 
 

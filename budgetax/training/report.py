@@ -12,19 +12,22 @@ accuracy instead (optimistic: it tunes on the test set).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 
 import numpy as np
 
-from budgetax._io import atomic_write_text
+from budgetax._io import atomic_write_json, atomic_write_text
 from budgetax.training.loop import TRAIN_METRICS
 from budgetax.training.store import STORE_NAME, Store, decode_curves
 
-__all__ = ["SELECT", "Cell", "format_table", "load", "summarize", "write_report"]
+__all__ = ["SELECT", "Cell", "elasticity_stops", "format_table", "load", "summarize",
+           "write_report"]
 
 SELECT = ("train_loss", "test_accuracy", "test_loss")
 PLOTS = ("accuracy_vs_budget.png", "lr_curves.png", "loss_curves.png")
+SUMMARY = "summary.json"
 
 
 @dataclasses.dataclass
@@ -44,12 +47,47 @@ class Cell:
 
 
 def load(out_dir: str, *, with_curves: bool = False) -> tuple[dict, list[dict], list[dict]]:
-    """``(spec, runs, groups)`` of the sweep stored in ``out_dir``."""
+    """``(spec, runs, groups)`` of the sweep stored in ``out_dir``.
+
+    ``spec`` is the stored spec with the plan's ``steps_per_epoch`` added.
+    """
     path = os.path.join(out_dir, STORE_NAME)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no sweep in {out_dir!r}: {STORE_NAME} not found")
     with Store(path) as store:
-        return store.get_meta("spec"), store.runs(with_curves=with_curves), store.groups()
+        spec = dict(store.get_meta("spec"))
+        spec["steps_per_epoch"] = (store.get_meta("plan") or {}).get("steps_per_epoch")
+        return spec, store.runs(with_curves=with_curves), store.groups()
+
+
+def elasticity_stops(runs: list[dict], steps_per_epoch: int, *, threshold: float = 0.05,
+                     patience: int = 3, smoothing: float = 0.5) -> list[dict]:
+    """The elasticity stopping rule replayed on every finished run, summarised per budget.
+
+    For each budget: how many runs (not diverged, at least ``patience + 1`` epochs
+    long) the rule of :func:`budgetax.ranking.early_stop` would have stopped
+    before the end, the mean fraction of the budget it saves and the mean
+    training loss it gives up (loss of the stop epoch minus that of the last epoch).
+    """
+    from budgetax import ranking
+
+    out = []
+    for steps in sorted({r["budget"] for r in runs}):
+        mine = [r for r in runs if r["budget"] == steps and r["status"] == "done"
+                and r.get("curves") is not None]
+        epochs = steps // steps_per_epoch
+        row = {"budget": steps, "epochs": epochs, "runs": len(mine), "stopped": 0,
+               "compute_saved": math.nan, "loss_given_up": math.nan}
+        if mine and epochs > patience:
+            loss = np.stack([decode_curves(r["curves"], TRAIN_METRICS, steps)["loss"]
+                             for r in mine])
+            res = ranking.early_stop(loss, steps_per_epoch, threshold=threshold,
+                                     patience=patience, smoothing=smoothing)
+            saved = np.asarray(res.compute_saved, np.float64)
+            row.update(stopped=int((saved > 0).sum()), compute_saved=float(saved.mean()),
+                       loss_given_up=float(np.nanmean(np.asarray(res.loss_given_up))))
+        out.append(row)
+    return out
 
 
 def _score(runs, select):
@@ -191,7 +229,10 @@ def _plots(out_dir, cells, runs_by_id):
 
 def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True,
                  command: str | None = None, device: str | None = None) -> str:
-    """Writes ``results.md`` (and the PNG plots) in ``out_dir`` from its store; returns the table.
+    """Writes ``results.md``, ``summary.json`` and the PNG plots in ``out_dir``; returns the table.
+
+    ``summary.json`` holds the spec, the table's cells and every run's status and
+    final metrics (no per-step curves): a small, diffable record of the sweep.
 
     Args:
       out_dir: a sweep directory.
@@ -201,6 +242,10 @@ def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True
       device: a description of the device(s) (default: from ``jax.devices()``).
     """
     spec, runs, groups = load(out_dir, with_curves=plots)
+    summary_path = os.path.join(out_dir, SUMMARY)
+    if command is None and os.path.exists(summary_path):  # `budgetax report` keeps the command
+        with open(summary_path, encoding="utf-8") as f:
+            command = json.load(f).get("command")
     cells = summarize(runs, select)
     table = format_table(cells)
     pending = sum(r["status"] == "pending" for r in runs)
@@ -240,6 +285,24 @@ def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True
                   ""]
         lines += [f"- `{r['run_id']}` at step {r['diverged_step']}" for r in diverged[:50]]
         lines.append("")
+    spe = spec.get("steps_per_epoch")
+    if spe and plots:
+        stops = elasticity_stops(runs, spe)
+        lines += [
+            "Elasticity early stopping (Zhao et al. 2022; `budgetax.ranking.early_stop`, "
+            f"threshold 0.05, patience 3 epochs of {spe} steps), replayed on every finished run: "
+            "how much of each budget it would have saved and the training loss it would have "
+            "given up.", "",
+            "| budget | epochs | runs | stopped early | mean compute saved | "
+            "mean training loss given up |", "|---|---|---|---|---|---|"]
+        for r in stops:
+            if np.isfinite(r["compute_saved"]):
+                saved, given = f"{100 * r['compute_saved']:.1f}%", f"{r['loss_given_up']:.4f}"
+            else:
+                saved = given = "too few epochs"
+            lines.append(f"| {r['budget']} | {r['epochs']} | {r['runs']} | {r['stopped']} | "
+                         f"{saved} | {given} |")
+        lines.append("")
     if plots and any(r["status"] != "pending" for r in runs):
         by_id = {r["run_id"]: r for r in runs}
         _plots(out_dir, cells, by_id)
@@ -247,4 +310,10 @@ def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True
                   "![learning-rate curves](lr_curves.png)", "",
                   "![loss curves](loss_curves.png)", ""]
     atomic_write_text(os.path.join(out_dir, "results.md"), "\n".join(lines))
+    atomic_write_json(os.path.join(out_dir, SUMMARY), {
+        "spec": spec, "select": select, "command": command, "device": device,
+        "cells": [dataclasses.asdict(c) for c in cells],
+        "runs": [{k: r[k] for k in ("run_id", "budget", "schedule", "peak_lr", "seed", "status",
+                                    "diverged_step", "final")} for r in runs],
+        "groups": groups})
     return table

@@ -210,11 +210,12 @@ def test_the_same_spec_resumes_as_a_no_op_and_another_spec_is_refused(swept):
 def test_report_table_and_files(swept, tmp_path):
     result, _ = swept
     table = report.write_report(result.out_dir, command="budgetax sweep ...")
-    for name in ("results.md", *report.PLOTS):
+    for name in ("results.md", report.SUMMARY, *report.PLOTS):
         assert os.path.getsize(os.path.join(result.out_dir, name)) > 0
     md = open(os.path.join(result.out_dir, "results.md")).read()
     assert table in md and "budgetax sweep ..." in md
     assert "T40/rex/lr10000/seed0" in md  # the diverged runs are listed
+    assert "Elasticity early stopping" in md
     cells = report.summarize(result.runs)
     assert len(cells) == 2 * 3
     for c in cells:
@@ -373,3 +374,45 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     assert "'one_cycle'" in capsys.readouterr().err
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
     assert "no sweep in" in capsys.readouterr().err
+
+
+def test_runs_per_program_follow_the_memory_the_devices_report():
+    class FakeDevice:
+        def __init__(self, limit):
+            self.limit = limit
+
+        def memory_stats(self):
+            return {"bytes_limit": self.limit, "bytes_in_use": 0}
+
+    _, _, cfg, _ = training.loop._prepare(dataset("mnist1d"), "mlp", 100, 100,
+                                          engine.SweepSpec().optimizer, 4, 1000, True, {}, None)
+    scfg = engine._SweepStatic(cfg, ("rex", "cosine"))
+    fits = lambda limit, n: engine._memory_limited_runs(scfg, 100, 4000, [FakeDevice(limit)] * n)
+    # the MLP 40-100-100-10 has 15210 float32 parameters; Adam keeps two more copies; the
+    # carry also holds the epoch permutation (4000 int32) and a few scalars; counted 4 times
+    params = 15210 * 4
+    low, high = 4 * (3 * params + 4000 * 4 + 256), 4 * 3 * params
+    limit = 10**9
+    assert int(0.5 * limit // low) <= fits(limit, 1) <= int(0.5 * limit // high)
+    assert fits(limit, 4) == 4 * fits(limit, 1)        # runs are sharded: 4 devices, 4x the runs
+    assert fits(1, 1) == 1                              # never zero
+    assert engine._memory_limited_runs(scfg, 100, 4000, [object()]) is None  # CPU: no limit
+
+
+def test_elasticity_stops_per_budget_from_stored_curves():
+    from budgetax.training.store import encode_curves
+
+    t = np.arange(1.0, 21.0)
+    fast = 1.0 + 2.0 * np.exp(-t)     # stops after epoch 9 (see test_training), saves 55%
+    slow = 10.0 / t                    # elasticity exactly -1 at every epoch: never stops
+    def run(loss, status="done"):
+        curves = {k: np.zeros(40, np.float32) for k in training.TRAIN_METRICS}
+        curves["loss"] = np.repeat(loss, 2).astype(np.float32)
+        return {"budget": 40, "status": status, "curves": encode_curves(curves,
+                                                                        training.TRAIN_METRICS)}
+    runs = [run(fast), run(slow), run(fast * np.nan, status="diverged")]
+    (row,) = report.elasticity_stops(runs, 2, threshold=0.01, patience=2, smoothing=0.0)
+    assert row["budget"] == 40 and row["epochs"] == 20 and row["runs"] == 2
+    assert row["stopped"] == 1
+    assert row["compute_saved"] == pytest.approx((0.55 + 0.0) / 2)
+    assert row["loss_given_up"] == pytest.approx((fast[8] - fast[19]) / 2, abs=1e-6)

@@ -419,3 +419,24 @@ def test_make_core_is_the_pure_core_of_train(mnist1d, run_a):
     assert train_m["loss"].shape == (1, 30) and eval_m["test_accuracy"].shape == (1, 2)
     np.testing.assert_array_equal(np.asarray(train_m["loss"][0]), run_a.train["loss"])
     np.testing.assert_array_equal(np.asarray(eval_m["test_loss"][0]), run_a.eval["test_loss"])
+
+
+def test_history_early_stop_replays_the_elasticity_rule_with_the_runs_epochs():
+    # per-epoch loss 1 + 2 exp(-t), t = 1..20. By hand, with epoch time t: the elasticity
+    # (L_t / L_{t-1} - 1) (t - 1) is -0.0187 at t = 7, -0.0081 at t = 8, -0.0034 at t = 9, so
+    # with |eps| < 0.01 for 2 epochs the rule stops after epoch 9, saving 11/20 of the compute.
+    t = np.arange(1.0, 21.0)
+    loss = 1.0 + 2.0 * np.exp(-t)
+    h = training.History(config={"steps_per_epoch": 3}, eval_steps=np.array([60]), eval={},
+                         train={"loss": np.repeat(loss, 3).astype(np.float32)}, diverged=False,
+                         diverged_step=None, seconds=0.0)
+    out = h.early_stop(threshold=0.01, patience=2, smoothing=0.0)
+    assert out.stop_epoch == 9 and out.compute_saved == pytest.approx(0.55)
+    assert out.loss_given_up == pytest.approx(loss[8] - loss[19], abs=1e-6)  # float32 losses
+    # one 60-step epoch: the rule never fires, the whole run is trained
+    whole = h.early_stop(threshold=0.01, patience=2, smoothing=0.0, steps_per_epoch=60)
+    assert whole.stop_epoch == 1 and whole.compute_saved == 0.0
+
+
+def test_config_records_steps_per_epoch(run_a):
+    assert run_a.config["steps_per_epoch"] == 4000 // run_a.config["batch_size"]
