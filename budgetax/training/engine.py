@@ -678,6 +678,10 @@ def sweep(spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite: bool
         finished = store.finished_groups()
         mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",),
                                  axis_types=(jax.sharding.AxisType.Auto,))
+        if writer:  # checkpoints of groups stored just before a kill: no longer needed
+            for g in groups:
+                if g["group_id"] in finished:
+                    _Checkpoints(out_dir, g["group_id"], writer).remove()
         todo = [g for g in groups if g["group_id"] not in finished]
         total = sum(len(g["run_idx"]) * g["budget"] for g in todo)
         bar = _Progress(total, progress)

@@ -324,15 +324,16 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_store(tmp
         ref = store.dump()
     assert len(ref) == 8 and sum(r[8] == "diverged" for r in ref) == 4
     rng = random.Random(1234)
-    interrupted = 0
-    # kill (a) when the first checkpoint appears, (b) when a group is stored, (c, d) at random
+    interrupted = resumed_from_checkpoint = 0
+    # kill (a) when the first checkpoint is complete, (b) when a group is stored, (c, d) at random
     for trial in range(4):
         d = tmp_path / f"kill{trial}"
         proc = subprocess.Popen([sys.executable, "-c", KILL_CODE, str(d)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         start = time.perf_counter()
         while proc.poll() is None and time.perf_counter() - start < 120:
-            if trial == 0 and glob.glob(str(d / "checkpoints" / "*" / "*")):
+            if trial == 0 and any(p.rsplit(os.sep, 1)[-1].isdigit()  # a finalised checkpoint
+                                  for p in glob.glob(str(d / "checkpoints" / "*" / "*"))):
                 break
             if trial == 1 and os.path.exists(d / "results.sqlite"):
                 with Store(d / "results.sqlite") as store:
@@ -344,11 +345,23 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_store(tmp
         interrupted += proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        # a finalised orbax checkpoint left by the killed process (not a half-written tmp dir)
+        finished = set()
+        if os.path.exists(d / "results.sqlite"):
+            with Store(d / "results.sqlite") as store:
+                finished = {g.replace("/", "_") for g in store.finished_groups()}
+        left = [p for p in glob.glob(str(d / "checkpoints" / "*" / "*"))
+                if p.rsplit(os.sep, 1)[-1].isdigit()
+                and p.rsplit(os.sep, 2)[-2] not in finished]
+        resumed_from_checkpoint += bool(left)
         run(d)  # resume
         with Store(d / "results.sqlite") as store:
             assert store.dump() == ref, f"trial {trial}"
-            assert not glob.glob(str(d / "checkpoints" / "*" / "*"))
+            if left:  # the group it belonged to continued from it instead of starting again
+                assert any(g["resumed"] for g in store.groups()), f"trial {trial}"
+        assert not os.path.exists(d / "checkpoints")
     assert interrupted >= 2  # at least the two event-triggered kills hit a running sweep
+    assert resumed_from_checkpoint >= 1
 
 
 # ------------------------------------------------------------------ CLI
