@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -155,6 +156,21 @@ def test_single_run_sweep_equals_train_exactly(tmp_path):
         np.testing.assert_array_equal(curves[k], h.train[k], err_msg=k)
     for k in training.EVAL_METRICS:
         np.testing.assert_array_equal(np.float32(r["eval_history"][k]), h.eval[k], err_msg=k)
+
+
+def test_demon_and_bf16_stochastic_rounding_sweep_equals_train_exactly(tmp_path):
+    """The optional modes go through the same program: Demon momentum, bf16 params + SR."""
+    opt = training.OptimizerSpec("sgd", momentum=0.9, demon=True, precision="bf16_sr")
+    spec = engine.SweepSpec(full_budget=20, budgets=(1.0,), schedules=("wsd",),
+                            peak_lrs=(5e-2,), seeds=(7,), num_evals=2, optimizer=opt)
+    result = engine.sweep(spec, str(tmp_path), progress=False, dataset=dataset("mnist1d"))
+    h = training.train(dataset("mnist1d"), model="mlp", budget=20, num_evals=2, seed=7,
+                       peak_lr=5e-2, optimizer=dataclasses.replace(opt, schedule="wsd"))
+    (r,) = result.runs
+    assert r["status"] == "done"
+    curves = _curves(result, r["run_id"])
+    for k in training.TRAIN_METRICS:
+        np.testing.assert_array_equal(curves[k], h.train[k], err_msg=k)
 
 
 @pytest.mark.parametrize("schedule", ["rex", "cosine", "step"])
