@@ -30,6 +30,14 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def positive_int_at_most(name: str, value: Any, limit: int, what: str) -> int:
+    """``positive_int`` that is also ``<= limit``; ``what`` names the limit in the message."""
+    value = positive_int(name, value)
+    if value > limit:
+        raise ValueError(f"{name} must be <= {what} ({limit}), got {value!r}")
+    return value
+
+
 def nonnegative_int(name: str, value: Any) -> int:
     """Returns ``value`` as an int, or raises naming ``name`` unless it is an int >= 0."""
     if not _is_int(value):

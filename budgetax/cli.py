@@ -30,41 +30,34 @@ DEFAULT_BUDGETS = "0.1,0.25,0.5,1.0"
 DEFAULT_SCHEDULES = "constant,linear,cosine,rex"
 
 
-def _floats(text: str) -> list[float]:
+def _parse_list(text: str, cast, kind: str) -> list:
+    """Comma-separated values of ``cast`` (at least one), or an argparse error naming ``kind``."""
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        values = [cast(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
-    if not values or any(not (0 < v <= 1) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got {text!r}") from err
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got {text!r}")
+    return values
+
+
+def _floats(text: str) -> list[float]:
+    values = _parse_list(text, float, "numbers")
+    if any(not (0 < v <= 1) for v in values):
         raise argparse.ArgumentTypeError(f"budget fractions must be in (0, 1], got {text!r}")
     return values
 
 
 def _numbers(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    return values
+    return _parse_list(text, float, "numbers")
 
 
 def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from err
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}")
-    return values
+    return _parse_list(text, int, "ints")
 
 
 def _names(text: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return names
+    return [v.strip() for v in _parse_list(text, str, "names")]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,12 +47,8 @@ _POLL_SECONDS = 0.05
 
 def check_batch_size(batch_size, num_examples: int) -> int:
     """Validates ``1 <= batch_size <= num_examples`` eagerly (``ValueError`` naming both)."""
-    batch_size = _validate.positive_int("batch_size", batch_size)
-    if batch_size > num_examples:
-        raise ValueError(
-            f"batch_size must be <= the number of training examples ({num_examples}), "
-            f"got {batch_size}")
-    return batch_size
+    return _validate.positive_int_at_most("batch_size", batch_size, num_examples,
+                                          "the number of training examples")
 
 
 def epoch_permutation(key: jax.Array, epoch, num_examples: int) -> jax.Array:

@@ -24,12 +24,8 @@ def as_losses(losses: Any) -> jax.Array:
 
 def check_steps_per_epoch(steps_per_epoch: Any, steps: int) -> int:
     """A positive Python int no larger than ``steps`` (there must be one complete epoch)."""
-    spe = _validate.positive_int("steps_per_epoch", steps_per_epoch)
-    if spe > steps:
-        raise ValueError(
-            f"steps_per_epoch must be <= the number of steps in losses ({steps}), "
-            f"got {steps_per_epoch!r}")
-    return spe
+    return _validate.positive_int_at_most("steps_per_epoch", steps_per_epoch, steps,
+                                          "the number of steps in losses")
 
 
 def epoch_means(losses: Any, steps_per_epoch: int) -> jax.Array:
