@@ -234,7 +234,10 @@ def _device_run(cfg: _Static, budget: int, keys, peak_lrs, x_train, y_train, x_t
     def chunk(length):
         def run(carry, _):
             carry, metrics = jax.lax.scan(body, carry, None, length=length)
-            return carry, (metrics, jax.vmap(eval_one)(carry[0]))
+            # evaluations one run after another (lax.map), not vmapped: a vmapped conv
+            # with per-run weights becomes a grouped conv, 2x slower on CPU for the CNN
+            # (benchmarks/results/sweep_throughput_cnn1d.md); neutral for the MLP
+            return carry, (metrics, jax.lax.map(eval_one, carry[0]))
         return run
 
     perms0 = jnp.zeros((keys.shape[0], n), jnp.int32)
