@@ -238,8 +238,7 @@ class _SweepStatic:
 class _Carry(NamedTuple):
     states: Any          # TrainState, leading run axis
     perms: jax.Array     # [R, n] int32, the epoch permutation of each run
-    alive: jax.Array     # [R] bool, False once the run diverged
-    diverged_step: jax.Array  # [R] int32, -1 if it never diverged
+    diverged_step: jax.Array  # [R] int32, -1 while the run is alive
 
 
 def _profile(choices, index):
@@ -273,7 +272,7 @@ def _init_carry(scfg, budget, keys, lrs, sched_idx, num_train):
 
     r = keys.shape[0]
     return _Carry(jax.vmap(one)(keys, lrs, sched_idx), jnp.zeros((r, num_train), jnp.int32),
-                  jnp.ones((r,), bool), jnp.full((r,), -1, jnp.int32))
+                  jnp.full((r,), -1, jnp.int32))
 
 
 def _segment(scfg, budget, mesh, keys, lrs, sched_idx, carry, seg, x_train, y_train, x_test,
@@ -309,10 +308,11 @@ def _segment(scfg, budget, mesh, keys, lrs, sched_idx, carry, seg, x_train, y_tr
         def run(c):
             t = t0 + i
             perms, idx = device_batch_indices(data_keys, c.perms, t, n, b)
-            states, ok, m = jax.vmap(step_one)(c.states, c.alive, lrs, sched_idx,
+            alive = c.diverged_step < 0
+            states, ok, m = jax.vmap(step_one)(c.states, alive, lrs, sched_idx,
                                                x_train[idx], y_train[idx])
-            dstep = jnp.where(c.alive & ~ok, t, c.diverged_step)
-            return _Carry(states, perms, ok, dstep), m
+            dstep = jnp.where(alive & ~ok, t, c.diverged_step)
+            return _Carry(states, perms, dstep), m
 
         return jax.lax.cond(i < length, run, lambda c: (c, nan_metrics), c)
 
@@ -456,7 +456,7 @@ def _best(eval_hist: dict) -> dict:
     return best
 
 
-def _run_group(scfg, budget, group, group_size, runs, mesh, data_args, ckpt, checkpoint_every,
+def _run_group(scfg, budget, group, group_size, runs, mesh, data, ckpt, checkpoint_every,
                progress):
     """Trains one group to the end and returns its results (rows) and timing."""
     ndev = mesh.devices.size
@@ -471,7 +471,7 @@ def _run_group(scfg, budget, group, group_size, runs, mesh, data_args, ckpt, che
     sidx = _put(np.asarray([choices.index(runs[i]["schedule"]) for i in idx], np.int32), runs_sh)
     program = _program(scfg, budget, mesh)
     lengths, starts = _segments(budget, scfg.cfg.num_evals)
-    n_train = data_args[0].shape[0]
+    n_train = data[0].shape[0]
 
     abstract = jax.eval_shape(functools.partial(_init_carry, scfg, budget, num_train=n_train),
                               jax.ShapeDtypeStruct((padded,), keys.dtype),
@@ -494,7 +494,6 @@ def _run_group(scfg, budget, group, group_size, runs, mesh, data_args, ckpt, che
         carry = treedef.unflatten([_put(np.zeros(a.shape, a.dtype), runs_sh) for a in leaves])
         train_hist = {k: [] for k in TRAIN_METRICS}
         eval_hist = {k: [] for k in EVAL_METRICS}
-    data = tuple(jax.device_put(a, repl) for a in data_args)
     t_start = time.perf_counter()
     steps_done = int(starts[start_seg]) if start_seg < len(starts) else budget
     if progress is not None:
@@ -517,14 +516,14 @@ def _run_group(scfg, budget, group, group_size, runs, mesh, data_args, ckpt, che
                 "train": {k: np.concatenate(train_hist[k], axis=1) for k in TRAIN_METRICS},
                 "eval": {k: np.concatenate(eval_hist[k], axis=1) for k in EVAL_METRICS}})
     seconds = time.perf_counter() - t_start
-    host = _to_host({"alive": carry.alive, "dstep": carry.diverged_step})
+    host = _to_host({"dstep": carry.diverged_step})
     train_all = {k: np.concatenate(v, axis=1) for k, v in train_hist.items()}
     eval_all = {k: np.concatenate(v, axis=1) for k, v in eval_hist.items()}
     steps = [int(s) for s in eval_steps(budget, scfg.cfg.num_evals)]
     results = []
     for j, i in enumerate(group["run_idx"]):
         ev = {k: [float(x) for x in eval_all[k][j]] for k in EVAL_METRICS}
-        diverged = not bool(host["alive"][j])
+        diverged = int(host["dstep"][j]) >= 0
         results.append({
             "run_id": runs[i]["run_id"],
             "status": "diverged" if diverged else "done",
@@ -696,7 +695,8 @@ def sweep(spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite: bool
         total = sum(len(g["run_idx"]) * g["budget"] for g in todo)
         bar = _Progress(total, progress)
         compiled = set()
-        data_args = dataset.device_arrays()
+        repl = NamedSharding(mesh, P())  # the data, replicated on every device, once
+        data = tuple(jax.device_put(a, repl) for a in dataset.device_arrays())
         try:
             for g in todo:
                 steps = g["budget"]
@@ -705,7 +705,7 @@ def sweep(spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite: bool
                 ckpt = _Checkpoints(out_dir, g["group_id"], writer)
                 size = max(len(h["run_idx"]) for h in groups if h["budget"] == steps)
                 results, timing = _run_group(
-                    statics[steps], steps, g, size, runs, mesh, data_args, ckpt,
+                    statics[steps], steps, g, size, runs, mesh, data, ckpt,
                     checkpoint_every if checkpoint_every > 0 else 10**9, bar)
                 compiled.add(steps)
                 if writer:
