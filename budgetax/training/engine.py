@@ -700,8 +700,8 @@ def sweep(spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite: bool
         try:
             for g in todo:
                 steps = g["budget"]
-                bar.describe(f"budget {g['budget_fraction']:.0%} ({steps} steps) "
-                             f"{g['group_id']}")
+                bar.describe(f"budget {g['budget_fraction']:.0%} ({steps} steps), "
+                             f"{len(g['run_idx'])} runs")
                 ckpt = _Checkpoints(out_dir, g["group_id"], writer)
                 size = max(len(h["run_idx"]) for h in groups if h["budget"] == steps)
                 results, timing = _run_group(
