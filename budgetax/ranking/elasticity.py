@@ -107,15 +107,16 @@ def _elasticity(means, smoothing):
     return jnp.concatenate([nan, _ema_last_axis(raw, smoothing)], axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("patience",))
-def _stop_rule(means, smoothing, threshold, *, patience):
-    """``hit [..., E]``: epoch ``j`` completes ``patience`` epochs with ``|eps| < threshold``."""
+@functools.partial(jax.jit, static_argnames=("patience", "min_epochs"))
+def _stop_rule(means, smoothing, threshold, *, patience, min_epochs=0):
+    """``hit [..., E]``: epoch ``j >= min_epochs`` completes ``patience`` epochs with
+    ``|eps| < threshold``."""
     eps = _elasticity(means, smoothing)
     n_epochs = means.shape[-1]
     below = jnp.abs(eps) < jnp.asarray(threshold, eps.dtype)  # NaN -> False
     count = jnp.cumsum(below.astype(jnp.int32), axis=-1)
     lagged = jnp.pad(count, [(0, 0)] * (count.ndim - 1) + [(patience, 0)])[..., :n_epochs]
-    return count - lagged >= patience
+    return (count - lagged >= patience) & (jnp.arange(1, n_epochs + 1) >= min_epochs)
 
 
 class EarlyStop(NamedTuple):
@@ -136,7 +137,7 @@ class EarlyStop(NamedTuple):
 
 
 def early_stop(losses: Any, steps_per_epoch: int, *, threshold: float = 0.05,
-               patience: int = 3, smoothing: float = 0.5) -> EarlyStop:
+               patience: int = 3, smoothing: float = 0.5, min_epochs: int = 0) -> EarlyStop:
     r"""Elasticity stopping rule, replayed on full curves: when would it have stopped?
 
     Training stops at the end of the first epoch ``e`` at which
@@ -152,6 +153,9 @@ def early_stop(losses: Any, steps_per_epoch: int, *, threshold: float = 0.05,
         ``> 0`` (Python float or JAX scalar).
       patience: consecutive saturated epochs required, a positive Python int.
       smoothing: EMA coefficient of :func:`elasticity`.
+      min_epochs: never stop before the end of this epoch (a non-negative Python
+        int): slow starters sit on an early plateau of small elasticity, where
+        the rule alone stops them (``experiments/ranking/results.md``).
 
     Returns:
       An :class:`EarlyStop` ``(stop_epoch, compute_saved, loss_given_up)``, each ``[...]``.
@@ -172,14 +176,15 @@ def early_stop(losses: Any, steps_per_epoch: int, *, threshold: float = 0.05,
     smoothing = check_hyper("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
     threshold = check_hyper("threshold", threshold, low=0.0, low_open=True)
     patience = _validate.positive_int("patience", patience)
+    min_epochs = _validate.nonnegative_int("min_epochs", min_epochs)
     means = epoch_means(losses, steps_per_epoch)
-    return _early_stop(means, smoothing, threshold, patience=patience)
+    return _early_stop(means, smoothing, threshold, patience=patience, min_epochs=min_epochs)
 
 
-@functools.partial(jax.jit, static_argnames=("patience",))
-def _early_stop(means, smoothing, threshold, *, patience):
+@functools.partial(jax.jit, static_argnames=("patience", "min_epochs"))
+def _early_stop(means, smoothing, threshold, *, patience, min_epochs=0):
     n_epochs = means.shape[-1]
-    hit = _stop_rule(means, smoothing, threshold, patience=patience)
+    hit = _stop_rule(means, smoothing, threshold, patience=patience, min_epochs=min_epochs)
     first = jnp.argmax(hit, axis=-1).astype(jnp.int32) + 1
     stop_epoch = jnp.where(jnp.any(hit, axis=-1), first, jnp.int32(n_epochs))
     compute_saved = (n_epochs - stop_epoch).astype(means.dtype) / n_epochs
@@ -191,12 +196,12 @@ def _early_stop(means, smoothing, threshold, *, patience):
 
 
 def should_stop(losses: Any, steps_per_epoch: int, *, threshold: float = 0.05,
-                patience: int = 3, smoothing: float = 0.5) -> jax.Array:
+                patience: int = 3, smoothing: float = 0.5, min_epochs: int = 0) -> jax.Array:
     """Online form of :func:`early_stop`: has the rule fired on the losses seen so far?
 
     Args:
       losses: the per-step losses observed so far, ``[..., steps]``.
-      steps_per_epoch, threshold, patience, smoothing: as in :func:`early_stop`.
+      steps_per_epoch, threshold, patience, smoothing, min_epochs: as in :func:`early_stop`.
 
     Returns:
       ``[...]`` bool, True once ``patience`` consecutive complete epochs had
@@ -213,5 +218,7 @@ def should_stop(losses: Any, steps_per_epoch: int, *, threshold: float = 0.05,
     smoothing = check_hyper("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
     threshold = check_hyper("threshold", threshold, low=0.0, low_open=True)
     patience = _validate.positive_int("patience", patience)
+    min_epochs = _validate.nonnegative_int("min_epochs", min_epochs)
     means = epoch_means(losses, steps_per_epoch)
-    return jnp.any(_stop_rule(means, smoothing, threshold, patience=patience), axis=-1)
+    return jnp.any(_stop_rule(means, smoothing, threshold, patience=patience,
+                              min_epochs=min_epochs), axis=-1)

@@ -389,13 +389,15 @@ class History:
         return {k: float(v[-1]) for k, v in self.eval.items()}
 
     def early_stop(self, *, threshold: float = 0.05, patience: int = 3,
-                   smoothing: float = 0.5, steps_per_epoch: int | None = None):
+                   smoothing: float = 0.5, min_epochs: int = 0,
+                   steps_per_epoch: int | None = None):
         """When the elasticity stopping rule would have stopped this run, and what it costs.
 
         Replays :func:`budgetax.ranking.early_stop` on the run's per-step training
         loss (epochs of ``config["steps_per_epoch"]`` steps unless given): stop once
         the smoothed elasticity of the epoch loss with respect to training time,
-        :math:`|(dL/L)/(dt/t)|`, stayed below ``threshold`` for ``patience`` epochs.
+        :math:`|(dL/L)/(dt/t)|`, stayed below ``threshold`` for ``patience`` epochs
+        (and not before epoch ``min_epochs``).
 
         Returns:
           ``budgetax.ranking.EarlyStop(stop_epoch, compute_saved, loss_given_up)``
@@ -405,7 +407,7 @@ class History:
 
         spe = steps_per_epoch or self.config.get("steps_per_epoch") or 1
         out = ranking.early_stop(self.train["loss"], spe, threshold=threshold,
-                                 patience=patience, smoothing=smoothing)
+                                 patience=patience, smoothing=smoothing, min_epochs=min_epochs)
         return ranking.EarlyStop(int(out.stop_epoch), float(out.compute_saved),
                                  float(out.loss_given_up))
 

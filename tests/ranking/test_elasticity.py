@@ -135,3 +135,21 @@ def test_bad_arguments():
         ranking.early_stop(c, SPE, patience=0)
     # a single complete epoch: no elasticity yet
     assert np.isnan(ranking.elasticity(c[:SPE], SPE)).all()
+
+
+def test_min_epochs_delays_the_stop_by_hand():
+    # loss 1 + 2 exp(-t), t = 1..20, smoothing 0: |elasticity| < 0.01 from epoch 8 on (by hand:
+    # -0.0187 at 7, -0.0081 at 8), so patience 2 fires after epoch 9; with min_epochs=12 the
+    # first allowed stop is epoch 12 (8 of 20 epochs saved); past the curve it never stops.
+    t = jnp.arange(1.0, 21.0)
+    loss = 1.0 + 2.0 * jnp.exp(-t)
+    kw = dict(threshold=0.01, patience=2, smoothing=0.0)
+    assert int(ranking.early_stop(loss, 1, **kw).stop_epoch) == 9
+    late = ranking.early_stop(loss, 1, min_epochs=12, **kw)
+    assert int(late.stop_epoch) == 12 and float(late.compute_saved) == pytest.approx(0.4)
+    assert int(ranking.early_stop(loss, 1, min_epochs=25, **kw).stop_epoch) == 20
+    assert bool(ranking.should_stop(loss[:11], 1, **kw))
+    assert not bool(ranking.should_stop(loss[:11], 1, min_epochs=12, **kw))
+    assert bool(ranking.should_stop(loss[:12], 1, min_epochs=12, **kw))
+    with pytest.raises(ValueError, match="min_epochs must be a non-negative int, got -1"):
+        ranking.early_stop(loss, 1, min_epochs=-1)
