@@ -57,6 +57,7 @@ TSE_E_EPOCHS = 1
 LCGA_BURN_IN = 1  # epochs
 EARLY_STOP_THRESHOLDS = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5)  # |elasticity|; 0.05 = library default
 EARLY_STOP_PATIENCE = 3  # library default
+EARLY_STOP_MIN_EPOCHS = 10  # the variant that may not stop before epoch 10 (1/6 of the budget)
 FIXED_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75)
 
 
@@ -137,9 +138,11 @@ def elasticity_rule(d):
     losses, budget, spe = d["loss"], int(d["budget"]), int(d["steps_per_epoch"])
     truth, eval_steps, test_acc = d["final_test_accuracy"], d["eval_steps"], d["test_accuracy"]
     finite = np.isfinite(losses).all(axis=1)
-    rows = []
-    for thr in EARLY_STOP_THRESHOLDS:
-        es = ranking.early_stop(losses, spe, threshold=thr, patience=EARLY_STOP_PATIENCE)
+    rows, rows_min = [], []
+    for thr, min_epochs in [(t, m) for m in (0, EARLY_STOP_MIN_EPOCHS)
+                            for t in EARLY_STOP_THRESHOLDS]:
+        es = ranking.early_stop(losses, spe, threshold=thr, patience=EARLY_STOP_PATIENCE,
+                                min_epochs=min_epochs)
         stop_epoch = np.asarray(es.stop_epoch)
         stop_step = np.minimum(stop_epoch * spe, budget)
         saved = 1.0 - stop_step / budget
@@ -147,8 +150,8 @@ def elasticity_rule(d):
         api_saved = np.asarray(es.compute_saved, np.float64)
         same = np.full(len(truth), int(round((1 - saved.mean()) * budget)))
         lost_same = truth - acc_at(same, eval_steps, test_acc)
-        rows.append({
-            "threshold": thr, "patience": EARLY_STOP_PATIENCE,
+        (rows if min_epochs == 0 else rows_min).append({
+            "threshold": thr, "patience": EARLY_STOP_PATIENCE, "min_epochs": min_epochs,
             "compute_saved_mean": float(saved.mean()),
             "compute_saved_median": float(np.median(saved)),
             "acc_lost_mean": float(lost.mean()), "acc_lost_median": float(np.median(lost)),
@@ -172,7 +175,7 @@ def elasticity_rule(d):
         lost = truth - acc_at(step, eval_steps, test_acc)
         fixed.append({"fraction": f, "compute_saved": 1 - f, "acc_lost_mean": float(lost.mean()),
                       "acc_lost_median": float(np.median(lost))})
-    return {"rule": rows, "fixed_fraction": fixed}
+    return {"rule": rows, "rule_min_epochs": rows_min, "fixed_fraction": fixed}
 
 
 def device_info():
@@ -220,6 +223,10 @@ def plot(results, path):
                                                  100 * r["acc_lost_mean"]), fontsize=7,
                      xytext=(3, 3), textcoords="offset points")
     ax2.plot([], [], "s", color="C3", label="elasticity rule (early_stop)")
+    for r in el.get("rule_min_epochs", []):
+        ax2.plot(100 * r["compute_saved_mean"], 100 * r["acc_lost_mean"], "^", color="C2")
+    ax2.plot([], [], "^", color="C2",
+             label=f"elasticity rule, min_epochs={EARLY_STOP_MIN_EPOCHS}")
     ax2.set_xlabel("compute saved (% of the budget, mean over configs)")
     ax2.set_ylabel("test accuracy lost (points, mean over configs)")
     ax2.set_title("Elasticity stopping rule")
@@ -331,6 +338,16 @@ def write_markdown(res, path):
                  f"{100 * r['acc_lost_median']:.2f} / {100 * r['acc_lost_max']:.1f} | "
                  f"{r['lost_over_10pts']} | {100 * r['fixed_same_compute_acc_lost_mean']:.2f} | "
                  f"{r['ranking_spearman_at_stop']:+.3f} |")
+    L += ["", f"The same rule with `min_epochs={EARLY_STOP_MIN_EPOCHS}` (no stop before the end "
+          f"of epoch {EARLY_STOP_MIN_EPOCHS}, 1/6 of the budget):", "",
+          "| threshold | stopped early | compute saved mean | acc lost mean / max (pts) | "
+          "configs losing > 10 pts | fixed fraction, same mean compute: acc lost mean (pts) |",
+          "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in el.get("rule_min_epochs", []):
+        L.append(f"| {r['threshold']:g} | {100 * r['stopped_early']:.0f}% | "
+                 f"{100 * r['compute_saved_mean']:.1f}% | {100 * r['acc_lost_mean']:.2f} / "
+                 f"{100 * r['acc_lost_max']:.1f} | {r['lost_over_10pts']} | "
+                 f"{100 * r['fixed_same_compute_acc_lost_mean']:.2f} |")
     L += ["", "Baseline: stop every configuration at the same fraction of its budget:", "",
           "| stop at | compute saved | acc lost mean / median (pts) |", "| ---: | ---: | ---: |"]
     for r in el["fixed_fraction"]:
