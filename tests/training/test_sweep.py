@@ -283,21 +283,33 @@ SHARD_CODE = textwrap.dedent("""
     spec = engine.SweepSpec(full_budget=30, budgets=(1.0,), schedules=("rex", "cosine", "step"),
                             peak_lrs=(0.05,), seeds=(0, 1), num_evals=2,
                             optimizer=training.OptimizerSpec("sgd", momentum=0.9))
+    if len(sys.argv) > 2:  # interrupt the sweep right after its first checkpoint, then resume
+        save = engine._Checkpoints.save
+        def save_then_stop(self, seg, tree):
+            save(self, seg, tree)
+            raise KeyboardInterrupt
+        engine._Checkpoints.save = save_then_stop
+        try:
+            engine.sweep(spec, sys.argv[1], progress=False)
+        except KeyboardInterrupt:
+            pass
+        engine._Checkpoints.save = save
     res = engine.sweep(spec, sys.argv[1], progress=False)
     print(json.dumps({"devices": len(jax.devices()), "groups": res.groups, "runs": res.runs}))
 """)
 
 
-def _sharded(tmp_path, ndev):
+def _sharded(tmp_path, ndev, interrupt=False):
     env = _env()
     if ndev > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
-    out = subprocess.run([sys.executable, "-c", SHARD_CODE, str(tmp_path / f"d{ndev}")],
+    d = tmp_path / f"d{ndev}{'-interrupted' if interrupt else ''}"
+    out = subprocess.run([sys.executable, "-c", SHARD_CODE, str(d)] + (["x"] if interrupt else []),
                          env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_sharded_over_emulated_devices_equals_unsharded(tmp_path):
+def test_sharded_over_emulated_devices_equals_unsharded_and_resumes_exactly(tmp_path):
     one = _sharded(tmp_path, 1)
     assert one["devices"] == 1
     for ndev in (2, 4):
@@ -310,6 +322,10 @@ def test_sharded_over_emulated_devices_equals_unsharded(tmp_path):
             for k in training.EVAL_METRICS:
                 np.testing.assert_allclose(a["eval_history"][k], b["eval_history"][k],
                                            rtol=2e-5, atol=1e-6, err_msg=f"{ndev} {k}")
+        if ndev == 2:  # a sharded sweep resumed from its (sharded) checkpoint: bit-identical
+            resumed = _sharded(tmp_path, ndev, interrupt=True)
+            assert resumed["groups"][0]["resumed"] == 1
+            assert resumed["runs"] == many["runs"]
 
 
 # ------------------------------------------------------------------ kill + resume
