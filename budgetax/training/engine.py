@@ -275,6 +275,14 @@ def _init_carry(scfg, budget, keys, lrs, sched_idx, num_train):
                   jnp.full((r,), -1, jnp.int32))
 
 
+def _abstract_carry(scfg, budget, num_train, runs):
+    """The shapes and dtypes of the carry of ``runs`` runs (traced, never computed)."""
+    return jax.eval_shape(functools.partial(_init_carry, scfg, budget, num_train=num_train),
+                          jax.ShapeDtypeStruct((runs,), jax.random.key(0).dtype),
+                          jax.ShapeDtypeStruct((runs,), jnp.float32),
+                          jax.ShapeDtypeStruct((runs,), jnp.int32))
+
+
 def _segment(scfg, budget, mesh, keys, lrs, sched_idx, carry, seg, x_train, y_train, x_test,
              y_test):
     """Runs segment ``seg`` of every run (initialising them at ``seg == 0``) and evaluates.
@@ -393,10 +401,7 @@ def _memory_limited_runs(scfg, budget, num_train, devices, fraction=0.5) -> int 
         if not stats or "bytes_limit" not in stats:
             return None
         limits.append(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    one = jax.eval_shape(functools.partial(_init_carry, scfg, budget, num_train=num_train),
-                         jax.ShapeDtypeStruct((1,), jax.random.key(0).dtype),
-                         jax.ShapeDtypeStruct((1,), jnp.float32),
-                         jax.ShapeDtypeStruct((1,), jnp.int32))
+    one = _abstract_carry(scfg, budget, num_train, 1)
     per_run = 4 * sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(one))
     return max(1, int(fraction * min(limits) // max(per_run, 1)) * len(limits))
 
@@ -473,11 +478,7 @@ def _run_group(scfg, budget, group, group_size, runs, mesh, data, ckpt, checkpoi
     lengths, starts = _segments(budget, scfg.cfg.num_evals)
     n_train = data[0].shape[0]
 
-    abstract = jax.eval_shape(functools.partial(_init_carry, scfg, budget, num_train=n_train),
-                              jax.ShapeDtypeStruct((padded,), keys.dtype),
-                              jax.ShapeDtypeStruct((padded,), jnp.float32),
-                              jax.ShapeDtypeStruct((padded,), jnp.int32))
-    leaves, treedef = jax.tree.flatten(abstract)
+    leaves, treedef = jax.tree.flatten(_abstract_carry(scfg, budget, n_train, padded))
 
     restored = ckpt.latest()
     if restored is not None and int(restored["padded_runs"]) != padded:
