@@ -13,13 +13,22 @@ Names:
   fixed stratified 80/20 split (1437 / 360).
 - ``"tfds:NAME"``: any TFDS dataset already prepared in ``array_record`` format
   under the data dir (e.g. ``tfds:mnist``); a missing one raises
-  :class:`DatasetNotPreparedError` saying how to prepare it.
+  :class:`DatasetNotPreparedError` saying how to prepare it, a damaged one (a
+  missing, truncated or unreadable file) :class:`DatasetCorruptError`.
 
 The embedded datasets are written as TFDS datasets in ``array_record`` format the
-first time they are used (no TensorFlow needed) and read back with
-``tfds.data_source``, the same path as any TFDS dataset. The data dir is the
-``data_dir`` argument, else ``$BUDGETAX_DATA_DIR``, else
-``~/.cache/budgetax/tensorflow_datasets``.
+first time they are used (no TensorFlow needed, nothing downloaded, nothing
+printed) and read back with ``tfds.data_source``, the same path as any TFDS
+dataset. The build goes to a temp folder that is renamed into place once complete,
+under a file lock, with a manifest (file sizes, sha256, record counts) written
+last; a prepared folder is verified against it on every load (sizes; hashes of
+files whose modification time changed) and rebuilt when it fails, so a build
+killed at any moment, or files damaged later, cost one rebuild, never a broken
+dataset. :func:`verify` runs the full check (every hash and record count).
+
+The data dir is the ``data_dir`` argument, else ``$BUDGETAX_DATA_DIR``, else
+``~/.cache/budgetax/tensorflow_datasets``; a data dir that is a file (or cannot be
+created) raises :class:`DataDirError`.
 
 Small datasets are put on the device whole and batched inside the compiled
 training loop (:func:`budgetax.data.batching.device_batch_indices`; the device
@@ -38,6 +47,7 @@ References:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,9 +55,11 @@ from typing import Any
 
 import numpy as np
 
-from budgetax.data import batching
+from budgetax import _validate
+from budgetax.data import _builders, batching
 from budgetax.data._builders import EMBEDDED
 from budgetax.data._builders import ensure_prepared as _ensure_prepared
+from budgetax.data._errors import DataDirError, DatasetCorruptError, DatasetNotPreparedError
 from budgetax.data.batching import (
     Prefetcher,
     batch_indices,
@@ -59,7 +71,9 @@ from budgetax.data.batching import (
 
 __all__ = [
     "DATASETS",
+    "DataDirError",
     "Dataset",
+    "DatasetCorruptError",
     "DatasetNotPreparedError",
     "Prefetcher",
     "batch_indices",
@@ -70,14 +84,11 @@ __all__ = [
     "device_batch_indices",
     "epoch_permutation",
     "load",
+    "verify",
 ]
 
 DATASETS = tuple(sorted(EMBEDDED))
 DEFAULT_MAX_DEVICE_BYTES = 256 * 2**20
-
-
-class DatasetNotPreparedError(FileNotFoundError):
-    """A TFDS dataset is not prepared (in array_record format) under the data dir."""
 
 
 def default_data_dir() -> str:
@@ -92,8 +103,16 @@ def _stack(records: Sequence[dict], key: str) -> np.ndarray:
     return np.stack([np.asarray(r[key]) for r in records])
 
 
+def _source_dir(source) -> str:
+    info = getattr(source, "dataset_info", None)
+    return os.fspath(getattr(info, "data_dir", "")) or "its data dir"
+
+
 def _read(source, keys, idx=None, chunk: int = 8192):
-    """Reads ``keys`` of the records ``idx`` (all by default) from a random-access source."""
+    """Reads ``keys`` of the records ``idx`` (all by default) from a random-access source.
+
+    A record file that cannot be read raises :class:`DatasetCorruptError` naming its folder.
+    """
     if idx is None:
         idx = np.arange(len(source))
     idx = [int(i) for i in np.asarray(idx).reshape(-1)]
@@ -101,10 +120,20 @@ def _read(source, keys, idx=None, chunk: int = 8192):
     out = {k: [] for k in keys}
     for s in range(0, len(idx), chunk):
         part = idx[s:s + chunk]
-        recs = getter(part) if getter is not None else [source[i] for i in part]
+        try:
+            recs = getter(part) if getter is not None else [source[i] for i in part]
+        except (OSError, RuntimeError) as err:
+            folder = _source_dir(source)
+            raise DatasetCorruptError(
+                f"cannot read the records of the dataset in {folder!r} ({err}). "
+                f"{_REPAIR.format(folder=folder)}") from err
         for k in keys:
             out[k].append(_stack(recs, k))
     return {k: (np.concatenate(v) if v else np.zeros((0,))) for k, v in out.items()}
+
+
+_REPAIR = ("Delete {folder!r} and prepare the dataset again (an embedded dataset is rebuilt "
+           "by the next load), or point --data-dir / $BUDGETAX_DATA_DIR at a good copy.")
 
 
 @dataclass(eq=False)
@@ -244,14 +273,45 @@ def _missing_message(name: str, data_dir: str) -> str:
         "budgetax cannot download it here. Prepare it on a machine with network access, "
         f"e.g. `tfds build {name} --file_format=array_record --data_dir={data_dir}` or "
         f"`python -c \"import tensorflow_datasets as tfds; tfds.data_source('{name}', "
-        f"data_dir='{data_dir}')\"`, then copy that folder here (or point --data_dir / "
+        f"data_dir='{data_dir}')\"`, then copy that folder here (or point --data-dir / "
         "$BUDGETAX_DATA_DIR at it)."
     )
 
 
+def _corrupt(name: str, folder: str, found: Sequence[str]) -> DatasetCorruptError:
+    return DatasetCorruptError(
+        f"the prepared dataset {name!r} in {folder!r} is damaged: {'; '.join(found)}. "
+        + _REPAIR.format(folder=folder))
+
+
+def _record_problems(sources, splits=("train", "test")) -> list[str]:
+    """Missing files and record counts that differ from TFDS's shard lengths."""
+    from budgetax.data import _manifest
+
+    out = []
+    for split in splits:
+        info = sources[split].dataset_info.splits[split]
+        for path, expected in zip(info.filepaths, info.shard_lengths, strict=True):
+            path = os.fspath(path)
+            if not os.path.isfile(path):
+                out.append(f"{os.path.basename(path)} is missing")
+                continue
+            n = _manifest.count_records(path)
+            if n != int(expected):
+                got = "unreadable" if n is None else f"{n} records"
+                out.append(f"{os.path.basename(path)} is {got}, expected {int(expected)} records")
+    return out
+
+
 def _open_tfds(name: str, data_dir: str):
-    """``(sources, x_key, y_key, num_classes, input_shape)`` of a prepared TFDS dataset."""
+    """``(sources, x_key, y_key, num_classes, input_shape)`` of a prepared TFDS dataset.
+
+    The files of the train and test splits must exist and hold the record counts
+    TFDS recorded (read from each file's footer), else :class:`DatasetCorruptError`.
+    """
     import tensorflow_datasets as tfds
+    from google.protobuf import json_format, message
+    from tensorflow_datasets.core.dataset_info import DatasetInfoFileError
 
     base = name.split(":")[0].split("/")[0]
     version_root = os.path.join(data_dir, base)
@@ -261,10 +321,17 @@ def _open_tfds(name: str, data_dir: str):
         sources = tfds.data_source(name, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError as err:
         raise DatasetNotPreparedError(_missing_message(name, data_dir)) from err
+    except (DatasetInfoFileError, json_format.Error, message.DecodeError,
+            json.JSONDecodeError, RuntimeError) as err:
+        # a version folder whose metadata cannot be read
+        raise _corrupt(name, version_root, [f"its metadata cannot be read ({err})"]) from err
     except (AssertionError, FileNotFoundError, NotImplementedError, ValueError) as err:
         raise DatasetNotPreparedError(_missing_message(name, data_dir) + f" ({err})") from err
     if "train" not in sources or "test" not in sources:
         raise ValueError(f"dataset {name!r} needs 'train' and 'test' splits, has {list(sources)}")
+    found = _record_problems(sources)
+    if found:
+        raise _corrupt(name, _source_dir(sources["train"]), found)
     info = sources["train"].dataset_info
     keys = info.supervised_keys
     if not keys or len(keys) != 2:
@@ -275,11 +342,88 @@ def _open_tfds(name: str, data_dir: str):
     return sources, x_key, y_key, num_classes, input_shape
 
 
-def load(name: str, *, data_dir: str | None = None) -> Dataset:
+def _resolve(name, data_dir) -> tuple[str, str, bool]:
+    """``(tfds_name, data_dir, embedded)`` for a dataset name, validated."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    data_dir = (_builders.resolve_data_dir(data_dir) if data_dir is not None
+                else _builders.resolve_data_dir(default_data_dir()))
+    if name in EMBEDDED:
+        return EMBEDDED[name], data_dir, True
+    if name.startswith("tfds:") and len(name) > 5:
+        tfds_name = name[5:]
+        return tfds_name, data_dir, tfds_name in EMBEDDED.values()
+    raise ValueError(
+        f"dataset must be one of {list(DATASETS)} or 'tfds:NAME' (a prepared TFDS "
+        f"dataset, e.g. 'tfds:mnist'), got {name!r}")
+
+
+def verify(name: str, *, data_dir: str | os.PathLike | None = None,
+           checksums: bool = True) -> None:
+    """Checks a prepared dataset in full, without building or changing anything.
+
+    For an embedded dataset it compares every file with the manifest written when
+    it was built: size, sha256 (with ``checksums=True``; otherwise only for files
+    whose modification time changed, as :func:`load` does) and the record count
+    read back from each record file. For a ``tfds:`` dataset (TFDS records no
+    checksums of the files it writes) it checks that every record file of the
+    train and test splits exists and holds the number of records TFDS recorded.
+
+    Args:
+      name: as in :func:`load`.
+      data_dir: the TFDS data dir; default :func:`default_data_dir`.
+      checksums: hash every file of an embedded dataset (a bool).
+
+    Returns:
+      None when the dataset verifies.
+
+    Raises:
+      DatasetNotPreparedError: the dataset is not prepared under the data dir.
+      DatasetCorruptError: it is damaged; the message lists every problem found.
+      DataDirError: the data dir is a file.
+
+    Example:
+      >>> import tempfile
+      >>> tmp = tempfile.TemporaryDirectory()
+      >>> d = tmp.name
+      >>> _ = load("digits", data_dir=d)
+      >>> verify("digits", data_dir=d)         # None: it verifies
+      >>> import os, glob
+      >>> f = glob.glob(os.path.join(d, "budgetax_digits", "*", "*-train.array_record*"))[0]
+      >>> os.truncate(f, 1000)
+      >>> try:
+      ...     verify("digits", data_dir=d)
+      ... except DatasetCorruptError as err:
+      ...     print("has 1000 bytes" in str(err))
+      True
+      >>> load("digits", data_dir=d).num_train   # rebuilt
+      1437
+      >>> tmp.cleanup()
+
+    References:
+      TFDS array_record data sources: https://www.tensorflow.org/datasets/api_docs/python/tfds/data_source
+    """
+    _validate.boolean("checksums", checksums)
+    tfds_name, data_dir, embedded = _resolve(name, data_dir)
+    if not embedded:
+        _open_tfds(tfds_name, data_dir)
+        return
+    folder = _builders.prepared_dir(data_dir, tfds_name)
+    if not os.path.lexists(folder):
+        raise DatasetNotPreparedError(
+            f"dataset {name!r} is not prepared under {data_dir!r}; "
+            f"budgetax.data.load({name!r}) builds it")
+    found = _builders.problems(data_dir, tfds_name, checksums=checksums)
+    if found:
+        raise _corrupt(name, folder, found)
+
+
+def load(name: str, *, data_dir: str | os.PathLike | None = None) -> Dataset:
     """Loads a dataset by name: ``"mnist1d"``, ``"digits"`` or ``"tfds:NAME"``.
 
-    Embedded datasets are built (once, atomically) as array_record TFDS datasets
-    under the data dir; every dataset is read with ``tfds.data_source``.
+    Embedded datasets are built (once, atomically, under a file lock) as
+    array_record TFDS datasets under the data dir, and rebuilt when the prepared
+    folder fails verification; every dataset is read with ``tfds.data_source``.
 
     Args:
       name: ``"mnist1d"``, ``"digits"`` or ``"tfds:NAME"`` (``NAME`` as TFDS spells
@@ -291,25 +435,20 @@ def load(name: str, *, data_dir: str | None = None) -> Dataset:
 
     Raises:
       ValueError: unknown name (the message lists the valid ones).
+      DataDirError: the data dir is a file, or it cannot be created or written
+        (a ``ValueError``).
       DatasetNotPreparedError: a ``tfds:`` dataset that is not prepared under the data dir.
+      DatasetCorruptError: a ``tfds:`` dataset whose files are missing, truncated
+        or unreadable (a ``ValueError``).
 
     Example:
       >>> ds = load("digits")   # doctest: +SKIP
       >>> ds.input_shape        # doctest: +SKIP
       (8, 8, 1)
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {name!r}")
-    data_dir = os.path.expanduser(data_dir) if data_dir is not None else default_data_dir()
-    if name in EMBEDDED:
-        tfds_name = EMBEDDED[name]
+    tfds_name, data_dir, embedded = _resolve(name, data_dir)
+    if embedded:
         _ensure_prepared(data_dir, tfds_name)
-    elif name.startswith("tfds:") and len(name) > 5:
-        tfds_name = name[5:]
-    else:
-        raise ValueError(
-            f"dataset must be one of {list(DATASETS)} or 'tfds:NAME' (a prepared TFDS "
-            f"dataset, e.g. 'tfds:mnist'), got {name!r}")
     sources, x_key, y_key, num_classes, input_shape = _open_tfds(tfds_name, data_dir)
     order = {}
     for split in ("train", "test"):
