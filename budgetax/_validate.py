@@ -11,6 +11,7 @@ import numbers
 from typing import Any
 
 import jax
+import numpy as np
 
 
 def _is_int(value: Any) -> bool:
@@ -106,3 +107,51 @@ def seed(name: str, value: Any) -> int:
     if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {value!r}")
     return int(value)
+
+
+def _concrete(value: Any):
+    """``value`` as a NumPy array if it is a concrete array, else ``None`` (a tracer)."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value)
+
+
+def real_or_array(name: str, value: Any, **bounds) -> Any:
+    """A real hyperparameter that may also be a JAX (or NumPy) array.
+
+    Python numbers go through :func:`real` (and come back as ``float``). An array
+    is returned unchanged (so ``optax.inject_hyperparams`` and ``jax.vmap`` can
+    pass one); when it is concrete, its dtype must be real (not bool) and every
+    element is checked as :func:`real` checks a number. A tracer passes unchecked.
+    """
+    if not isinstance(value, jax.Array | np.ndarray | np.generic) or _is_real(value):
+        return real(name, value, **bounds)
+    arr = _concrete(value)
+    if arr is None:
+        return value
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating)
+                                     or np.issubdtype(arr.dtype, np.integer)
+                                     or arr.dtype.name == "bfloat16"):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    for v in arr.astype(np.float64).ravel():
+        _check_element(name, float(v), value, **bounds)
+    return value
+
+
+def _check_element(name: str, v: float, shown: Any, **bounds) -> None:
+    try:
+        real(name, v, **bounds)
+    except ValueError as e:
+        raise ValueError(str(e).rsplit(", got ", 1)[0] + f", got {shown!r}") from None
+
+
+def positive_int_or_array(name: str, value: Any) -> Any:
+    """:func:`positive_int`, or an integer array: concrete, every element >= 1; traced, as is."""
+    if not isinstance(value, jax.Array | np.ndarray) or isinstance(value, bool):
+        return positive_int(name, value)
+    if not np.issubdtype(value.dtype, np.integer):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    arr = _concrete(value)
+    if arr is not None and np.any(arr < 1):
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value

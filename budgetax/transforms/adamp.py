@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from budgetax import _validate
@@ -61,7 +62,12 @@ __all__ = [
 def _learning_rate(value):
     if callable(value):
         return value
-    return _validate.hyperparam("learning_rate", value, low=0.0, low_open=True)
+    return _validate.real_or_array("learning_rate", value, low=0.0, low_open=True)
+
+
+def _is_zero(value) -> bool:
+    """True only for a Python number equal to 0 (an array may be traced: never skipped)."""
+    return isinstance(value, int | float) and value == 0.0
 
 
 def _cosine_abs(a, b, axis, eps):
@@ -126,6 +132,26 @@ class ScaleInvariantProjectionState(NamedTuple):
     inner: optax.OptState
 
 
+def _decay(weight_decay, wd_ratio, hit, w, d):
+    """``d + weight_decay * (wd_ratio if hit else 1) * w`` in ``d``'s dtype (skipped for a 0)."""
+    if _is_zero(weight_decay):
+        return d
+    ratio = jnp.where(hit, wd_ratio, 1.0)
+    return (d + weight_decay * ratio * w).astype(d.dtype)
+
+
+def _check_projection_args(delta, wd_ratio, weight_decay, eps):
+    return (_validate.real_or_array("delta", delta, low=0.0, low_open=True),
+            _validate.real_or_array("wd_ratio", wd_ratio, low=0.0, high=1.0),
+            _validate.real_or_array("weight_decay", weight_decay, low=0.0),
+            _validate.real_or_array("eps", eps, low=0.0, low_open=True))
+
+
+def _need_params(name, params):
+    if params is None:
+        raise ValueError(f"{name} needs params (the cosine test uses the weights), got params=None")
+
+
 def scale_invariant_projection(
     direction: optax.GradientTransformation,
     *,
@@ -147,6 +173,8 @@ def scale_invariant_projection(
     with ``optax.scale_by_learning_rate(lr)`` to get ``w ← w - lr·u`` (the decay is
     decoupled and multiplied by the learning rate, as in the reference code). The
     cosine test always uses the raw gradient, as published, not the direction.
+    The wrapped direction's state is never edited (see :func:`sgdp` for the
+    reference code's projected momentum buffer).
 
     Args:
       direction: any transform producing the update direction (Adam moments,
@@ -155,6 +183,8 @@ def scale_invariant_projection(
       wd_ratio: weight-decay multiplier for projected leaves, in ``[0, 1]``.
       weight_decay: decoupled weight decay ``λ >= 0``.
       eps: guards the norms, ``> 0``.
+
+    Every numeric argument may be a JAX array (checked when concrete).
 
     Returns:
       An ``optax.GradientTransformation`` with state
@@ -172,26 +202,20 @@ def scale_invariant_projection(
       Heo et al. AdamP: Slowing Down the Slowdown for Momentum Optimizers on
       Scale-invariant Weights. ICLR 2021. arXiv:2006.08217.
     """
-    delta = _validate.real("delta", delta, low=0.0, low_open=True)
-    wd_ratio = _validate.real("wd_ratio", wd_ratio, low=0.0, high=1.0)
-    weight_decay = _validate.real("weight_decay", weight_decay, low=0.0)
-    eps = _validate.real("eps", eps, low=0.0, low_open=True)
+    delta, wd_ratio, weight_decay, eps = _check_projection_args(delta, wd_ratio, weight_decay,
+                                                                eps)
 
     def init_fn(params):
         return ScaleInvariantProjectionState(inner=direction.init(params))
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("scale_invariant_projection needs params, got params=None")
+        _need_params("scale_invariant_projection", params)
         grads = updates
         directions, inner = direction.update(grads, state.inner, params)
 
         def leaf(g, w, d):
             d_proj, hit = project_radial(g, w, d, delta=delta, eps=eps)
-            if weight_decay == 0.0:
-                return d_proj
-            ratio = jnp.where(hit, wd_ratio, 1.0)
-            return (d_proj + weight_decay * ratio * w).astype(d.dtype)
+            return _decay(weight_decay, wd_ratio, hit, w, d_proj)
 
         out = jax.tree.map(leaf, grads, params, directions)
         return out, ScaleInvariantProjectionState(inner=inner)
@@ -221,8 +245,10 @@ def _adamp_direction(b1, b2, eps, nesterov) -> optax.GradientTransformation:
         t = count.astype(jnp.float32)
         bc1 = 1.0 - b1 ** t
         bc2 = 1.0 - b2 ** t
-        mu = jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, state.mu, updates)
-        nu = jax.tree.map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, updates)
+        mu = jax.tree.map(lambda m, g: (b1 * m + (1.0 - b1) * g).astype(m.dtype), state.mu,
+                          updates)
+        nu = jax.tree.map(lambda v, g: (b2 * v + (1.0 - b2) * g * g).astype(v.dtype), state.nu,
+                          updates)
 
         def leaf(g, m, v):
             denom = jnp.sqrt(v) / jnp.sqrt(bc2) + eps
@@ -256,7 +282,13 @@ def adamp(
        \quad(\text{Nesterov: } m_t \to b_1 m_t + (1-b_1) g), \qquad
        w \leftarrow w - \eta\,\big(\mathrm{proj}(d) + \lambda r w\big)
 
-    with the projection and ``r`` of :func:`scale_invariant_projection`.
+    with the projection and ``r`` of :func:`scale_invariant_projection`. This is
+    the reference code (clovaai/AdamP, ``adamp/adamp.py``) step for step; the
+    moments are never projected there either.
+
+    Every numeric argument may be a JAX array (checked when it is concrete), so
+    ``optax.inject_hyperparams(budgetax.adamp)(learning_rate=1e-3)`` and a
+    ``jax.vmap`` over ``b1`` work.
 
     Args:
       learning_rate: ``η``, a positive float or an ``optax.Schedule``.
@@ -265,7 +297,7 @@ def adamp(
       weight_decay: decoupled weight decay ``λ >= 0``.
       delta: cosine-test threshold factor.
       wd_ratio: weight-decay multiplier for projected weights.
-      nesterov: use the Nesterov momentum direction.
+      nesterov: use the Nesterov momentum direction (a ``bool``).
 
     Returns:
       An ``optax.GradientTransformation``; ``update`` requires ``params``.
@@ -284,9 +316,9 @@ def adamp(
       Momentum Optimizers on Scale-invariant Weights. ICLR 2021. arXiv:2006.08217.
     """
     learning_rate = _learning_rate(learning_rate)
-    b1 = _validate.real("b1", b1, low=0.0, high=1.0, high_open=True)
-    b2 = _validate.real("b2", b2, low=0.0, high=1.0, high_open=True)
-    eps = _validate.real("eps", eps, low=0.0, low_open=True)
+    b1 = _validate.real_or_array("b1", b1, low=0.0, high=1.0, high_open=True)
+    b2 = _validate.real_or_array("b2", b2, low=0.0, high=1.0, high_open=True)
+    eps = _validate.real_or_array("eps", eps, low=0.0, low_open=True)
     nesterov = _validate.boolean("nesterov", nesterov)
     return optax.chain(
         scale_invariant_projection(_adamp_direction(b1, b2, eps, nesterov), delta=delta,
@@ -302,21 +334,34 @@ class SGDPDirectionState(NamedTuple):
     momentum: optax.Updates
 
 
-def _sgdp_direction(momentum, dampening, nesterov) -> optax.GradientTransformation:
-    """``buf = μ buf + (1 - dampening) g``; returns ``buf`` or ``g + μ buf`` (Nesterov)."""
+def _scale_by_sgdp(momentum, dampening, nesterov, project_momentum, delta, wd_ratio,
+                   weight_decay, eps) -> optax.GradientTransformation:
+    """SGDP's direction, projection and weight decay (the learning rate comes after).
+
+    The state keeps the layout of ``scale_invariant_projection(momentum direction)``.
+    """
 
     def init_fn(params):
-        return SGDPDirectionState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+        return ScaleInvariantProjectionState(inner=SGDPDirectionState(
+            jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params)))
 
     def update_fn(updates, state, params=None):
-        del params
-        buf = jax.tree.map(lambda b, g: momentum * b + (1.0 - dampening) * g,
-                           state.momentum, updates)
-        if nesterov:
-            out = jax.tree.map(lambda g, b: (g + momentum * b).astype(g.dtype), updates, buf)
-        else:
-            out = jax.tree.map(lambda g, b: b.astype(g.dtype), updates, buf)
-        return out, SGDPDirectionState(optax.safe_increment(state.count), buf)
+        _need_params("sgdp", params)
+        flat_g, treedef = jax.tree.flatten(updates)
+        flat_w = treedef.flatten_up_to(params)
+        flat_b = treedef.flatten_up_to(state.inner.momentum)
+        out, bufs = [], []
+        for g, w, b in zip(flat_g, flat_w, flat_b, strict=True):
+            buf = (momentum * b + (1.0 - dampening) * g).astype(b.dtype)
+            d = (g + momentum * buf).astype(g.dtype) if nesterov else buf.astype(g.dtype)
+            d_proj, hit = project_radial(g, w, d, delta=delta, eps=eps)
+            if project_momentum and not nesterov:
+                buf = d_proj.astype(b.dtype)  # the reference edits the buffer in place
+            out.append(_decay(weight_decay, wd_ratio, hit, w, d_proj))
+            bufs.append(buf)
+        inner = SGDPDirectionState(optax.safe_increment(state.inner.count),
+                                   jax.tree.unflatten(treedef, bufs))
+        return jax.tree.unflatten(treedef, out), ScaleInvariantProjectionState(inner=inner)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -330,6 +375,8 @@ def sgdp(
     delta: float = 0.1,
     wd_ratio: float = 0.1,
     nesterov: bool = False,
+    *,
+    project_momentum: bool = True,
 ) -> optax.GradientTransformation:
     r"""SGDP: momentum SGD whose update of scale-invariant weights has no radial component.
 
@@ -339,8 +386,23 @@ def sgdp(
        d = b \ (\text{Nesterov: } g + \mu b), \qquad
        w \leftarrow w - \eta\,\Big(\mathrm{proj}(d) + \frac{\lambda r}{1 - \mu} w\Big)
 
+    and, without Nesterov and with ``project_momentum=True`` (the default), the
+    stored buffer becomes the projected one, :math:`b \leftarrow \mathrm{proj}(b)`.
+    That is what the reference code (clovaai/AdamP, ``adamp/sgdp.py``) does: its
+    direction ``d_p`` *is* the buffer and the projection subtracts in place. The
+    radial part then no longer accumulates in the buffer; after 20 steps at
+    ``μ = 0.9`` the weights differ by a few percent from projecting the step only.
+    ``project_momentum=False`` keeps the buffer unprojected, as the paper's
+    Algorithm 1 and the Nesterov path of the same code do; it is offered for
+    that consistency, not as a measured improvement. With ``nesterov=True`` the
+    option has no effect.
+
     The ``1/(1 - μ)`` on the weight decay follows the reference implementation
     (it keeps the decay comparable to the momentum-amplified step).
+
+    Every numeric argument may be a JAX array (checked when it is concrete), so
+    ``optax.inject_hyperparams(budgetax.sgdp)`` and a ``jax.vmap`` over
+    ``momentum`` work.
 
     Args:
       learning_rate: ``η``, a positive float or an ``optax.Schedule``.
@@ -350,30 +412,39 @@ def sgdp(
       weight_decay: decoupled weight decay ``λ >= 0``.
       delta: cosine-test threshold factor.
       wd_ratio: weight-decay multiplier for projected weights.
-      nesterov: Nesterov momentum (requires ``dampening == 0``).
+      nesterov: Nesterov momentum (a ``bool``; requires ``dampening == 0``).
+      project_momentum: store the projected buffer (a ``bool``; the reference
+        code's behaviour, default) or the unprojected one.
 
     Returns:
       An ``optax.GradientTransformation``; ``update`` requires ``params``.
 
     Example:
-      >>> import jax.numpy as jnp, budgetax
+      >>> import jax.numpy as jnp, optax, budgetax
       >>> tx = budgetax.sgdp(0.1, momentum=0.9, weight_decay=1e-4)
-      >>> state = tx.init({"w": jnp.ones((4, 3))})
+      >>> params = {"w": jnp.ones((4, 3))}
+      >>> updates, state = tx.update({"w": jnp.ones((4, 3))}, tx.init(params), params)
+      >>> params = optax.apply_updates(params, updates)
 
     References:
       Heo, Chun, Oh, Han, Yun, Kim, Uh, Ha. AdamP: Slowing Down the Slowdown for
       Momentum Optimizers on Scale-invariant Weights. ICLR 2021. arXiv:2006.08217.
+      Reference code: github.com/clovaai/AdamP, ``adamp/sgdp.py``.
     """
     learning_rate = _learning_rate(learning_rate)
-    momentum = _validate.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    dampening = _validate.real("dampening", dampening, low=0.0, high=1.0)
+    momentum = _validate.real_or_array("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    dampening = _validate.real_or_array("dampening", dampening, low=0.0, high=1.0)
     nesterov = _validate.boolean("nesterov", nesterov)
-    if nesterov and dampening != 0.0:
+    project_momentum = _validate.boolean("project_momentum", project_momentum)
+    if nesterov and not isinstance(dampening, jax.core.Tracer) and np.any(
+            np.asarray(dampening) != 0.0):
         raise ValueError(f"nesterov=True requires dampening=0, got dampening={dampening!r}")
-    weight_decay = _validate.real("weight_decay", weight_decay, low=0.0)
+    delta, wd_ratio, weight_decay, eps = _check_projection_args(delta, wd_ratio, weight_decay,
+                                                                eps)
+    if not _is_zero(weight_decay):
+        weight_decay = weight_decay / (1.0 - momentum)
     return optax.chain(
-        scale_invariant_projection(_sgdp_direction(momentum, dampening, nesterov), delta=delta,
-                                   wd_ratio=wd_ratio, weight_decay=weight_decay / (1.0 - momentum),
-                                   eps=eps),
+        _scale_by_sgdp(momentum, dampening, nesterov, project_momentum, delta, wd_ratio,
+                       weight_decay, eps),
         optax.scale_by_learning_rate(learning_rate),
     )

@@ -41,30 +41,42 @@ def _params(seed=0):
     }
 
 
-def _compare(tx, reference, steps=8, rtol=2e-5, atol=2e-6):
+STEPS = 25
+
+
+def _run_pair(tx, reference, steps=STEPS, counting_jit=None):
+    """Runs ``tx`` (under one jit) and the reference port side by side, each on its own
+    trajectory (gradients at its own weights); returns both trajectories and the fired tests."""
     params = {k: jnp.asarray(v) for k, v in _params().items()}
-    ref_params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    ref_params = {k: ref.to_torch(v) for k, v in params.items()}
     state = tx.init(params)
     grad_fn = jax.jit(jax.grad(_loss))
 
-    @jax.jit
     def step(params, state, grads):
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    seen = {}
+    step = counting_jit(step) if counting_jit else jax.jit(step)
+    ours, theirs, seen = [], [], {}
     for _ in range(steps):
-        grads = grad_fn(params)
-        params, state = step(params, state, grads)
-        ref_params, fired = reference.step(ref_params, {k: np.asarray(g, np.float64)
-                                                        for k, g in grads.items()})
-        for k in params:
-            np.testing.assert_allclose(np.asarray(params[k]), ref_params[k], rtol=rtol,
-                                       atol=atol, err_msg=k)
-            seen.setdefault(k, set()).add(fired[k])
-        # follow the same trajectory: both continue from the reference values
-        params = {k: jnp.asarray(v, jnp.float32) for k, v in ref_params.items()}
-    return seen
+        params, state = step(params, state, grad_fn(params))
+        ref_w = {k: jnp.asarray(ref.from_torch(v), jnp.float32) for k, v in ref_params.items()}
+        grads = {k: ref.to_torch(np.asarray(g, np.float64)) for k, g in grad_fn(ref_w).items()}
+        fired = reference.step(ref_params, grads)  # in place, as torch.optim
+        ours.append({k: np.asarray(v, np.float64) for k, v in params.items()})
+        theirs.append({k: ref.from_torch(v).copy() for k, v in ref_params.items()})
+        for k, f in fired.items():
+            seen.setdefault(k, set()).add(f)
+    if counting_jit:
+        assert step.traces == 1
+    return ours, theirs, seen
+
+
+def _assert_close(ours, theirs, rtol, atol):
+    for t, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol,
+                                       err_msg=f"{k} at step {t}")
 
 
 def _check_branches(seen):
@@ -77,19 +89,63 @@ def _check_branches(seen):
 
 @pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_adamp_matches_reference(nesterov, weight_decay):
-    kw = dict(b1=0.8, b2=0.99, eps=1e-8, weight_decay=weight_decay, delta=0.1, wd_ratio=0.2,
-              nesterov=nesterov)
-    seen = _compare(budgetax.adamp(0.01, **kw), ref.AdamP(0.01, **kw))
+def test_adamp_matches_reference(nesterov, weight_decay, counting_jit):
+    kw = dict(eps=1e-8, weight_decay=weight_decay, delta=0.1, wd_ratio=0.2, nesterov=nesterov)
+    ours, theirs, seen = _run_pair(budgetax.adamp(0.01, b1=0.8, b2=0.99, **kw),
+                                   ref.AdamP(0.01, betas=(0.8, 0.99), **kw),
+                                   counting_jit=counting_jit)
+    _assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
     _check_branches(seen)
 
 
 @pytest.mark.parametrize("nesterov,dampening", [(False, 0.0), (False, 0.3), (True, 0.0)])
-def test_sgdp_matches_reference(nesterov, dampening):
-    kw = dict(momentum=0.9, dampening=dampening, eps=1e-8, weight_decay=0.05, delta=0.1,
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_sgdp_matches_reference(nesterov, dampening, weight_decay, counting_jit):
+    kw = dict(momentum=0.9, dampening=dampening, eps=1e-8, weight_decay=weight_decay, delta=0.1,
               wd_ratio=0.1, nesterov=nesterov)
-    seen = _compare(budgetax.sgdp(0.02, **kw), ref.SGDP(0.02, **kw))
+    ours, theirs, seen = _run_pair(budgetax.sgdp(0.02, **kw), ref.SGDP(0.02, **kw),
+                                   counting_jit=counting_jit)
+    _assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
     _check_branches(seen)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_sgdp_project_momentum_false_is_the_unaliased_port(weight_decay, counting_jit):
+    kw = dict(momentum=0.9, eps=1e-8, weight_decay=weight_decay, delta=0.1, wd_ratio=0.1)
+    ours, theirs, _ = _run_pair(budgetax.sgdp(0.02, project_momentum=False, **kw),
+                                ref.SGDP(0.02, alias_buffer=False, **kw), counting_jit=counting_jit)
+    _assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    # and the aliasing matters: this variant fails the comparison with the reference port
+    _, aliased, _ = _run_pair(budgetax.sgdp(0.02, **kw), ref.SGDP(0.02, **kw), steps=20)
+    with pytest.raises(AssertionError):
+        _assert_close(ours[:20], aliased, rtol=1e-4, atol=1e-5)
+    w0 = _params()["w_chan"]
+    moved = aliased[-1]["w_chan"] - w0
+    assert np.abs(ours[19]["w_chan"] - w0 - moved).max() > 2e-3 * np.abs(moved).max()
+    # with Nesterov the direction is a new array upstream: the option changes nothing
+    a, _, _ = _run_pair(budgetax.sgdp(0.02, nesterov=True, **kw), ref.SGDP(0.02, **kw), steps=5)
+    b, _, _ = _run_pair(budgetax.sgdp(0.02, nesterov=True, project_momentum=False, **kw),
+                        ref.SGDP(0.02, **kw), steps=5)
+    _assert_close(a, b, rtol=0, atol=0)
+
+
+def test_sgdp_stored_buffer_is_projected():
+    """The state after one step: the buffer of a scale-invariant weight has no radial part."""
+    params = {k: jnp.asarray(v) for k, v in _params().items()}
+    grads = jax.grad(_loss)(params)
+    tx = budgetax.sgdp(0.1, momentum=0.9)
+    state = tx.init(params)
+    # a first buffer with a radial part, then one step
+    radial = {k: v * 0.5 for k, v in params.items()}
+    inner = state[0].inner._replace(momentum=radial)
+    state = (state[0]._replace(inner=inner), state[1])
+    _, new = jax.jit(tx.update)(grads, state, params)
+    buf = new[0].inner.momentum["w_chan"]
+    np.testing.assert_allclose(jnp.sum(buf * params["w_chan"], axis=0), 0.0, atol=1e-5)
+    tx_off = budgetax.sgdp(0.1, momentum=0.9, project_momentum=False)
+    _, off = jax.jit(tx_off.update)(grads, state, params)
+    assert float(jnp.max(jnp.abs(jnp.sum(off[0].inner.momentum["w_chan"] * params["w_chan"],
+                                         axis=0)))) > 0.1
 
 
 def test_adamp_with_schedule_and_vmap():
@@ -162,3 +218,85 @@ def test_params_required_and_bad_args():
         budgetax.sgdp(0.1, nesterov=True, dampening=0.5)
     with pytest.raises(TypeError, match="nesterov"):
         budgetax.adamp(1e-3, nesterov=1)
+
+
+# ------------------------------------------------------------- drop-in: arrays as hyperparameters
+
+
+@pytest.mark.parametrize("factory, kwargs", [
+    (budgetax.adamp, dict(learning_rate=1e-2, weight_decay=0.1)),
+    (budgetax.sgdp, dict(learning_rate=1e-2, weight_decay=0.05)),
+])
+def test_inject_hyperparams_matches_plain(factory, kwargs, counting_jit):
+    """What a user writes: inject_hyperparams, then update under jit; same numbers as plain."""
+    injected = optax.inject_hyperparams(factory)(**kwargs)
+    plain = factory(**kwargs)
+    params = {k: jnp.asarray(v) for k, v in _params().items()}
+    grads = jax.grad(_loss)(params)
+    step = counting_jit(injected.update)
+    s_inj, s_plain = injected.init(params), plain.init(params)
+    for _ in range(3):
+        u_inj, s_inj = step(grads, s_inj, params)
+        u_plain, s_plain = plain.update(grads, s_plain, params)
+        for k in params:
+            np.testing.assert_allclose(u_inj[k], u_plain[k], rtol=2e-5, atol=1e-8)
+    assert step.traces == 1
+    # the hyperparameters live in the state and can be changed without recompiling
+    s_inj.hyperparams["learning_rate"] = jnp.zeros_like(s_inj.hyperparams["learning_rate"])
+    u_zero, _ = step(grads, s_inj, params)
+    assert step.traces == 1
+    assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(u_zero))
+
+
+@pytest.mark.parametrize("factory, name, values", [
+    (budgetax.adamp, "b1", (0.5, 0.8, 0.95)),
+    (budgetax.adamp, "b2", (0.9, 0.99, 0.999)),
+    (budgetax.adamp, "wd_ratio", (0.0, 0.5, 1.0)),
+    (budgetax.sgdp, "momentum", (0.0, 0.5, 0.9)),
+    (budgetax.sgdp, "delta", (0.01, 0.1, 1.0)),
+])
+def test_vmap_over_a_hyperparameter(factory, name, values):
+    """One compiled program for several values of a hyperparameter equals separate runs."""
+    params = {k: jnp.asarray(v) for k, v in _params().items()}
+
+    def run(value):
+        tx = factory(0.02, weight_decay=0.1, **{name: value})
+        p, state = params, tx.init(params)
+        for _ in range(4):
+            updates, state = tx.update(jax.grad(_loss)(p), state, p)
+            p = optax.apply_updates(p, updates)
+        return p
+
+    batched = jax.jit(jax.vmap(run))(jnp.asarray(values, jnp.float32))
+    for i, v in enumerate(values):
+        single = run(v)
+        for k in single:
+            np.testing.assert_allclose(batched[k][i], single[k], rtol=2e-5, atol=2e-6)
+    assert not np.allclose(batched["w_free"][0], batched["w_free"][-1])
+
+
+def test_concrete_arrays_are_validated():
+    with pytest.raises(ValueError, match=r"b1 .*Array\(1"):
+        budgetax.adamp(1e-3, b1=jnp.asarray(1.0))
+    with pytest.raises(ValueError, match="momentum"):
+        budgetax.sgdp(0.1, momentum=jnp.asarray([0.5, 1.5]))
+    with pytest.raises(ValueError, match="learning_rate"):
+        budgetax.sgdp(jnp.asarray(0.0))
+    with pytest.raises(TypeError, match="b2"):
+        budgetax.adamp(1e-3, b2=jnp.asarray(True))
+    with pytest.raises(ValueError, match="dampening"):
+        budgetax.sgdp(0.1, nesterov=True, dampening=jnp.asarray(0.5))
+    # the injected form validates its (concrete) hyperparameters at init
+    tx = optax.inject_hyperparams(budgetax.adamp)(learning_rate=1e-3, b1=1.5)
+    with pytest.raises(ValueError, match="b1"):
+        tx.init({"w": jnp.ones((2, 2))})
+
+
+@pytest.mark.parametrize("factory", [budgetax.adamp, budgetax.sgdp])
+@pytest.mark.parametrize("flag", ["nesterov", "project_momentum"])
+@pytest.mark.parametrize("value", ["False", 0, 1, None, np.bool_(True)])
+def test_booleans_are_bools(factory, flag, value):
+    if factory is budgetax.adamp and flag == "project_momentum":
+        return
+    with pytest.raises(TypeError, match=f"{flag} must be a bool, got {value!r}"):
+        factory(0.1, **{flag: value})
