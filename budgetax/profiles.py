@@ -26,10 +26,12 @@ References:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from budgetax import _validate
 
@@ -53,32 +55,97 @@ __all__ = [
 WSD_DECAYS = ("linear", "cosine", "sqrt")
 
 
-def _progress(p) -> jax.Array:
-    """``p`` as a float array (float32 unless already wider), clipped to [0, 1]."""
+def hyperparam(name: str, value, **bounds):
+    """Validates a numeric knob; returns Python numbers as floats and arrays unchanged.
+
+    A Python number, NumPy value or *concrete* JAX array is checked against the
+    interval ``bounds`` (see ``_validate.real``; arrays elementwise) and must be
+    finite; a traced JAX value (inside ``jax.jit``, ``jax.vmap``,
+    ``optax.inject_hyperparams``) passes unchecked, as in optax.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return value
+    if isinstance(value, jax.Array | np.ndarray | np.generic):
+        arr = np.asarray(value)
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) \
+                or np.issubdtype(arr.dtype, np.complexfloating):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+        for v in arr.reshape(-1).tolist():
+            _validate.real(name, v, **bounds)
+        return value
+    return _validate.real(name, value, **bounds)
+
+
+def _progress(p, profile: str) -> jax.Array:
+    """``p`` as a float array (float32 unless already wider), clipped to [0, 1].
+
+    A profile takes progress, a float in [0, 1]; an integer array (an update
+    count, as optax passes to a schedule) or a Python int other than 0 and 1 is
+    refused, naming the schedule to use instead.
+    """
+    hint = (f"a profile maps progress p = t / T in [0, 1] to a multiplier; for a learning "
+            f"rate as a function of the update count use "
+            f"budgetax.schedules.{profile}(total_steps, peak_value) "
+            f"(or budgetax.{profile}(total_steps) to scale updates)")
+    if isinstance(p, bool | np.bool_):
+        raise TypeError(f"p must be a float progress in [0, 1], got {p!r}; {hint}")
+    if isinstance(p, numbers.Integral) and not isinstance(p, np.generic):
+        if p not in (0, 1):
+            raise ValueError(f"p must be a float progress in [0, 1], got the int {p!r}; {hint}")
+        p = float(p)
     p = jnp.asarray(p)
+    if not jnp.issubdtype(p.dtype, jnp.floating):
+        raise TypeError(f"p must be a float progress in [0, 1], got an array of dtype "
+                        f"{p.dtype}; {hint}")
     p = p.astype(jnp.result_type(p.dtype, jnp.float32))
     return jnp.clip(p, 0.0, 1.0)
+
+
+def _cos_ramp(x) -> jax.Array:
+    r""":math:`\tfrac12 (1 + \cos \pi x)` for ``x`` in [0, 1], exactly 1 at 0 and exactly 0 at 1.
+
+    The upper half is written as :math:`\tfrac12 (1 - \cos \pi (1 - x))` (``1 - x``
+    is exact there), so the end does not depend on ``cos(float32(pi))`` rounding
+    to -1 on the backend.
+    """
+    lower = 0.5 * (1.0 + jnp.cos(jnp.pi * x))
+    upper = 0.5 * (1.0 - jnp.cos(jnp.pi * (1.0 - x)))
+    return jnp.where(x <= 0.5, lower, upper)
 
 
 def linear(p) -> jax.Array:
     r"""Linear decay, :math:`1 - p` (Li et al., 2020: the best budget-aware profile).
 
+    Args:
+      p: progress in [0, 1] (a float or float array; clipped).
+
+    Returns:
+      The multiplier, of the shape of ``p``: 1 at ``p = 0``, exactly 0 at ``p = 1``.
+
     Example:
       >>> float(linear(0.25))
       0.75
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    return 1.0 - _progress(p)
+    return 1.0 - _progress(p, "linear")
 
 
 def rex(p, beta=0.5) -> jax.Array:
-    r"""REX profile, :math:`\frac{1 - p}{(1 - \beta) + \beta (1 - p)}`.
+    r"""REX profile, :math:`\frac{1 - p}{(1 - \beta) + \beta (1 - p)} = \frac{1 - p}{1 - \beta p}`.
 
     ``beta = 0.5`` is the curve of the REX paper; ``beta = 0`` is linear decay.
-    Demon's momentum rule uses the same curve with ``beta = beta_init``.
+    Demon's momentum rule uses the same curve with ``beta = beta_init``. It is
+    computed as :math:`(1 - p) / (1 - \beta p)`, which is exactly 1 at ``p = 0``
+    and exactly 0 at ``p = 1``.
 
     Args:
       p: progress in [0, 1] (clipped).
-      beta: curvature, ``0 <= beta < 1``.
+      beta: curvature, ``0 <= beta < 1`` (a float or a JAX scalar).
+
+    Returns:
+      The multiplier, of the shape of ``p``.
 
     Example:
       >>> round(float(rex(0.5)), 6)
@@ -87,19 +154,28 @@ def rex(p, beta=0.5) -> jax.Array:
     References:
       Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
-    beta = _validate.hyperparam("beta", beta, low=0.0, high=1.0, high_open=True)
-    q = 1.0 - _progress(p)
-    return q / ((1.0 - beta) + beta * q)
+    beta = hyperparam("beta", beta, low=0.0, high=1.0, high_open=True)
+    p = _progress(p, "rex")
+    return (1.0 - p) / (1.0 - beta * p)
 
 
 def cosine(p) -> jax.Array:
     r"""Cosine decay, :math:`\tfrac12 (1 + \cos \pi p)` (Loshchilov & Hutter, 2017).
 
+    Args:
+      p: progress in [0, 1] (clipped).
+
+    Returns:
+      The multiplier, of the shape of ``p``: exactly 1 at ``p = 0`` and 0 at ``p = 1``.
+
     Example:
       >>> round(float(cosine(0.5)), 6)
       0.5
+
+    References:
+      Loshchilov, Hutter. SGDR. ICLR 2017. arXiv:1608.03983.
     """
-    return 0.5 * (1.0 + jnp.cos(jnp.pi * _progress(p)))
+    return _cos_ramp(_progress(p, "cosine"))
 
 
 def exponential(p, final=1e-2) -> jax.Array:
@@ -107,85 +183,149 @@ def exponential(p, final=1e-2) -> jax.Array:
 
     Args:
       p: progress in [0, 1] (clipped).
-      final: multiplier at ``p = 1``, ``0 < final <= 1``.
+      final: multiplier at ``p = 1``, ``0 < final <= 1``; returned exactly there.
+
+    Returns:
+      The multiplier, of the shape of ``p``.
 
     Example:
       >>> round(float(exponential(0.5, final=0.01)), 6)
       0.1
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    final = _validate.hyperparam("final", final, low=0.0, high=1.0, low_open=True)
-    p = _progress(p)
-    return jnp.exp(p * jnp.log(jnp.asarray(final, p.dtype)))
+    final = hyperparam("final", final, low=0.0, high=1.0, low_open=True)
+    p = _progress(p, "exponential")
+    fin = jnp.asarray(final, p.dtype)
+    return jnp.where(p >= 1.0, fin, jnp.exp(p * jnp.log(fin)))
 
 
-def _check_milestones(milestones) -> tuple[float, ...]:
+def check_milestones(milestones) -> tuple[float, ...]:
+    """Validates step milestones: a non-empty, strictly increasing sequence in (0, 1)."""
     if isinstance(milestones, str) or not isinstance(milestones, Sequence):
-        raise TypeError(f"milestones must be a sequence of floats in [0, 1], got {milestones!r}")
-    ms = tuple(_validate.real("milestones", m, low=0.0, high=1.0) for m in milestones)
+        raise TypeError(
+            f"milestones must be a non-empty sequence of floats in (0, 1), got {milestones!r}")
+    if not milestones:
+        raise ValueError(
+            f"milestones must be a non-empty sequence of floats in (0, 1), got {milestones!r}")
+    for m in milestones:
+        if not _validate._is_real(m):
+            raise TypeError(f"milestones must be floats in (0, 1), got {milestones!r}")
+        v = float(m)
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"milestones must be in (0, 1), got {milestones!r}")
+    ms = tuple(float(m) for m in milestones)
     if any(b <= a for a, b in zip(ms, ms[1:], strict=False)):
         raise ValueError(f"milestones must be strictly increasing, got {milestones!r}")
     return ms
+
+
+def step_multiplier(passed, factor, dtype=jnp.float32) -> jax.Array:
+    """``factor ** k`` where ``k`` counts the true entries of the list ``passed``.
+
+    Written as a running product (one multiply per passed milestone) so that the
+    profile and the integer-milestone path of the schedules agree bit for bit.
+    """
+    f = jnp.asarray(factor, dtype)
+    mult = jnp.ones(jnp.shape(passed[0]), dtype)
+    for hit in passed:
+        mult = jnp.where(hit, mult * f, mult)
+    return mult
 
 
 def step(p, milestones=(0.3, 0.6, 0.9), factor=0.1) -> jax.Array:
     r"""Step decay, :math:`\text{factor}^{\#\{m \in \text{milestones} : m \le p\}}`.
 
     The defaults are the 30-60-90 schedule of ImageNet training, as fractions of
-    the budget (Li et al., 2020, "step-d3").
+    the budget (Li et al., 2020, "step-d3"). Here the comparison ``m <= p`` is
+    done in float32; the schedules (:func:`budgetax.schedules.step`,
+    ``schedules.budgeted(profiles.step, ...)``) instead compare the integer step
+    with the integer milestone step, so a milestone fires on time for every
+    budget up to ``2**31 - 1``.
 
     Args:
       p: progress in [0, 1] (clipped).
-      milestones: strictly increasing fractions of the budget in [0, 1]. (Budgeted
-        schedules compute ``p = t / T`` exactly, so a milestone fires on time.)
+      milestones: a non-empty, strictly increasing sequence of fractions of the
+        budget in (0, 1).
       factor: multiplier applied at each milestone, ``0 < factor <= 1``.
+
+    Returns:
+      The multiplier, of the shape of ``p``.
 
     Example:
       >>> [round(float(step(x)), 4) for x in (0.0, 0.3, 0.75, 1.0)]
       [1.0, 0.1, 0.01, 0.001]
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    ms = _check_milestones(milestones)
-    factor = _validate.hyperparam("factor", factor, low=0.0, high=1.0, low_open=True)
-    p = _progress(p)
-    n = jnp.zeros(p.shape, p.dtype)
-    for m in ms:
-        n = n + (p >= m).astype(p.dtype)
-    return jnp.asarray(factor, p.dtype) ** n
+    ms = check_milestones(milestones)
+    factor = hyperparam("factor", factor, low=0.0, high=1.0, low_open=True)
+    p = _progress(p, "step")
+    return step_multiplier([p >= jnp.asarray(m, p.dtype) for m in ms], factor, p.dtype)
 
 
 def polynomial(p, power=2.0) -> jax.Array:
     r"""Polynomial decay, :math:`(1 - p)^{\text{power}}`, ``power > 0``.
 
+    Args:
+      p: progress in [0, 1] (clipped).
+      power: the exponent, ``> 0``.
+
+    Returns:
+      The multiplier, of the shape of ``p``: exactly 0 at ``p = 1``.
+
     Example:
       >>> float(polynomial(0.5, power=2.0))
       0.25
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    power = _validate.hyperparam("power", power, low=0.0, low_open=True)
-    return (1.0 - _progress(p)) ** power
+    power = hyperparam("power", power, low=0.0, low_open=True)
+    return (1.0 - _progress(p, "polynomial")) ** power
 
 
 def constant(p) -> jax.Array:
     """Constant profile, 1 everywhere (the no-decay baseline).
 
+    Args:
+      p: progress in [0, 1] (only its shape is used).
+
+    Returns:
+      Ones of the shape of ``p``.
+
     Example:
       >>> float(constant(0.7))
       1.0
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    p = _progress(p)
-    return jnp.ones_like(p)
+    return jnp.ones_like(_progress(p, "constant"))
 
 
 def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
     r"""Warmup-stable-decay without its warmup: 1, then a decay over the last part.
 
-    With :math:`s = 1 - \text{decay\_fraction}` and :math:`q = (p - s) / \text{decay\_fraction}`
-    clipped to [0, 1], the multiplier is 1 for :math:`p \le s`, then
-    ``linear``: :math:`1 - q`; ``cosine``: :math:`\tfrac12(1 + \cos \pi q)`;
-    ``sqrt``: :math:`1 - \sqrt{q}`. Warmup is added by the schedule (``warmup_steps``).
+    With :math:`d = \text{decay\_fraction}` and the remaining fraction of the
+    decay :math:`u = \mathrm{clip}((1 - p) / d, 0, 1)` (1 until :math:`p = 1 - d`,
+    then down to exactly 0 at :math:`p = 1`), the multiplier is
+    ``linear``: :math:`u`; ``cosine``: :math:`\tfrac12(1 + \cos \pi (1 - u))`;
+    ``sqrt``: :math:`1 - \sqrt{1 - u}` (computed as :math:`u / (1 + \sqrt{1 - u})`).
+    With :math:`q = 1 - u` these are the decays ``1 - q``, cosine and ``1 - sqrt(q)``
+    of HF transformers' ``get_wsd_schedule`` ("linear", "cosine", "1-sqrt").
+    Every decay is exactly 0 at ``p = 1``. Warmup is added by the schedule
+    (``warmup_steps``).
 
     Args:
       p: progress in [0, 1] (clipped).
       decay_fraction: fraction of the budget spent decaying, in (0, 1].
       decay: one of ``"linear"``, ``"cosine"``, ``"sqrt"``.
+
+    Returns:
+      The multiplier, of the shape of ``p``.
 
     Example:
       >>> [round(float(wsd(x, 0.2)), 4) for x in (0.5, 0.8, 0.9, 1.0)]
@@ -193,36 +333,48 @@ def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
 
     References:
       Hu et al. MiniCPM. 2024. arXiv:2404.06395.
+      Hägele et al. Scaling Laws and Compute-Optimal Training Beyond Fixed
+      Training Durations. 2024. arXiv:2405.18392.
     """
-    decay_fraction = _validate.hyperparam(
-            "decay_fraction", decay_fraction, low=0.0, high=1.0, low_open=True
-        )
+    decay_fraction = hyperparam("decay_fraction", decay_fraction, low=0.0, high=1.0,
+                                low_open=True)
     _validate.one_of("decay", decay, WSD_DECAYS)
-    p = _progress(p)
-    q = jnp.clip((p - (1.0 - decay_fraction)) / decay_fraction, 0.0, 1.0)
+    p = _progress(p, "wsd")
+    u = jnp.clip((1.0 - p) / decay_fraction, 0.0, 1.0)
     if decay == "linear":
-        return 1.0 - q
+        return u
     if decay == "cosine":
-        return 0.5 * (1.0 + jnp.cos(jnp.pi * q))
-    return 1.0 - jnp.sqrt(q)
+        return _cos_ramp(1.0 - u)
+    return u / (1.0 + jnp.sqrt(1.0 - u))
 
 
 def one_cycle(p, pct_start=0.3, div_factor=25.0, final_div_factor=1e4) -> jax.Array:
-    r"""OneCycle: cosine up from ``1/div_factor`` to 1, then cosine down.
+    r"""OneCycle: cosine up from ``1/div_factor`` to 1, then cosine down to the minimum.
 
     With :math:`a = 1/\text{div\_factor}` and :math:`z = a / \text{final\_div\_factor}`:
     for :math:`p < \text{pct\_start}`,
     :math:`a + (1 - a)\,\tfrac12(1 - \cos \pi p/\text{pct\_start})`;
     afterwards :math:`z + (1 - z)\,\tfrac12(1 + \cos \pi r)` with
-    :math:`r = (p - \text{pct\_start}) / (1 - \text{pct\_start})`. This is
-    ``optax.cosine_onecycle_schedule`` with a peak of 1, written against progress.
-    It is the one profile that is not 1 at ``p = 0``.
+    :math:`r = (p - \text{pct\_start}) / (1 - \text{pct\_start})`. It is the one
+    built-in profile that is not 1 at ``p = 0`` (a schedule's warmup leads into
+    ``a``, see :func:`budgetax.schedules.budgeted`); it is exactly ``z`` at ``p = 1``.
+
+    Convention: this follows optax. ``optax.cosine_onecycle_schedule(T, peak)``
+    (equal to ``schedules.one_cycle(T, peak)`` when ``pct_start * T`` is an
+    integer) peaks at ``t = pct_start * T`` and reaches its minimum at ``t = T``,
+    i.e. just after the last update of a ``T``-step budget. PyTorch's
+    ``OneCycleLR(total_steps=T)`` counts phases to ``pct_start * T - 1`` and
+    ``T - 1``: it peaks one step earlier and the last update (``t = T - 1``)
+    runs at the minimum. The shapes agree; the step index is offset by one.
 
     Args:
       p: progress in [0, 1] (clipped).
       pct_start: fraction of the budget spent rising, in (0, 1).
       div_factor: the start is ``1 / div_factor`` of the peak, ``>= 1``.
       final_div_factor: the end is ``1 / (div_factor * final_div_factor)``, ``>= 1``.
+
+    Returns:
+      The multiplier, of the shape of ``p``.
 
     Example:
       >>> float(one_cycle(0.3))
@@ -231,16 +383,20 @@ def one_cycle(p, pct_start=0.3, div_factor=25.0, final_div_factor=1e4) -> jax.Ar
     References:
       Smith, Topin. Super-Convergence. 2017. arXiv:1708.07120.
     """
-    pct_start = _validate.hyperparam("pct_start", pct_start, low=0.0, high=1.0,
-                                     low_open=True, high_open=True)
-    div_factor = _validate.hyperparam("div_factor", div_factor, low=1.0)
-    final_div_factor = _validate.hyperparam("final_div_factor", final_div_factor, low=1.0)
-    p = _progress(p)
-    a = 1.0 / div_factor
-    z = a / final_div_factor
-    up = a + (1.0 - a) * 0.5 * (1.0 - jnp.cos(jnp.pi * p / pct_start))
-    r = jnp.clip((p - pct_start) / (1.0 - pct_start), 0.0, 1.0)
-    down = z + (1.0 - z) * 0.5 * (1.0 + jnp.cos(jnp.pi * r))
+    pct_start = hyperparam("pct_start", pct_start, low=0.0, high=1.0, low_open=True,
+                           high_open=True)
+    div_factor = hyperparam("div_factor", div_factor, low=1.0)
+    final_div_factor = hyperparam("final_div_factor", final_div_factor, low=1.0)
+    p = _progress(p, "one_cycle")
+    if isinstance(div_factor, float) and isinstance(final_div_factor, float):
+        a, z = 1.0 / div_factor, 1.0 / (div_factor * final_div_factor)  # rounded once
+    else:
+        a = 1.0 / jnp.asarray(div_factor, p.dtype)
+        z = a / final_div_factor
+    up = a + (1.0 - a) * (1.0 - _cos_ramp(jnp.clip(p / pct_start, 0.0, 1.0)))
+    # remaining fraction of the way down: exactly 0 at p = 1
+    v = jnp.clip((1.0 - p) / (1.0 - pct_start), 0.0, 1.0)
+    down = z + (1.0 - z) * _cos_ramp(1.0 - v)
     return jnp.where(p < pct_start, up, down)
 
 

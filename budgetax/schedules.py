@@ -6,20 +6,49 @@ sampling period ``k = sample_every``:
 
 .. math::
 
-   \tau &= k \lfloor t / k \rfloor \quad\text{(re-sampled every } k \text{ steps)} \\
-   \eta(t) &= \text{peak} \cdot \tau / w \quad\text{for } \tau < w \\
+   \tau &= k \lfloor t / k \rfloor \ \text{for } t < T, \quad \tau = T \ \text{for } t \ge T
+        \quad\text{(re-sampled every } k \text{ steps)} \\
+   \eta(t) &= \eta_0 \cdot \tau / w \quad\text{for } \tau < w,
+        \qquad \eta_0 = \text{end} + (\text{peak} - \text{end})\,\text{profile}(0) \\
    \eta(t) &= \text{end} + (\text{peak} - \text{end})\,\text{profile}(p),\quad
    p = \mathrm{clip}\big((\tau - w) / (T - w), 0, 1\big) \quad\text{otherwise.}
 
-From ``t = T`` on the value is the one at the end of the budget, ``end +
-(peak - end) * profile(1)`` (``end`` for every profile that decays to 0), also
-when ``T`` is not a multiple of ``k``. ``p`` is computed exactly (see
-:func:`progress`), so a step milestone ``m`` fires exactly at the first ``t``
-with ``t - w >= m (T - w)``.
+**End.** From ``t = T`` on the value is exactly the one at the end of the budget,
+``end + (peak - end) * profile(1)``: exactly ``end_value`` for every profile that
+decays to 0 (``linear``, ``rex``, ``cosine``, ``polynomial``, ``wsd`` with any
+decay), ``end + (peak - end) * final`` for ``exponential``, ``factor ** len(milestones)``
+of the way for ``step``, the OneCycle minimum for ``one_cycle`` and ``peak`` for
+``constant``; also when ``T`` is not a multiple of ``k``. ``p`` is computed exactly
+(see :func:`progress`) and every built-in profile is exact at ``p = 1``.
+
+**Warmup.** The linear warmup rises from 0 to the profile's own start ``eta_0``,
+so it joins the profile without a jump. For every profile that starts at 1 this
+is ``peak``; ``one_cycle`` starts at ``peak / div_factor`` (then rises to ``peak``
+by itself), so a warmup in front of it leads into that value.
+
+**Milestones.** :func:`step` (and ``budgeted(profiles.step, ...)``) compares the
+integer step with integer milestone steps, as ``torch.optim.lr_scheduler.MultiStepLR``
+and ``optax.piecewise_constant_schedule`` do: milestone ``m`` fires at the first
+``t`` with ``t - w >= m (T - w)``, i.e. at ``t = w + ceil(m (T - w))``, with ``m``
+read as the decimal number it prints as (``0.1`` is 1/10). This holds for every
+budget up to ``2**31 - 1``.
+
 ``sample_every = steps_per_epoch`` is the per-epoch sampling rate of the REX paper;
 ``sample_every = 1`` (the default) re-samples at every step.
 
-Every factory validates its arguments eagerly and computes in float32.
+**Arguments.** ``total_steps``, ``warmup_steps`` and ``sample_every`` are static:
+Python ints (or concrete integer arrays) up to ``2**31 - 1``, checked when the
+schedule is built. The numeric hyperparameters (``peak_value``, ``end_value`` and
+the profile's knobs) may be JAX arrays: concrete ones are checked, traced ones
+(``jax.vmap``, ``optax.inject_hyperparams``) pass. A schedule takes an integer
+count (a Python int or an integer array, as optax passes); a float count is
+refused (``TypeError``), negative counts count as 0. Values are float32.
+
+**Speed.** Called with a concrete count (logging, plotting), a schedule runs one
+compiled function, cached per configuration (the budget, warmup, sampling rate
+and profile; the numeric hyperparameters are arguments, so they do not
+recompile). Called with a traced count (inside ``jax.jit`` / ``jax.vmap``), it is
+traced inline. Both run the same code and give the same float32 values.
 
 References:
   Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
@@ -28,12 +57,17 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import math
 from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from budgetax import _validate, profiles
@@ -53,21 +87,99 @@ __all__ = [
     "wsd",
 ]
 
+INT32_MAX = 2**31 - 1
+
+_STATIC_HINT = ("it fixes the schedule's structure, so it must be static: pass a Python int "
+                "(under jax.jit use static_argnames; with optax.inject_hyperparams list it in "
+                "static_args)")
+
+
+def _static_int(name: str, value: Any, *, low: int) -> int:
+    """A Python int (or concrete integer array) in ``[low, 2**31 - 1]``; raises naming ``name``."""
+    kind = "a positive int" if low == 1 else "a non-negative int"
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name} must be {kind}, got the traced value {value!r}; {_STATIC_HINT}")
+    if isinstance(value, jax.Array | np.ndarray):
+        arr = np.asarray(value)
+        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name} must be {kind}, got {value!r}")
+        value = int(arr)
+    elif not _validate._is_int(value):
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    value = int(value)
+    if value < low:
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if value > INT32_MAX:
+        raise ValueError(f"{name} must be at most 2**31 - 1 (counts are int32), got {value!r}")
+    return value
+
+
+def _check_count(count):
+    """The schedule's argument as an integer array or Python int (clipping is left to the caller).
+
+    Returns ``(count, traced)``.
+    """
+    if isinstance(count, jax.core.Tracer | jax.Array):
+        if not jnp.issubdtype(count.dtype, jnp.integer):
+            raise TypeError(
+                f"count must be an integer update count (t = 0, 1, ...), got an array of dtype "
+                f"{count.dtype}; cast it with .astype(int) if it holds whole numbers")
+        return count, isinstance(count, jax.core.Tracer)
+    if isinstance(count, bool | np.bool_):
+        raise TypeError(f"count must be an integer update count (t = 0, 1, ...), got {count!r}")
+    if _validate._is_int(count) and not isinstance(count, np.generic):
+        return count, False
+    arr = np.asarray(count)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"count must be an integer update count (t = 0, 1, ...), got {count!r} (dtype "
+            f"{arr.dtype}); cast it with .astype(int) if it holds whole numbers")
+    return arr, False
+
+
+# --------------------------------------------------------------------------- exact progress
+_ROUND_BIT = 1 << 24  # 25 significant bits collected: 24 + a rounding bit
+
+
+def _long_division_step(_, carry):
+    rem, bits, n, big = carry
+    active = bits < jnp.uint32(_ROUND_BIT)
+    twice = rem * jnp.uint32(2)  # rem <= T < 2**31: no overflow
+    bit = twice >= big
+    rem = jnp.where(active, jnp.where(bit, twice - big, twice), rem)
+    bits = jnp.where(active, bits * jnp.uint32(2) + bit.astype(jnp.uint32), bits)
+    return rem, bits, n + active.astype(jnp.int32), big
+
+
+def _exact_progress(count, total_steps: int) -> jax.Array:
+    """``progress`` without argument checks (``count`` an integer array, ``total_steps`` valid)."""
+    big = jnp.uint32(total_steps)
+    c = jnp.clip(jnp.asarray(count), 0, total_steps).astype(jnp.uint32)
+    zeros = jnp.zeros(c.shape, jnp.uint32)
+    rem, bits, n, _ = jax.lax.fori_loop(
+        0, total_steps.bit_length() + 25, _long_division_step,
+        (c, zeros, jnp.zeros(c.shape, jnp.int32), big))
+    mant = bits >> 1
+    round_up = (bits & 1) & ((rem != 0) | (mant & 1)).astype(jnp.uint32)
+    p = jnp.ldexp((mant + round_up).astype(jnp.float32), 1 - n)
+    return jnp.where(c >= big, jnp.float32(1.0), jnp.where(c == 0, jnp.float32(0.0), p))
+
 
 def progress(count, total_steps: int) -> jax.Array:
     r"""``min(count, T) / T`` as float32, correctly rounded, for any int32 ``count``.
 
     XLA's float32 division is not correctly rounded on every backend (on CPU it
-    is often an ulp off, and ``T / T`` can come out below 1), which would move
-    a step milestone by one update or leave a profile short of its end value.
-    This computes the quotient by binary long division on unsigned integers
-    (``T.bit_length() + 25`` shift-subtract steps in a ``fori_loop``) and
-    rounds to nearest even, so ``p`` is exact wherever float32 can be, e.g.
-    ``progress(300, 1000) == float32(0.3)``.
+    is often an ulp off, and ``T / T`` can come out below 1), which would leave
+    a profile short of its end value. This computes the quotient by binary long
+    division on unsigned integers (``T.bit_length() + 25`` shift-subtract steps
+    in a ``fori_loop``) and rounds to nearest even, so ``p`` is exact wherever
+    float32 can be, e.g. ``progress(300, 1000) == float32(0.3)``, and
+    ``progress(T, T) == 1``.
 
     Args:
-      count: int array of update counts (negative values count as 0).
-      total_steps: the budget ``T``, a positive Python int below 2**31.
+      count: an integer array (or Python int) of update counts; negative values
+        count as 0. Float counts raise ``TypeError``.
+      total_steps: the budget ``T``, a positive Python int up to ``2**31 - 1``.
 
     Returns:
       A float32 array of the shape of ``count``, in [0, 1].
@@ -75,30 +187,99 @@ def progress(count, total_steps: int) -> jax.Array:
     Example:
       >>> float(progress(1, 3)) == float(jnp.float32(1) / jnp.float32(3))
       True
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    total_steps = _validate.positive_int("total_steps", total_steps)
-    if total_steps >= 2**31:
-        raise ValueError(f"total_steps must be < 2**31, got {total_steps!r}")
-    big = jnp.uint32(total_steps)
-    c = jnp.clip(jnp.asarray(count), 0, total_steps).astype(jnp.uint32)
-    full = jnp.uint32(1 << 24)  # 25 significant bits collected: 24 + a rounding bit
+    total_steps = _static_int("total_steps", total_steps, low=1)
+    count, _ = _check_count(count)
+    if not isinstance(count, jax.Array | jax.core.Tracer):
+        count = np.clip(count, 0, total_steps).astype(np.int32)
+    return _exact_progress(count, total_steps)
 
-    def body(_, carry):
-        rem, bits, n = carry
-        active = bits < full
-        twice = rem * jnp.uint32(2)  # rem <= T < 2**31: no overflow
-        bit = twice >= big
-        rem = jnp.where(active, jnp.where(bit, twice - big, twice), rem)
-        bits = jnp.where(active, bits * jnp.uint32(2) + bit.astype(jnp.uint32), bits)
-        return rem, bits, n + active.astype(jnp.int32)
 
-    zeros = jnp.zeros(c.shape, jnp.uint32)
-    rem, bits, n = jax.lax.fori_loop(0, total_steps.bit_length() + 25, body,
-                                     (c, zeros, jnp.zeros(c.shape, jnp.int32)))
-    mant = bits >> 1
-    round_up = (bits & 1) & ((rem != 0) | (mant & 1)).astype(jnp.uint32)
-    p = jnp.ldexp((mant + round_up).astype(jnp.float32), 1 - n)
-    return jnp.where(c >= big, jnp.float32(1.0), jnp.where(c == 0, jnp.float32(0.0), p))
+# --------------------------------------------------------------------------- configuration
+_BUILTIN = {fn: name for name, fn in profiles.PROFILES.items()}
+
+
+@functools.cache
+def _defaults(fn) -> dict:
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    """Everything static about a schedule: its compiled function is cached on this."""
+
+    profile: Callable  # a built-in profile (knobs below) or the user's callable
+    static_knobs: tuple  # ((name, value), ...): strings and milestone tuples
+    knob_names: tuple  # names of the numeric knobs, passed as arguments
+    total: int
+    warmup: int
+    sample_every: int
+    milestone_steps: tuple | None  # integer milestones of a step profile, else None
+
+    def bind(self, knob_values) -> Callable:
+        if not self.knob_names and not self.static_knobs:
+            return self.profile
+        return functools.partial(self.profile, **dict(self.static_knobs),
+                                 **dict(zip(self.knob_names, knob_values, strict=True)))
+
+
+def _split_profile(fn):
+    """``(base, static_knobs, {numeric knobs})`` for built-ins and their partials, else opaque."""
+    if fn in _BUILTIN:
+        return fn, {}, {}
+    if (isinstance(fn, functools.partial) and fn.func in _BUILTIN and not fn.args
+            and set(fn.keywords) <= set(_defaults(fn.func))):
+        static, numeric = {}, {}
+        for k, v in fn.keywords.items():
+            if isinstance(v, str):
+                static[k] = v
+            elif isinstance(v, list | tuple):
+                static[k] = tuple(v)
+            else:
+                numeric[k] = v
+        return fn.func, static, numeric
+    return fn, None, {}
+
+
+def _milestone_steps(milestones, decay_steps: int) -> tuple[int, ...]:
+    """``ceil(m * D)`` for each milestone, with ``m`` read as the decimal it prints as."""
+    return tuple(math.ceil(Fraction(repr(float(m))) * decay_steps) for m in milestones)
+
+
+def _evaluate(count, peak, end, knob_values, *, cfg: _Config):
+    """The schedule's value at ``count``: traced inline, or compiled once per ``cfg``."""
+    fn = cfg.bind(knob_values)
+    c = jnp.clip(jnp.asarray(count), 0, cfg.total).astype(jnp.int32)
+    if cfg.sample_every > 1:
+        k = cfg.sample_every
+        c = jnp.where(c >= cfg.total, cfg.total, (c // k) * k)
+    span = peak - end
+    decay_steps = cfg.total - cfg.warmup
+    if cfg.milestone_steps is not None:
+        knobs = {**_defaults(profiles.step), **dict(cfg.static_knobs),
+                 **dict(zip(cfg.knob_names, knob_values, strict=True))}
+
+        def decay(n):
+            passed = [n >= m for m in cfg.milestone_steps]
+            return end + span * profiles.step_multiplier(passed, knobs["factor"])
+    else:
+        def decay(n):
+            return end + span * fn(_exact_progress(n, decay_steps))
+
+    if cfg.warmup:
+        start = end + span * fn(jnp.float32(0.0))  # warm up into the profile's own start
+        warmup = optax.linear_schedule(0.0, start, cfg.warmup)
+        value = optax.join_schedules([warmup, decay], [cfg.warmup])(c)
+    else:
+        value = decay(c)
+    return jnp.asarray(value, jnp.float32)
+
+
+_compiled = jax.jit(_evaluate, static_argnames=("cfg",))
 
 
 def _resolve_profile(profile) -> Callable[[jax.Array], jax.Array]:
@@ -120,27 +301,31 @@ def budgeted(
 ) -> optax.Schedule:
     r"""A schedule that follows ``profile`` over the budget, after an optional linear warmup.
 
-    See the module docstring for the maths.
+    See the module docstring for the maths, the exact end, the warmup into
+    profiles that do not start at 1 and the integer milestones.
 
     Args:
       profile: a function ``p -> multiplier`` (e.g. ``profiles.rex``, or a
         ``functools.partial`` of one with its knobs), or a profile name.
-      total_steps: the budget ``T``, a positive Python int.
+      total_steps: the budget ``T``, a positive Python int up to ``2**31 - 1``.
       peak_value: the learning rate at the end of warmup (a float, or a JAX
         scalar so that sweeps can vmap over it).
-      end_value: the value the profile anneals to at the budget.
+      end_value: the value the profile anneals to at the budget (float or JAX scalar).
       warmup_steps: linear warmup from 0 over the first ``warmup_steps`` steps,
-        ``0 <= warmup_steps < total_steps``.
-      sample_every: re-sample the learning rate every this many steps (``>= 1``).
+        a Python int with ``0 <= warmup_steps < total_steps``.
+      sample_every: re-sample the learning rate every this many steps, a Python
+        int in ``[1, 2**31 - 1]``.
 
     Returns:
-      An ``optax.Schedule``: ``count -> learning rate`` (float32).
+      An ``optax.Schedule``: integer ``count -> learning rate`` (float32).
 
     Example:
       >>> import optax
       >>> sched = budgeted(profiles.linear, total_steps=100, peak_value=0.1)
       >>> round(float(sched(50)), 6)
       0.05
+      >>> float(sched(100))
+      0.0
       >>> tx = optax.sgd(sched)
 
     References:
@@ -148,34 +333,47 @@ def budgeted(
       Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
     fn = _resolve_profile(profile)
-    total_steps = _validate.positive_int("total_steps", total_steps)
-    warmup_steps = _validate.nonnegative_int("warmup_steps", warmup_steps)
+    total_steps = _static_int("total_steps", total_steps, low=1)
+    warmup_steps = _static_int("warmup_steps", warmup_steps, low=0)
     if warmup_steps >= total_steps:
         raise ValueError(
             f"warmup_steps must be < total_steps={total_steps}, got {warmup_steps!r}"
         )
-    sample_every = _validate.positive_int("sample_every", sample_every)
-    peak_value = _validate.hyperparam("peak_value", peak_value)
-    end_value = _validate.hyperparam("end_value", end_value)
-    fn(jnp.float32(0.0))  # validates the profile's knobs now, not at trace time
-    decay_steps = total_steps - warmup_steps
+    sample_every = _static_int("sample_every", sample_every, low=1)
+    peak_value = profiles.hyperparam("peak_value", peak_value)
+    end_value = profiles.hyperparam("end_value", end_value)
+    probe = fn(jnp.float32(0.0))  # validates the profile's knobs now, not at trace time
 
-    def decay(count):
-        return end_value + (peak_value - end_value) * fn(progress(count, decay_steps))
-
-    if warmup_steps:
-        warmup = optax.linear_schedule(0.0, peak_value, warmup_steps)
-        base = optax.join_schedules([warmup, decay], [warmup_steps])
-    else:
-        base = decay
+    base, static_knobs, numeric = _split_profile(fn)
+    if static_knobs is None:  # an opaque callable: its knobs stay inside it
+        static_knobs = {}
+    milestone_steps = None
+    if base is profiles.step:
+        ms = static_knobs.get("milestones", _defaults(profiles.step)["milestones"])
+        milestone_steps = _milestone_steps(profiles.check_milestones(ms),
+                                           total_steps - warmup_steps)
+    cfg = _Config(base, tuple(sorted(static_knobs.items())), tuple(numeric), total_steps,
+                  warmup_steps, sample_every, milestone_steps)
+    args = (peak_value, end_value, tuple(numeric.values()))
+    concrete = not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(args)) \
+        and not isinstance(probe, jax.core.Tracer)
+    fast = None
+    if concrete:
+        try:
+            hash(cfg)
+            fast = functools.partial(_compiled, cfg=cfg)
+        except TypeError:  # an unhashable callable profile: compile per schedule
+            fast = jax.jit(functools.partial(_evaluate, cfg=cfg))
 
     def schedule(count):
-        count = jnp.asarray(count)
-        if sample_every > 1:
-            # re-sampled inside the budget; from T on the value is the end value
-            count = jnp.where(count >= total_steps, total_steps,
-                              (count // sample_every) * sample_every)
-        return jnp.asarray(base(count), jnp.float32)
+        count, traced = _check_count(count)
+        if fast is None or traced:
+            return _evaluate(count, *args, cfg=cfg)
+        if isinstance(count, int):
+            count = np.int32(min(max(count, 0), total_steps))
+        elif isinstance(count, np.ndarray):
+            count = np.clip(count, 0, total_steps).astype(np.int32)
+        return fast(count, *args)
 
     return schedule
 
