@@ -18,10 +18,26 @@ Three factories:
 
 * :func:`demon` -- heavy-ball momentum :math:`m_t = \beta_t m_{t-1} + g_t`
   (``optax.trace`` with a decaying coefficient);
-* :func:`demon_sgd` -- ``demon`` followed by the learning rate (SGD + Demon);
+* :func:`demon_sgd` -- SGD + Demon, with the learning rate inside the momentum
+  buffer as in Keras (``v = beta_t v - lr_t g``);
 * :func:`demon_adam` -- Adam whose first-moment EMA uses :math:`\beta_t`, with
-  the *exact* bias correction for a time-varying coefficient (see
+  Keras Adam's bias correction evaluated at the current coefficient (or, as an
+  option, the *exact* correction for a time-varying coefficient, see
   :func:`scale_by_demon_adam`), decoupled weight decay as in AdamW.
+
+**Reference code.** The defaults reproduce the public Keras implementation of
+Demon SGD and Demon Adam (github.com/autasi/demon_sgd, ``demon_sgd.py`` and
+``demon_adam.py``, TensorFlow 2.2), which ``tests/reference/demon_keras.py``
+ports to float64 NumPy: Nesterov's look-ahead uses the same :math:`\beta_t`
+as the buffer update, Demon SGD keeps the learning rate in the buffer, and
+Demon Adam corrects the first moment with :math:`1 - \beta_t^{\,t+1}` and puts
+epsilon where Keras Adam does. That code leaves :math:`t > T` undefined (the
+coefficient turns negative and then diverges); here :math:`\beta_t = 0` from
+:math:`t = T` on.
+
+Every numeric hyperparameter may be a JAX array (checked when concrete), so
+``optax.inject_hyperparams`` and ``jax.vmap`` over ``beta_init``, ``b2``, the
+learning rate or ``total_steps`` work.
 
 Arithmetic is done in float32 (or wider), the moments are stored in their own
 dtype (``mu_dtype``, default the parameter dtype), and the returned updates are
@@ -44,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from budgetax import _validate, schedules
+from budgetax import _validate, profiles
 
 __all__ = [
     "BIAS_CORRECTIONS",
@@ -57,14 +73,23 @@ __all__ = [
     "scale_by_demon_adam",
 ]
 
-BIAS_CORRECTIONS = ("exact", "original")
+BIAS_CORRECTIONS = ("original", "exact")
 
 
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_beta_init(beta_init) -> float:
-    return _validate.real("beta_init", beta_init, low=0.0, high=1.0, high_open=True)
+def _check_beta_init(beta_init):
+    return _validate.real_or_array("beta_init", beta_init, low=0.0, high=1.0, high_open=True)
+
+
+def _check_total_steps(total_steps):
+    return _validate.positive_int_or_array("total_steps", total_steps)
+
+
+def _is_zero(value) -> bool:
+    """True only for a Python number equal to 0 (an array may be traced: never skipped)."""
+    return isinstance(value, int | float) and value == 0.0
 
 
 def _check_dtype(name: str, dtype) -> Any:
@@ -82,7 +107,7 @@ def _check_dtype(name: str, dtype) -> Any:
 def _check_learning_rate(learning_rate):
     if callable(learning_rate):
         return learning_rate
-    return _validate.hyperparam("learning_rate", learning_rate, low=0.0)
+    return _validate.real_or_array("learning_rate", learning_rate, low=0.0)
 
 
 def _compute_dtype(*dtypes) -> Any:
@@ -105,8 +130,8 @@ def demon_schedule(total_steps: int, beta_init: float = 0.9) -> optax.Schedule:
     Computed in float32.
 
     Args:
-      total_steps: the budget ``T`` (positive Python int).
-      beta_init: the initial coefficient, ``0 <= beta_init < 1``.
+      total_steps: the budget ``T`` (positive Python int, or an integer JAX array).
+      beta_init: the initial coefficient, ``0 <= beta_init < 1`` (float or JAX array).
 
     Returns:
       An ``optax.Schedule`` mapping the int count ``t`` to a float32 ``beta_t``.
@@ -119,9 +144,19 @@ def demon_schedule(total_steps: int, beta_init: float = 0.9) -> optax.Schedule:
     References:
       Chen, Wolfe, Li, Kyrillidis. Demon. ICASSP 2022. arXiv:1910.04952.
     """
+    total_steps = _check_total_steps(total_steps)
     beta_init = _check_beta_init(beta_init)
-    # the REX schedule itself (exact progress, exactly 0 from t = T on)
-    return schedules.rex(total_steps, beta_init, beta=beta_init)
+
+    def schedule(count):
+        count = jnp.asarray(count, jnp.int32)
+        total = jnp.asarray(total_steps, jnp.int32)
+        p = jnp.minimum(count, total).astype(jnp.float32) / total.astype(jnp.float32)
+        beta = jnp.asarray(beta_init, jnp.float32)
+        value = beta * profiles.rex(p, beta=beta)  # the REX profile with curvature beta_init
+        # exactly 0 from t = T on (float32 T / T can be an ulp below 1)
+        return jnp.where(count >= total, 0.0, value).astype(jnp.float32)
+
+    return schedule
 
 
 # ----------------------------------------------------------------------------- demon momentum
@@ -146,15 +181,15 @@ def demon(total_steps: int, beta_init: float = 0.9, *, nesterov: bool = False,
        m_t = \beta_t\, m_{t-1} + g_t, \qquad m_{-1} = 0,
 
     and the output is :math:`m_t`, or with ``nesterov=True`` the look-ahead
-    :math:`g_t + \beta_{t+1} m_t` (the coefficient that will multiply
-    :math:`m_t` at the next step; for a constant coefficient both reduce to
-    ``optax.trace``). After the budget, :math:`\beta_t = 0` and the output is
-    the gradient itself.
+    :math:`g_t + \beta_t m_t` with the same coefficient, as the reference
+    code (Keras momentum with the decayed coefficient) computes it; for a
+    constant coefficient both reduce to ``optax.trace``. After the budget,
+    :math:`\beta_t = 0` and the output is the gradient itself.
 
     Args:
-      total_steps: the budget ``T`` (positive Python int).
+      total_steps: the budget ``T`` (positive Python int, or an integer JAX array).
       beta_init: initial momentum coefficient, ``0 <= beta_init < 1``.
-      nesterov: use Nesterov's look-ahead.
+      nesterov: use Nesterov's look-ahead (a ``bool``).
       mu_dtype: dtype of the stored momentum (e.g. ``jnp.bfloat16``); ``None``
         keeps the dtype of the parameters. Arithmetic is float32 or wider.
 
@@ -193,9 +228,8 @@ def demon(total_steps: int, beta_init: float = 0.9, *, nesterov: bool = False,
 
         mu = jax.tree.map(momentum, updates, state.mu, is_leaf=lambda x: x is None)
         if nesterov:
-            beta_next = schedule(optax.safe_increment(state.count))
             out = jax.tree.map(
-                lambda g, m: None if g is None else g.astype(m.dtype) + beta_next.astype(
+                lambda g, m: None if g is None else g.astype(m.dtype) + beta.astype(
                     m.dtype) * m,
                 updates, mu, is_leaf=lambda x: x is None)
         else:
@@ -209,26 +243,46 @@ def demon(total_steps: int, beta_init: float = 0.9, *, nesterov: bool = False,
 
 def demon_sgd(learning_rate, total_steps: int, beta_init: float = 0.9, *,
               nesterov: bool = False, weight_decay: float = 0.0,
-              mu_dtype=None) -> optax.GradientTransformation:
-    r"""SGD with Demon momentum.
+              mu_dtype=None, lr_in_momentum: bool = True) -> optax.GradientTransformation:
+    r"""SGD with Demon momentum, as the reference Keras ``DemonSGD``.
+
+    With :math:`d_t = g_t + \lambda\theta_{t-1}` (L2 weight decay, coupled, as
+    in SGD) and the default ``lr_in_momentum=True``, the buffer holds the
+    learning rate, as Keras momentum does:
 
     .. math::
 
-       m_t = \beta_t m_{t-1} + (g_t + \lambda \theta_{t-1}), \qquad
-       \theta_t = \theta_{t-1} - \eta_t\, m_t
+       v_t = \beta_t v_{t-1} - \eta_t d_t, \qquad
+       \theta_t = \theta_{t-1} + v_t
+       \quad(\text{Nesterov: } \theta_t = \theta_{t-1} + \beta_t v_t - \eta_t d_t).
 
-    (with ``nesterov=True`` the step uses :math:`g_t + \lambda\theta_{t-1} +
-    \beta_{t+1} m_t`). Weight decay :math:`\lambda` is added to the gradient
-    (L2, coupled) as in SGD. This is
-    ``optax.chain(optax.add_decayed_weights(wd), demon(...), optax.scale_by_learning_rate(lr))``.
+    ``lr_in_momentum=False`` applies the learning rate after the momentum, as
+    ``optax.sgd`` does: :math:`m_t = \beta_t m_{t-1} + d_t`,
+    :math:`\theta_t = \theta_{t-1} - \eta_t m_t` (Nesterov:
+    :math:`- \eta_t (d_t + \beta_t m_t)`). Both are the same for a constant
+    learning rate; with a schedule the reference's buffer remembers the
+    learning rates its gradients came with. The option is kept for
+    compatibility with ``optax.sgd``-style chains, not as a measured improvement.
+
+    This is ``optax.chain(optax.add_decayed_weights(wd),
+    optax.scale_by_learning_rate(lr), demon(...))`` (the last two swapped for
+    ``lr_in_momentum=False``); the weight-decay step is left out when
+    ``weight_decay`` is the number 0, so ``update`` then needs no ``params``,
+    as with ``optax.sgd``.
 
     Args:
       learning_rate: a non-negative float or an ``optax.Schedule``.
-      total_steps: the budget ``T`` (positive Python int).
+      total_steps: the budget ``T`` (positive Python int, or an integer JAX array).
       beta_init: initial momentum coefficient, ``0 <= beta_init < 1``.
-      nesterov: use Nesterov's look-ahead.
+      nesterov: use Nesterov's look-ahead (a ``bool``).
       weight_decay: L2 coefficient :math:`\lambda \ge 0`.
       mu_dtype: dtype of the stored momentum; ``None`` keeps the parameter dtype.
+      lr_in_momentum: keep the learning rate inside the buffer (a ``bool``; the
+        reference's form, default) or apply it after the momentum.
+
+    Every numeric argument may be a JAX array (checked when concrete); with
+    ``optax.inject_hyperparams`` ``weight_decay`` becomes an array, so pass
+    ``params`` to ``update`` (or list it in ``static_args``).
 
     Returns:
       An ``optax.GradientTransformation`` (a chain; the Demon state is a :class:`DemonState`).
@@ -237,20 +291,23 @@ def demon_sgd(learning_rate, total_steps: int, beta_init: float = 0.9, *,
       >>> import jax.numpy as jnp, optax, budgetax
       >>> tx = budgetax.demon_sgd(0.1, total_steps=1000, beta_init=0.9)
       >>> params = {"w": jnp.ones(3)}
-      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, tx.init(params))
       >>> params = optax.apply_updates(params, updates)
 
     References:
       Chen, Wolfe, Li, Kyrillidis. Demon: Improved Neural Network Training with
       Momentum Decay. ICASSP 2022. arXiv:1910.04952.
+      Reference code: github.com/autasi/demon_sgd, ``demon_sgd.py`` (Keras).
     """
     learning_rate = _check_learning_rate(learning_rate)
-    weight_decay = _validate.hyperparam("weight_decay", weight_decay, low=0.0)
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay),
-        demon(total_steps, beta_init, nesterov=nesterov, mu_dtype=mu_dtype),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    weight_decay = _validate.real_or_array("weight_decay", weight_decay, low=0.0)
+    lr_in_momentum = _validate.boolean("lr_in_momentum", lr_in_momentum)
+    momentum = demon(total_steps, beta_init, nesterov=nesterov, mu_dtype=mu_dtype)
+    lr = optax.scale_by_learning_rate(learning_rate)
+    parts = [lr, momentum] if lr_in_momentum else [momentum, lr]
+    if not _is_zero(weight_decay):
+        parts.insert(0, optax.add_decayed_weights(weight_decay))
+    return optax.chain(*parts)
 
 
 # ----------------------------------------------------------------------------- demon adam
@@ -266,7 +323,7 @@ class DemonAdamState(NamedTuple):
 
 
 def scale_by_demon_adam(total_steps: int, beta_init: float = 0.9, b2: float = 0.999,
-                        eps: float = 1e-8, *, bias_correction: str = "exact",
+                        eps: float = 1e-8, *, bias_correction: str = "original",
                         mu_dtype=None) -> optax.GradientTransformation:
     r"""Adam's direction with the Demon coefficient in the first-moment EMA.
 
@@ -274,31 +331,45 @@ def scale_by_demon_adam(total_steps: int, beta_init: float = 0.9, b2: float = 0.
 
     .. math::
 
-       m_t &= \beta_t m_{t-1} + (1 - \beta_t)\, g_t, \qquad
-       v_t = \beta_2 v_{t-1} + (1 - \beta_2)\, g_t^2 \\
-       \hat m_t &= m_t / c_t, \qquad \hat v_t = v_t / (1 - \beta_2^{t+1}), \qquad
-       u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon)
+       m_t = \beta_t m_{t-1} + (1 - \beta_t)\, g_t, \qquad
+       v_t = \beta_2 v_{t-1} + (1 - \beta_2)\, g_t^2 .
 
-    **Bias correction.** For a constant gradient :math:`g` the EMA with a
-    time-varying coefficient gives :math:`m_t = (1 - \prod_{s=0}^{t} \beta_s)\, g`,
-    so ``bias_correction="exact"`` uses :math:`c_t = 1 - \prod_{s=0}^{t}\beta_s`
-    (the product is tracked in the state as ``beta_prod``) and :math:`\hat m_t`
-    is unbiased. ``bias_correction="original"`` uses Adam's formula with the
-    *current* coefficient, :math:`c_t = 1 - \beta_t^{\,t+1}`, as the authors'
-    code does (Keras Adam with the decayed ``beta_1``). Since :math:`\beta_t`
-    decreases, :math:`\beta_t^{t+1} < \prod_s \beta_s`, so the original
-    correction divides by a larger number and under-corrects early in training;
-    at ``t = 0`` both are :math:`1 - \beta_0` and once :math:`\beta_t` is small
-    both are close to 1.
+    **bias_correction="original"** (default): the reference code (Keras
+    ``DemonAdam``: Keras Adam with the decayed ``beta_1``), including where
+    Keras Adam puts epsilon:
+
+    .. math::
+
+       u_t = \frac{\sqrt{1 - \beta_2^{\,t+1}}}{1 - \beta_t^{\,t+1}}\,
+             \frac{m_t}{\sqrt{v_t} + \epsilon}
+           = \frac{m_t / (1 - \beta_t^{\,t+1})}
+                  {\sqrt{\hat v_t} + \epsilon / \sqrt{1 - \beta_2^{\,t+1}}}
+
+    **bias_correction="exact"**: for a constant gradient :math:`g` the EMA with
+    a time-varying coefficient gives :math:`m_t = (1 - \prod_{s=0}^{t} \beta_s)\, g`,
+    so this option divides by :math:`c_t = 1 - \prod_{s=0}^{t}\beta_s` (the
+    product is tracked in the state as ``beta_prod``) and uses optax's epsilon,
+    :math:`u_t = (m_t / c_t) / (\sqrt{v_t / (1 - \beta_2^{t+1})} + \epsilon)`.
+    Its :math:`\hat m_t` is unbiased; the reference's is not: since
+    :math:`\beta_t` decreases, :math:`\beta_t^{t+1} < \prod_s \beta_s`, so the
+    reference divides by a larger number and shrinks the early steps. For a
+    constant gradient and ``beta_init=0.9`` the exact update is 1.022, 1.042,
+    1.062, 1.079 times the reference's on steps 2-5 with ``T = 20``, and
+    1.0004-1.0014 with ``T = 1000``; both agree at ``t = 0`` and once
+    :math:`\beta_t` is small. We consider "exact" the better estimator (its
+    first-moment estimate is unbiased); it is an option because the reference
+    code, with which the published results were obtained, does not use it.
 
     Args:
-      total_steps: the budget ``T`` (positive Python int).
+      total_steps: the budget ``T`` (positive Python int, or an integer JAX array).
       beta_init: initial first-moment coefficient, ``0 <= beta_init < 1``.
       b2: second-moment coefficient, ``0 <= b2 < 1``.
-      eps: added to :math:`\sqrt{\hat v_t}`, ``>= 0``.
-      bias_correction: ``"exact"`` or ``"original"`` (see above).
+      eps: epsilon, ``>= 0`` (placed as described above).
+      bias_correction: ``"original"`` (the reference's, default) or ``"exact"``.
       mu_dtype: dtype of the stored first moment; ``None`` keeps the parameter
         dtype. The second moment follows the parameter dtype, as in ``optax.adam``.
+
+    Every numeric argument may be a JAX array (checked when concrete).
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`DemonAdamState`;
@@ -314,10 +385,11 @@ def scale_by_demon_adam(total_steps: int, beta_init: float = 0.9, b2: float = 0.
       Chen, Wolfe, Li, Kyrillidis. Demon: Improved Neural Network Training with
       Momentum Decay. ICASSP 2022. arXiv:1910.04952.
       Kingma, Ba. Adam. ICLR 2015. arXiv:1412.6980.
+      Reference code: github.com/autasi/demon_sgd, ``demon_adam.py`` (Keras).
     """
     schedule = demon_schedule(total_steps, beta_init)
-    b2 = _validate.hyperparam("b2", b2, low=0.0, high=1.0, high_open=True)
-    eps = _validate.hyperparam("eps", eps, low=0.0)
+    b2 = _validate.real_or_array("b2", b2, low=0.0, high=1.0, high_open=True)
+    eps = _validate.real_or_array("eps", eps, low=0.0)
     exact = _validate.one_of("bias_correction", bias_correction, BIAS_CORRECTIONS) == "exact"
     mu_dtype = _check_dtype("mu_dtype", mu_dtype)
 
@@ -333,11 +405,17 @@ def scale_by_demon_adam(total_steps: int, beta_init: float = 0.9, b2: float = 0.
         del params
         beta = schedule(state.count)
         count_inc = optax.safe_increment(state.count)
+        steps = count_inc.astype(jnp.float32)
         beta_prod = state.beta_prod * beta
+        b2_power = jnp.asarray(b2, jnp.float32) ** steps
         if exact:
-            correction = 1.0 - beta_prod
-        else:
-            correction = 1.0 - beta ** count_inc.astype(jnp.float32)
+            m_scale = 1.0 / (1.0 - beta_prod)
+            v_scale = 1.0 / (1.0 - b2_power)
+            eps_eff = jnp.asarray(eps, jnp.float32)
+        else:  # Keras Adam: alpha = sqrt(1 - b2^(t+1)) / (1 - beta_t^(t+1)), eps on sqrt(v)
+            m_scale = 1.0 / (1.0 - beta ** steps)
+            v_scale = 1.0 / (1.0 - b2_power)
+            eps_eff = eps * jnp.sqrt(v_scale)
         is_none = lambda x: x is None
 
         def up(g, old):
@@ -352,11 +430,12 @@ def scale_by_demon_adam(total_steps: int, beta_init: float = 0.9, b2: float = 0.
         nu_old = jax.tree.map(lambda g, v: None if g is None else v.astype(g.dtype),
                               g_nu, state.nu, is_leaf=is_none)
         nu = optax.tree.update_moment_per_elem_norm(g_nu, nu_old, b2, 2)
-        nu_hat = optax.tree.bias_correction(nu, b2, count_inc)
         out = jax.tree.map(
             lambda m, v: None if m is None else (
-                (m / correction.astype(m.dtype)) / (jnp.sqrt(v).astype(m.dtype) + eps)),
-            mu, nu_hat, is_leaf=is_none)
+                (m * m_scale.astype(m.dtype))
+                / (jnp.sqrt(v * v_scale.astype(v.dtype)).astype(m.dtype)
+                   + eps_eff.astype(m.dtype))),
+            mu, nu, is_leaf=is_none)
         cast = lambda new, old: None if new is None else new.astype(old.dtype)
         return out, DemonAdamState(
             count=count_inc,
@@ -370,7 +449,7 @@ def scale_by_demon_adam(total_steps: int, beta_init: float = 0.9, b2: float = 0.
 
 def demon_adam(learning_rate, total_steps: int, beta_init: float = 0.9, b2: float = 0.999,
                eps: float = 1e-8, weight_decay: float = 0.0, *,
-               bias_correction: str = "exact", mu_dtype=None) -> optax.GradientTransformation:
+               bias_correction: str = "original", mu_dtype=None) -> optax.GradientTransformation:
     r"""Adam (AdamW with ``weight_decay > 0``) with Demon's decaying first-moment coefficient.
 
     .. math::
@@ -378,10 +457,13 @@ def demon_adam(learning_rate, total_steps: int, beta_init: float = 0.9, b2: floa
        \theta_t = \theta_{t-1} - \eta_t \big(u_t + \lambda\, \theta_{t-1}\big)
 
     with :math:`u_t` from :func:`scale_by_demon_adam` (first-moment EMA with
-    :math:`\beta_t`, exact bias correction :math:`1 - \prod_{s \le t}\beta_s`
-    by default) and decoupled weight decay :math:`\lambda` as in ``optax.adamw``.
+    :math:`\beta_t`; by default the reference's bias correction
+    :math:`1 - \beta_t^{t+1}` and Keras's epsilon, ``bias_correction="exact"``
+    for the unbiased :math:`1 - \prod_{s \le t}\beta_s`) and decoupled weight
+    decay :math:`\lambda` as in ``optax.adamw`` (the reference has none).
     This is ``optax.chain(scale_by_demon_adam(...), optax.add_decayed_weights(wd),
-    optax.scale_by_learning_rate(lr))``.
+    optax.scale_by_learning_rate(lr))``, without the weight-decay step when
+    ``weight_decay`` is the number 0 (``update`` then needs no ``params``).
 
     For a fully 16-bit optimizer pass ``mu_dtype=jnp.bfloat16`` with bfloat16
     parameters (the second moment follows the parameters) and put
@@ -390,14 +472,17 @@ def demon_adam(learning_rate, total_steps: int, beta_init: float = 0.9, b2: floa
 
     Args:
       learning_rate: a non-negative float or an ``optax.Schedule``.
-      total_steps: the budget ``T`` (positive Python int).
+      total_steps: the budget ``T`` (positive Python int, or an integer JAX array).
       beta_init: initial first-moment coefficient, ``0 <= beta_init < 1``.
       b2: second-moment coefficient, ``0 <= b2 < 1``.
-      eps: added to the root of the second moment, ``>= 0``.
+      eps: epsilon of the denominator, ``>= 0``.
       weight_decay: decoupled weight decay :math:`\lambda \ge 0`.
-      bias_correction: ``"exact"`` (:math:`1 - \prod_s \beta_s`) or
-        ``"original"`` (:math:`1 - \beta_t^{t+1}`, the authors' code).
+      bias_correction: ``"original"`` (:math:`1 - \beta_t^{t+1}`, the reference
+        code, default) or ``"exact"`` (:math:`1 - \prod_s \beta_s`, unbiased);
+        see :func:`scale_by_demon_adam`.
       mu_dtype: dtype of the stored first moment; ``None`` keeps the parameter dtype.
+
+    Every numeric argument may be a JAX array (checked when concrete).
 
     Returns:
       An ``optax.GradientTransformation`` (a chain whose first state is a
@@ -415,12 +500,12 @@ def demon_adam(learning_rate, total_steps: int, beta_init: float = 0.9, b2: floa
       Momentum Decay. ICASSP 2022. arXiv:1910.04952.
       Loshchilov, Hutter. Decoupled Weight Decay Regularization. ICLR 2019.
       arXiv:1711.05101.
+      Reference code: github.com/autasi/demon_sgd, ``demon_adam.py`` (Keras).
     """
     learning_rate = _check_learning_rate(learning_rate)
-    weight_decay = _validate.hyperparam("weight_decay", weight_decay, low=0.0)
-    return optax.chain(
-        scale_by_demon_adam(total_steps, beta_init, b2, eps, bias_correction=bias_correction,
-                            mu_dtype=mu_dtype),
-        optax.add_decayed_weights(weight_decay),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    weight_decay = _validate.real_or_array("weight_decay", weight_decay, low=0.0)
+    parts = [scale_by_demon_adam(total_steps, beta_init, b2, eps,
+                                 bias_correction=bias_correction, mu_dtype=mu_dtype)]
+    if not _is_zero(weight_decay):
+        parts.append(optax.add_decayed_weights(weight_decay))
+    return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
