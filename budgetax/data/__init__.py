@@ -123,13 +123,18 @@ def _read(source, keys, idx=None, chunk: int = 8192):
         try:
             recs = getter(part) if getter is not None else [source[i] for i in part]
         except (OSError, RuntimeError) as err:
-            folder = _source_dir(source)
-            raise DatasetCorruptError(
-                f"cannot read the records of the dataset in {folder!r} ({err}). "
-                f"{_REPAIR.format(folder=folder)}") from err
+            raise _unreadable(source, str(err)) from err
+        if any(r[k] is None for r in recs for k in keys):  # a reader that lost its file
+            raise _unreadable(source, "records read back empty")
         for k in keys:
             out[k].append(_stack(recs, k))
     return {k: (np.concatenate(v) if v else np.zeros((0,))) for k, v in out.items()}
+
+
+def _unreadable(source, why: str) -> DatasetCorruptError:
+    folder = _source_dir(source)
+    return DatasetCorruptError(f"cannot read the records of the dataset in {folder!r} ({why}). "
+                               + _REPAIR.format(folder=folder))
 
 
 _REPAIR = ("Delete {folder!r} and prepare the dataset again (an embedded dataset is rebuilt "
@@ -177,9 +182,23 @@ class Dataset:
         """Standardises raw inputs with the train statistics (float32)."""
         return ((np.asarray(x, np.float32) - self.mean) / self.std).astype(np.float32)
 
+    def _size(self, split) -> int:
+        _validate.one_of("split", split, ("train", "test"))
+        return self.num_train if split == "train" else self.num_test
+
     def gather(self, split: str, idx) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised inputs and int32 labels of examples ``idx`` of ``split``."""
-        idx = np.asarray(idx).reshape(-1)
+        """Normalised inputs and int32 labels of examples ``idx`` of ``split``.
+
+        ``idx`` are integers in ``[0, n)`` for the split's size ``n``.
+        """
+        n = self._size(split)
+        idx = np.asarray(idx)
+        if idx.dtype == np.bool_ or not np.issubdtype(idx.dtype, np.integer) and idx.size:
+            raise TypeError(f"idx must be integer indices, got {idx!r}")
+        idx = idx.reshape(-1).astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"idx must be in [0, {n}) for the {split} split, got values in "
+                             f"[{idx.min()}, {idx.max()}]")
         if split in self._cache:
             x, y = self._cache[split]
             return x[idx], y[idx]
@@ -190,8 +209,8 @@ class Dataset:
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The whole split ``(x, y)`` in memory (read once, then cached)."""
+        n = self._size(split)
         if split not in self._cache:
-            n = self.num_train if split == "train" else self.num_test
             self._cache[split] = self.gather(split, np.arange(n))
         return self._cache[split]
 
@@ -235,6 +254,7 @@ class Dataset:
 
     def fits_on_device(self, max_bytes: int = DEFAULT_MAX_DEVICE_BYTES) -> bool:
         """Whether the train + test inputs are small enough to keep on the device."""
+        max_bytes = _validate.positive_int("max_bytes", max_bytes)
         return self.train_bytes * (1 + self.num_test / max(self.num_train, 1)) <= max_bytes
 
     def steps_per_epoch(self, batch_size: int) -> int:

@@ -25,6 +25,7 @@ A folder without a readable manifest is not prepared. :func:`problems` checks it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -64,8 +65,11 @@ def count_records(path: str) -> int | None:
         return None
     try:
         return int(reader.num_records()) if reader.ok() else None
+    except (OSError, RuntimeError, ValueError):
+        return None
     finally:
-        reader.close()
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            reader.close()
 
 
 def is_record_file(name: str) -> bool:

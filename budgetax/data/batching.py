@@ -24,14 +24,19 @@ place the batch is cut from the epoch's permutation. Three callers share them:
   split) in a background thread,
 
 so that streamed and on-device runs see identical batches.
+
+Every helper validates its arguments eagerly (also while being traced: sizes are
+static Python ints) and raises ``TypeError``/``ValueError`` naming the argument and
+showing its value; a step may be a traced value, whose dtype is checked.
 """
 
 from __future__ import annotations
 
 import functools
+import numbers
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -46,13 +51,62 @@ _POLL_SECONDS = 0.05
 
 
 def check_batch_size(batch_size, num_examples: int) -> int:
-    """Validates ``1 <= batch_size <= num_examples`` eagerly (``ValueError`` naming both)."""
+    """Validates ``1 <= batch_size <= num_examples`` eagerly (``ValueError`` naming both).
+
+    Example:
+      >>> check_batch_size(64, 1437)
+      64
+    """
+    num_examples = _validate.positive_int("num_examples", num_examples)
     return _validate.positive_int_at_most("batch_size", batch_size, num_examples,
                                           "the number of training examples")
 
 
+def _sizes(num_examples, batch_size) -> tuple[int, int]:
+    n = _validate.positive_int("num_examples", num_examples)
+    return n, check_batch_size(batch_size, n)
+
+
+def _check_step(name: str, step) -> None:
+    """An int >= 0, or an integer array (NumPy values >= 0; JAX values may be traced)."""
+    if isinstance(step, bool | np.bool_):
+        raise TypeError(f"{name} must be an int or an integer array, got {step!r}")
+    if isinstance(step, numbers.Integral):
+        _validate.nonnegative_int(name, step)
+        return
+    dtype = getattr(step, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{name} must be an int or an integer array, got {step!r}")
+    if isinstance(step, np.ndarray | np.generic) and np.size(step) and np.min(step) < 0:
+        raise ValueError(f"{name} must be >= 0, got {step!r}")
+
+
+def _check_key(name: str, key, batched: bool = False) -> int | None:
+    """A PRNG key (``jax.random.key`` or a raw uint32 ``[2]`` key); returns the batch size."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        base = 0
+    elif dtype == jnp.uint32 and shape is not None and len(shape) >= 1 and shape[-1] == 2:
+        base = 1
+    else:
+        raise TypeError(f"{name} must be a JAX PRNG key (jax.random.key(seed)), got {key!r}")
+    if len(shape) != base + int(batched):
+        what = "a [R] batch of keys" if batched else "a single key"
+        raise ValueError(f"{name} must be {what}, got shape {tuple(shape)}")
+    return shape[0] if batched else None
+
+
 def epoch_permutation(key: jax.Array, epoch, num_examples: int) -> jax.Array:
-    """The permutation of ``range(num_examples)`` used in ``epoch`` (int32)."""
+    """The permutation of ``range(num_examples)`` used in ``epoch`` (int32).
+
+    Example:
+      >>> import jax
+      >>> sorted(epoch_permutation(jax.random.key(0), 0, 5).tolist())
+      [0, 1, 2, 3, 4]
+    """
+    _check_key("key", key)
+    _check_step("epoch", epoch)
+    num_examples = _validate.positive_int("num_examples", num_examples)
     return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples).astype(jnp.int32)
 
 
@@ -67,6 +121,8 @@ def batch_position(step, num_examples: int, batch_size: int):
       >>> batch_position(7, num_examples=10, batch_size=3)   # 3 batches per epoch
       (2, 3)
     """
+    _check_step("step", step)
+    num_examples, batch_size = _sizes(num_examples, batch_size)
     steps_per_epoch = num_examples // batch_size
     return step // steps_per_epoch, (step % steps_per_epoch) * batch_size
 
@@ -94,6 +150,13 @@ def batch_indices(key: jax.Array, step, num_examples: int, batch_size: int, *,
       >>> idx.shape
       (5,)
     """
+    _check_step("step", step)
+    num_examples, batch_size = _sizes(num_examples, batch_size)
+    if permutation is None:
+        _check_key("key", key)
+    elif np.shape(permutation) != (num_examples,):
+        raise ValueError(f"permutation must have shape ({num_examples},) (num_examples,), "
+                         f"got shape {np.shape(permutation)}")
     epoch, offset = batch_position(jnp.asarray(step, jnp.int32), num_examples, batch_size)
     if permutation is None:
         permutation = epoch_permutation(key, epoch, num_examples)
@@ -118,13 +181,45 @@ def device_batch_indices(keys: jax.Array, perms: jax.Array, step, num_examples: 
 
     Returns:
       ``(perms, idx)``: the permutations to carry on and the ``[R, b]`` indices.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
+      >>> perms, idx = device_batch_indices(keys, jnp.zeros((2, 10), jnp.int32), 0, 10, 5)
+      >>> idx.shape
+      (2, 5)
     """
+    runs = _check_key("keys", keys, batched=True)
+    _check_step("step", step)
+    num_examples, batch_size = _sizes(num_examples, batch_size)
+    if np.shape(perms) != (runs, num_examples):
+        raise ValueError(f"perms must have shape ({runs}, {num_examples}) (runs, num_examples), "
+                         f"got shape {np.shape(perms)}")
     epoch, offset = batch_position(jnp.asarray(step, jnp.int32), num_examples, batch_size)
     draw = jax.vmap(epoch_permutation, in_axes=(0, None, None))
     perms = jax.lax.cond(offset == 0, lambda: draw(keys, epoch, num_examples), lambda: perms)
     idx = jax.vmap(lambda k, p: batch_indices(k, step, num_examples, batch_size,
                                               permutation=p))(keys, perms)
     return perms, idx
+
+
+def _check_chunks(chunks) -> list[tuple[int, int]]:
+    """``chunks`` as a list of ``(start_step >= 0, num_steps >= 1)`` int pairs."""
+    if isinstance(chunks, str | bytes) or not isinstance(chunks, Iterable):
+        raise TypeError(f"chunks must be a list of (start_step, num_steps) pairs, got {chunks!r}")
+    out = []
+    for i, chunk in enumerate(chunks):
+        ok = (isinstance(chunk, tuple | list) and len(chunk) == 2
+              and all(isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
+                      for v in chunk))
+        if not ok:
+            raise TypeError(f"chunks[{i}] must be a (start_step, num_steps) pair of ints, "
+                            f"got {chunk!r}")
+        if chunk[0] < 0 or chunk[1] < 1:
+            raise ValueError(f"chunks[{i}] must have start_step >= 0 and num_steps >= 1, "
+                             f"got {chunk!r}")
+        out.append((int(chunk[0]), int(chunk[1])))
+    return out
 
 
 class _Failure:
@@ -186,11 +281,13 @@ class Prefetcher:
 
     def __init__(self, gather: Callable, num_examples: int, batch_size: int, key: jax.Array,
                  chunks, *, prefetch: int = 2):
+        if not callable(gather):
+            raise TypeError(f"gather must be a callable indices -> (x, y), got {gather!r}")
         self._gather = gather
-        self._n = num_examples
-        self._b = check_batch_size(batch_size, num_examples)
+        self._n, self._b = _sizes(num_examples, batch_size)
+        _check_key("key", key)
         self._key = key
-        self._chunks = list(chunks)
+        self._chunks = _check_chunks(chunks)
         self._prefetch = _validate.positive_int("prefetch", prefetch)
         self._lock = threading.Lock()
         self._workers: list[tuple[threading.Event, threading.Thread]] = []
