@@ -326,8 +326,19 @@ def kahan_summation() -> optax.GradientTransformation:
     (the negative of the textbook Kahan compensation). It returns the float32
     update :math:`w' - w`, so that ``optax.apply_updates`` lands exactly on
     :math:`w'`. An update below half an ulp accumulates in ``c`` until it moves
-    the weight. float32/float64 leaves pass through and have no buffer. Put it
-    last in the chain.
+    the weight -- down to a limit: ``c`` is itself 16-bit, so it only grows
+    while the update is at least half an ulp *of c*, and it must reach about
+    half an ulp of ``w`` to move it. For bfloat16 the buffer therefore stalls
+    for updates below about :math:`2^{-17}|w|` (between :math:`2^{-18}` and
+    :math:`2^{-16}` depending on where ``w`` sits in its binade). Measured in
+    ``benchmarks/bf16/kahan_limit.md`` (a constant update for as long as makes a
+    7-ulp drift): at least 87% of the drift is recovered for
+    :math:`u \ge 2^{-16}|w|`, 0-100% at :math:`2^{-17}|w|`, and none at all at
+    :math:`2^{-18}|w|` and below (nearest rounding recovers none below about
+    :math:`2^{-9}|w|`). float16 has 3 more mantissa bits: it recovers updates
+    of :math:`2^{-22}|w|` and stalls at :math:`2^{-24}|w|` (at
+    :math:`2^{-23}|w|` depending on the binade position, as above). float32/float64 leaves pass through and have no
+    buffer. Put it last in the chain.
 
     Args:
       (none)

@@ -343,3 +343,27 @@ def test_bad_input():
         params = {"w": jnp.ones(2, jnp.bfloat16)}
         with pytest.raises(ValueError, match="params"):
             tx.update(params, tx.init(params))
+
+
+@pytest.mark.parametrize("dtype, works, stalls", [(jnp.bfloat16, 16, 18), (jnp.float16, 22, 24)])
+def test_kahan_stalls_below_the_documented_limit(dtype, works, stalls):
+    """The compensation buffer is 16-bit: updates below ~2**-17 |w| (bf16) are never applied."""
+    tx = budgetax.kahan_summation()
+    w = jnp.asarray([1.0, 1.5], dtype)
+    ulp = float(ref.ulp(1.0, _np_dtype(dtype)))
+
+    def fraction_moved(log2_r):
+        u = jnp.asarray([1.0, 1.5], jnp.float32) * 2.0**-log2_r
+        steps = int(7 * ulp / 2.0**-log2_r)
+
+        def body(carry, _):
+            params, state = carry
+            upd, state = tx.update({"w": u}, state, params)
+            return (optax.apply_updates(params, upd), state), None
+
+        (params, _), _ = jax.jit(lambda c: jax.lax.scan(body, c, None, length=steps))(
+            ({"w": w}, tx.init({"w": w})))
+        return (_f64(params["w"]) - _f64(w)) / (steps * np.asarray(u, np.float64))
+
+    assert np.all(fraction_moved(works) > 0.85)
+    np.testing.assert_array_equal(fraction_moved(stalls), 0.0)
