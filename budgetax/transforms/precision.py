@@ -337,8 +337,9 @@ def kahan_summation() -> optax.GradientTransformation:
     :math:`2^{-18}|w|` and below (nearest rounding recovers none below about
     :math:`2^{-9}|w|`). float16 has 3 more mantissa bits: it recovers updates
     of :math:`2^{-22}|w|` and stalls at :math:`2^{-24}|w|` (at
-    :math:`2^{-23}|w|` depending on the binade position, as above). float32/float64 leaves pass through and have no
-    buffer. Put it last in the chain.
+    :math:`2^{-23}|w|` depending on the binade position, as above).
+    float32/float64 leaves pass through and have no buffer. Put it last in the
+    chain.
 
     Args:
       (none)
