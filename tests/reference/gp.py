@@ -60,3 +60,38 @@ def posterior(x, y, d, r, s2):
     mean = mu + k @ np.linalg.solve(a, y - mu)
     cov = s2 * (k - k @ np.linalg.solve(a, k))
     return mean, cov
+
+
+def autowu_test(losses, bin_width, n_bins, subsample, min_points=5):
+    """budgetax's AutoWU test on the losses so far, in float64 (written from its docstring).
+
+    ``losses``: every warmup loss so far (non-finite ones are skipped), ``k = len(losses)``.
+    They are averaged into ``n_bins`` bins of ``bin_width`` consecutive steps; the bin
+    means are standardised, the noise ratio is fitted on the bins ``subsample`` (indices;
+    empty ones are left out), and the posterior at all non-empty bins gives
+    ``max_i P(f_last > f_i)``. Returns ``(prob, x of the smallest posterior mean, enough)``
+    with ``x = mean step / k``.
+    """
+    losses = np.asarray(losses, np.float64)
+    k = len(losses)
+    steps = np.arange(k)
+    ok = np.isfinite(losses)
+    slot = np.minimum(steps // bin_width, n_bins - 1)
+    cnt = np.bincount(slot[ok], minlength=n_bins).astype(np.float64)
+    y_sum = np.bincount(slot[ok], weights=losses[ok], minlength=n_bins)
+    s_sum = np.bincount(slot[ok], weights=steps[ok].astype(np.float64), minlength=n_bins)
+    valid = cnt > 0
+    if valid.sum() < 2:
+        return 0.0, 0.0, False
+    y = y_sum[valid] / cnt[valid]
+    x = s_sum[valid] / cnt[valid] / k
+    y = (y - y.mean()) / max(y.std(), 1e-12)
+    d = (1 / cnt[valid]) / np.mean(1 / cnt[valid])
+    pos = np.cumsum(valid) - 1  # index among the valid bins
+    sub = np.array(sorted(pos[i] for i in subsample if valid[i]))
+    r, s2, _, _ = fit(x[sub], y[sub], d[sub])
+    mean, cov = posterior(x, y, d, r, s2)
+    var = np.diag(cov)
+    diff_sd = np.sqrt(np.maximum(var[-1] + var[:-1] - 2 * cov[-1, :-1], 1e-12))
+    prob = float(np.max(stats.norm.cdf((mean[-1] - mean[:-1]) / diff_sd)))
+    return prob, float(x[np.argmin(mean)]), bool(valid.sum() >= min_points)

@@ -1,4 +1,4 @@
-"""AutoWU: GP against the NumPy/SciPy reference, synthetic warmups, NaNs, jit and vmap."""
+"""AutoWU: GP and scheduler loop against references, synthetic warmups, NaNs, jit and vmap."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 import budgetax
 from budgetax.transforms import autowu as aw
+from tests.reference import autowu_kakaobrain as ref_kb
 from tests.reference import gp as ref_gp
 from tests.reference import schedules as ref_sched
 
@@ -60,6 +61,166 @@ def test_reference_profile_likelihood_is_the_maximum():
     for dm, ds in [(0.05, 1.0), (0.0, 1.1), (0.0, 0.9), (-0.05, 1.0)]:
         other = stats.multivariate_normal(np.full(len(y), mu + dm), s2 * ds * a).logpdf(y)
         assert other < ll
+
+
+# ------------------------------------------------------------------ against kakaobrain/autowu
+
+
+def _reference_test(total_steps, max_warmup_fraction=0.5, cooldown_fraction=0.2, seed=0,
+                    confidence=0.95):
+    """budgetax's GP test in float64, as the ``test`` plugged into the reference loop.
+
+    The bins follow the documented layout (B bins of equal width over the losses of the
+    warmup window), the fit subsample is drawn as budgetax draws it (the key folded
+    with the number of losses).
+    """
+    limit = int(max_warmup_fraction * total_steps)
+    end = min(limit, max(1, math.ceil((1 - cooldown_fraction) * total_steps)))
+    n_rec = max(end - 1, 1)
+    width = math.ceil(n_rec / aw.BUFFER_SIZE)
+    n_bins = math.ceil(n_rec / width)
+
+    def test(losses):
+        k = len(losses)
+        ok = np.isfinite(np.asarray(losses))
+        valid = np.zeros(n_bins, bool)
+        valid[np.minimum(np.arange(k)[ok] // width, n_bins - 1)] = True
+        key = jax.random.fold_in(jax.random.key(seed), k)
+        score = np.where(valid, np.asarray(jax.random.uniform(key, (n_bins,))), -1.0)
+        sub = np.argsort(-score, kind="stable")[: min(aw.FIT_SUBSAMPLE, n_bins)]
+        prob, x_min, enough = ref_gp.autowu_test(losses, width, n_bins, sub)
+        return enough and prob > confidence, [x_min]
+
+    return test
+
+
+@functools.cache
+def _jax_run(losses, total_steps, kw):
+    """budgetax under jit over a loss sequence: the lr each update applied, final state."""
+    tx = aw.autowu(total_steps, **dict(kw))
+    ones = {"w": jnp.ones(())}
+
+    @jax.jit
+    def run(losses):
+        def body(state, loss):
+            u, state = tx.update(ones, state, value=loss)
+            return state, u["w"]
+
+        return jax.lax.scan(body, tx.init(ones), losses)
+
+    state, lrs = run(jnp.asarray(losses, jnp.float32))
+    return state, np.asarray(lrs, np.float64)
+
+
+def _compare(losses, total_steps, *, test_every, decay="cosine", **kw):
+    """Runs both on the same (float32) losses; returns (reference scheduler, jax state, lrs)."""
+    losses = np.asarray(np.asarray(losses, np.float32), np.float64)
+    frac = kw.get("max_warmup_fraction", 0.5)
+    cool = kw.get("cooldown_fraction", 0.2)
+    ref_lrs, ref = ref_kb.run(
+        losses, test_every, min_lr=kw.get("min_lr", 1e-5), max_lr=kw.get("max_lr", 1.0),
+        max_warmup_fraction=frac, cooldown_fraction=cool,
+        immediate_cooldown=decay != "constant_then_cosine",
+        patience=kw.get("patience", 3),
+        test=_reference_test(total_steps, frac, cool, confidence=kw.get("confidence", 0.95)))
+    state, lrs = _jax_run(tuple(losses.tolist()), total_steps,
+                          tuple(dict(kw, test_every=test_every, decay=decay).items()))
+    assert int(state.switch_step) == ref.switch_step
+    assert float(state.peak_lr) == pytest.approx(ref.peak_lr, rel=2e-5)
+    np.testing.assert_allclose(lrs, ref_lrs, rtol=2e-5, atol=1e-9)
+    return ref, state, lrs
+
+
+def _losses(kind, total_steps=1000, seed=0):
+    t = np.arange(total_steps, dtype=np.float64)
+    noise = np.random.default_rng(seed).normal(size=total_steps)
+    if kind == "bowl":  # falls to a minimum at t=250, then rises
+        return 1.0 + 0.3 * ((t - 250) / 150) ** 2 + 0.05 * noise
+    if kind == "fall_then_noisy":  # falls, then flat with one-sided noise from t=250
+        return 1.0 + 2.0 * np.exp(-t / 60) + np.where(t > 250, 0.5 * np.abs(noise), 0.05 * noise)
+    if kind == "falling":  # never rises
+        return 1.0 / (1.0 + 0.01 * t)
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["bowl", "fall_then_noisy"])
+def test_matches_reference_loop_1000_steps(kind):
+    ref, state, lrs = _compare(_losses(kind), 1000, test_every=10)
+    s = ref.switch_step
+    assert s < 500  # the test fired before the warmup limit
+    # the reference's cosine is stepped once at the switch and reaches 0 at the last update
+    assert lrs[s] == pytest.approx(ref.peak_lr * 0.5 * (1 + math.cos(math.pi / (1000 - s))),
+                                   rel=2e-5)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_matches_reference_with_nonfinite_losses():
+    losses = _losses("bowl", seed=1)
+    losses[3::10] = np.nan
+    losses[7::25] = np.inf
+    ref, _, _ = _compare(losses, 1000, test_every=10)
+    assert ref.switch_step < 500
+
+
+def test_monotonically_falling_loss_peaks_at_the_current_warmup_lr():
+    ref, state, lrs = _compare(_losses("falling"), 1000, test_every=10)
+    assert ref.switch_step == int(state.switch_step) == 500
+    # the reference keeps the warmup lr of the last warmup update (499) as the peak
+    assert float(state.peak_lr) == pytest.approx(1e-5 * 1e5 ** (499 / 500), rel=2e-5)
+    assert float(state.peak_lr) == pytest.approx(0.977, abs=5e-4)
+    assert lrs[499] == pytest.approx(float(state.peak_lr), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bowl", "falling"])
+def test_constant_then_cosine_cools_down_at_the_last_fraction_of_the_budget(kind):
+    ref, state, lrs = _compare(_losses(kind), 1000, test_every=10, decay="constant_then_cosine")
+    peak = float(state.peak_lr)
+    s = ref.switch_step
+    np.testing.assert_allclose(lrs[s:800], peak, rtol=1e-6)  # constant until (1 - 0.2) T
+    assert lrs[800] == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi / 200)), rel=2e-5)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kind, kw",
+    [
+        ("bowl", dict(max_warmup_fraction=1.0)),  # the cooldown time cuts the warmup: E = c
+        ("falling", dict(max_warmup_fraction=1.0, cooldown_fraction=0.4,
+                         decay="constant_then_cosine")),
+        ("bowl", dict(max_warmup_fraction=0.3, patience=1, confidence=0.9)),
+        ("bowl", dict(max_warmup_fraction=0.01)),  # L = int(2.0) = 2
+        ("falling", dict(max_warmup_fraction=0.004)),  # L = 0: starts in the decay at max_lr
+        ("falling", dict(max_warmup_fraction=0.004, decay="constant_then_cosine")),
+        ("bowl", dict(min_lr=1e-3, max_lr=10.0, cooldown_fraction=1.0)),  # c = 0 -> 1
+    ],
+)
+def test_matches_reference_loop_edge_cases(kind, kw):
+    t = np.arange(200)
+    losses = _losses(kind, 1000)[::5] if kind == "falling" else (
+        1.0 + 0.3 * ((t - 50) / 30) ** 2 + 0.05 * np.random.default_rng(2).normal(size=200))
+    _compare(losses, 200, test_every=2, **kw)
+
+
+def test_linear_decay_uses_the_reference_stepping():
+    """``linear`` (not in the reference): 1 - q with the cosine's q = (t - s + 1) / (T - s)."""
+    ref, _, _ = _compare(_losses("bowl"), 1000, test_every=10)
+    state, lrs = _jax_run(tuple(np.float32(_losses("bowl")).astype(np.float64).tolist()), 1000,
+                          (("test_every", 10), ("decay", "linear")))
+    s, peak = ref.switch_step, ref.peak_lr
+    assert int(state.switch_step) == s
+    q = (np.arange(s, 1000) - s + 1) / (1000 - s)
+    np.testing.assert_allclose(lrs[s:], peak * (1 - q), rtol=2e-5, atol=1e-9)
+
+
+def test_reference_past_minimum_prob():
+    """The port's probability against a direct computation on a 3-point example."""
+    loc = np.array([1.0, 0.2, 0.8])
+    cov = np.array([[0.1, 0.02, 0.0], [0.02, 0.1, 0.01], [0.0, 0.01, 0.2]])
+    from scipy import stats
+
+    expected = max(stats.norm.cdf(-(loc[i] - loc[2]) / math.sqrt(
+        cov[i, i] + cov[2, 2] - 2 * cov[i, 2] + 1e-4)) for i in range(2))
+    assert ref_kb.past_minimum_prob(loc, cov) == pytest.approx(expected, rel=1e-12)
 
 
 # ------------------------------------------------------------------ synthetic runs
@@ -122,8 +283,9 @@ def test_switch_after_the_minimum_and_peak_near_it():
         assert switch[i] > _step_of_lr(star), (switch[i], _step_of_lr(star))
         assert switch[i] < T // 2  # before the warmup limit
         assert star / 1.5 < peak[i] < star * 1.5, (peak[i], star)
-        # the lr jumps to the peak at the switch
-        assert lrs[switch[i], i] == pytest.approx(peak[i], rel=1e-5)
+        # the lr drops from the peak by one cosine step at the switch
+        step = 0.5 * (1 + math.cos(math.pi / (T - switch[i])))
+        assert lrs[switch[i], i] == pytest.approx(peak[i] * step, rel=1e-5)
 
 
 def test_vmapped_runs_equal_single_runs():
@@ -135,9 +297,11 @@ def test_vmapped_runs_equal_single_runs():
 
 def test_never_rising_loss_switches_at_the_warmup_limit():
     state, lrs, _ = _run(1.0, kind="falling", max_warmup_fraction=0.4)
-    limit = math.ceil(0.4 * T)
+    limit = int(0.4 * T)
     assert int(state.switch_step[0]) == limit
-    assert 10.0 / 1.3 < float(state.peak_lr[0]) <= 10.0
+    # the peak is the warmup lr of the last warmup update
+    assert float(state.peak_lr[0]) == pytest.approx(1e-4 * 1e5 ** ((limit - 1) / limit), rel=1e-5)
+    assert float(state.peak_lr[0]) == pytest.approx(float(lrs[limit - 1, 0]), rel=1e-6)
     assert np.all(np.diff(lrs[:limit, 0]) > 0)  # warmup kept rising to the limit
 
 
@@ -153,10 +317,11 @@ def test_nonfinite_losses_are_ignored():
     assert 0.05 / 1.5 < float(dirty.peak_lr[0]) < 0.05 * 1.5
 
 
-def test_all_nan_losses_fall_back_to_min_lr_at_the_limit():
+def test_all_nan_losses_never_pass_the_test_and_warm_up_to_the_limit():
     state, lrs, upd = _run(0.05, nan_every=1, noise=jnp.nan)
     assert int(state.switch_step[0]) == T // 2
-    assert float(state.peak_lr[0]) == pytest.approx(1e-4)
+    assert float(np.asarray(state.loss_count).sum()) == 0
+    assert float(state.peak_lr[0]) == pytest.approx(float(lrs[T // 2 - 1, 0]), rel=1e-6)
     assert np.all(np.isfinite(lrs)) and np.all(np.isfinite(upd))
 
 
@@ -171,14 +336,15 @@ def test_warmup_and_decay_shapes(decay):
     assert s == 50
     for t in range(s):
         assert lrs[t] == pytest.approx(1e-4 * 1e5 ** (t / (frac * total)), rel=1e-4)
+    assert peak == pytest.approx(1e-4 * 1e5 ** (49 / 50), rel=1e-5)
     for t in range(s, total):
-        p = (t - s) / (total - s)
+        p = (t - s + 1) / (total - s)
         if decay == "cosine":
             mult = ref_sched.cosine(p)
         elif decay == "linear":
             mult = 1 - p
-        else:
-            q = min(max((p - 0.6) / 0.4, 0.0), 1.0)
+        else:  # cosine from c = ceil(0.6 T) = 120 over the last 40% of the budget
+            q = min(max((t - 120 + 1) / 80, 0.0), 1.0)
             mult = 0.5 * (1 + math.cos(math.pi * q))
         assert lrs[t] == pytest.approx(peak * mult, rel=1e-4, abs=1e-7)
     np.testing.assert_allclose(upd[:, 0], lrs, rtol=1e-6)  # updates of ones = lr
