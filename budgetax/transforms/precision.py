@@ -138,6 +138,35 @@ class StochasticRoundingState(NamedTuple):
     key: jax.Array
 
 
+def _key_words(key: jax.Array) -> jax.Array:
+    """The two uint32 words of a raw ``uint32[2]`` key or of a typed threefry key."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return jnp.asarray(key, jnp.uint32).reshape(-1)[:2]
+
+
+def _lowbias32(x: jax.Array) -> jax.Array:
+    """Wellons' ``lowbias32`` integer finaliser: a bijection of uint32 with full avalanche."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _random_words(key: jax.Array, shape) -> jax.Array:
+    """32 pseudo-random bits per element: a counter-based hash of (key, element index).
+
+    ``lowbias32(index * 0x9E3779B9 + k0) ^ k1`` with ``(k0, k1)`` the key's words (a new
+    key every step). About 10 integer operations per element against threefry's 20
+    rounds for ``jax.random.bits``; see ``benchmarks/results/sr_overhead.md``.
+    """
+    k = _key_words(key)
+    size = int(np.prod(shape, dtype=np.int64))
+    idx = lax.iota(jnp.uint32, size).reshape(shape)
+    return _lowbias32(idx * jnp.uint32(0x9E3779B9) + k[0]) ^ k[1]
+
+
 def _sr_bfloat16(x: jax.Array, key: jax.Array) -> jax.Array:
     """Stochastically rounds float32 ``x`` to bfloat16 values (kept in float32), on the bits.
 
@@ -146,7 +175,7 @@ def _sr_bfloat16(x: jax.Array, key: jax.Array) -> jax.Array:
     (lower half) / 2**16 = (x - lo) / (hi - lo).
     """
     bits = lax.bitcast_convert_type(x, jnp.uint32)
-    noise = jax.random.bits(key, x.shape, jnp.uint16).astype(jnp.uint32)
+    noise = _random_words(key, x.shape) >> 16
     rounded = lax.bitcast_convert_type((bits + noise) & jnp.uint32(0xFFFF0000), jnp.float32)
     return jnp.where(jnp.isnan(x), x, rounded)
 
@@ -170,7 +199,7 @@ def _sr_generic(x: jax.Array, key: jax.Array, dtype) -> jax.Array:
     lo = jnp.minimum(r, other)
     hi = jnp.maximum(r, other)
     prob_hi = (x - lo) / (hi - lo)
-    draw = jax.random.uniform(key, x.shape, jnp.float32)
+    draw = (_random_words(key, x.shape) >> 8).astype(jnp.float32) * (2.0**-24)  # [0, 1)
     out = jnp.where(draw < prob_hi, hi, lo)
     return jnp.where((x == r) | ~jnp.isfinite(x), r, out)
 
@@ -239,7 +268,12 @@ def stochastic_rounding(seed=0) -> optax.GradientTransformation:
     that ``optax.apply_updates`` lands exactly on :math:`w'`. Other leaves pass
     through unchanged. Put it last in the chain.
 
-    The PRNG key lives in the state and is split at every update. ``seed`` may be
+    The PRNG key lives in the state (a raw ``uint32[2]`` threefry key, so the
+    state is a plain array that orbax saves) and is split at every update, once
+    per 16-bit leaf. The random bits of a leaf are a counter-based hash of its
+    key and the element index (``lowbias32``), not ``jax.random.bits``: the
+    rounding is the same, unbiased and reproducible for a given seed, at a
+    fraction of the cost (``benchmarks/results/sr_overhead.md``). ``seed`` may be
     an integer JAX scalar, so that a vmapped ``init`` gives each run its own key::
 
         keys = jax.vmap(lambda s, p: stochastic_rounding(s).init(p))(jnp.arange(8), params)

@@ -367,3 +367,30 @@ def test_kahan_stalls_below_the_documented_limit(dtype, works, stalls):
 
     assert np.all(fraction_moved(works) > 0.85)
     np.testing.assert_array_equal(fraction_moved(stalls), 0.0)
+
+
+def test_sr_unbiased_over_many_steps_and_uniform_bits(counting_jit):
+    """Small updates accumulated by SR over many steps track the exact sum (no drift from
+    the hash's bits), and the bits a step draws are uniform (chi-square over 64 bins)."""
+    n, steps, frac = 256, 400, 0.3
+    gap = 2.0**-7  # bfloat16 spacing above 1.0
+    tx = budgetax.stochastic_rounding(seed=3)
+
+    def body(carry, _):
+        params, state = carry
+        upd, state = tx.update({"w": jnp.full(n, frac * gap, jnp.float32)}, state, params)
+        return (optax.apply_updates(params, upd), state), None
+
+    w0 = {"w": jnp.ones(n, jnp.bfloat16)}
+    (params, _), _ = counting_jit(lambda c: jax.lax.scan(body, c, None, length=steps))(
+        (w0, tx.init(w0)))
+    moved = _f64(params["w"]) - 1.0
+    exact = steps * frac * gap
+    # each step is a Bernoulli(frac) ulp while w stays in [1, 2): sd of the mean drift
+    sigma = gap * np.sqrt(steps * frac * (1 - frac) / n)
+    assert abs(moved.mean() - exact) < 5 * sigma, (moved.mean(), exact, sigma)
+    from budgetax.transforms.precision import _random_words
+    top = np.asarray(_random_words(jax.random.PRNGKey(5), (1 << 16,)) >> 26)
+    counts = np.bincount(top, minlength=64)
+    chi2 = float(((counts - counts.mean()) ** 2 / counts.mean()).sum())
+    assert chi2 < 120.0, chi2  # 63 degrees of freedom: p < 1e-5 beyond ~120
