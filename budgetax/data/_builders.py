@@ -282,7 +282,8 @@ def ensure_prepared(data_dir: str, tfds_name: str) -> None:
     final = prepared_dir(data_dir, tfds_name)
     if os.path.isdir(final) and not problems(data_dir, tfds_name):
         if _leftovers(root):  # a build killed after its rename: tidy up if nobody builds
-            with _file_lock(os.path.join(root, _LOCK), blocking=False) as held:
+            with contextlib.suppress(OSError), \
+                    _file_lock(os.path.join(root, _LOCK), blocking=False) as held:
                 if held:
                     _remove_leftovers(root)
         return
