@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import pytest
 
@@ -29,3 +31,46 @@ class TraceCounter:
 def counting_jit():
     """``counting_jit(fn, **jit_kwargs)`` -> a jitted callable with a ``.traces`` count."""
     return TraceCounter
+
+
+# the metric names of the classification presets (budgetax.training.preset)
+TRAIN_METRICS = ("loss", "accuracy", "grad_norm", "update_norm", "lr")
+EVAL_METRICS = ("test_loss", "test_accuracy", "train_loss", "train_accuracy", "full_grad_norm")
+
+
+_TRACES = {"n": 0}
+
+
+def _count_core_traces():
+    """Wraps the training core's step program so that every trace (= compilation) is counted."""
+    from budgetax.training import core
+
+    original = core._advance
+
+    def counted(*args, **kwargs):
+        _TRACES["n"] += 1
+        return original(*args, **kwargs)
+
+    core._advance = counted
+    core._advance_program.cache_clear()
+
+
+_count_core_traces()
+
+
+class _Since:
+    def __init__(self):
+        self.start = _TRACES["n"]
+
+    def __getitem__(self, key):
+        assert key == "n"
+        return _TRACES["n"] - self.start
+
+
+@contextlib.contextmanager
+def core_traces():
+    """How often the training core's step program was traced (= compiled) inside the block.
+
+    Yields ``traced`` with ``traced["n"]`` the count so far.
+    """
+    yield _Since()

@@ -1,41 +1,39 @@
-"""Tests of the ``budgetax`` command (``budgetax demo``)."""
+"""Tests of the ``budgetax`` command: ``demo`` (a sweep preset), ``--task``, errors."""
 
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 
-from budgetax import cli, training
+from budgetax import cli
 from tests.data.helpers import built_data_dir
 
 
-def test_demo_prints_table_and_writes_json(tmp_path, capsys):
-    out = tmp_path / "demo.json"
+def test_demo_is_a_small_sweep_and_prints_its_table(tmp_path, capsys):
+    out = tmp_path / "demo"
     rc = cli.main(["demo", "--full-budget", "40", "--budgets", "1", "--schedules",
-                   "constant,linear", "--seed", "1", "--data-dir", built_data_dir(),
-                   "--out", str(out)])
+                   "constant,linear", "--seeds", "1", "--data-dir", built_data_dir(),
+                   "--out", str(out), "--no-plots", "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "| budget | steps | constant acc / loss | linear acc / loss |" in text
-    assert "| 100%   | 40    |" in text
-    payload = json.loads(out.read_text())
-    assert payload["seed"] == 1 and payload["dataset"] == "mnist1d"
-    assert payload["command"].startswith("budgetax demo --full-budget 40")
-    got = {(r["budget_fraction"], r["schedule"]): r for r in payload["results"]}
-    assert set(got) == {(1.0, "constant"), (1.0, "linear")}
-    assert got[(1.0, "linear")]["steps"] == 40
-    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in payload["results"])
+    assert "1 budgets x 2 schedules x 1 lrs x 1 seeds = 2 runs" in text
+    assert "| budget | steps | constant | linear |" in text and "| 100% | 40 |" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"].startswith("budgetax demo --full-budget 40")
+    assert summary["spec"]["peak_lrs"] == [0.01]  # the demo preset's single lr
+    got = {r["schedule"]: r for r in summary["runs"]}
+    assert set(got) == {"constant", "linear"} and got["linear"]["seed"] == 1
     # 40 steps of Adam beat chance (10%) on MNIST-1D
-    assert got[(1.0, "linear")]["test_accuracy"] > 0.2
+    assert got["linear"]["final"]["test_accuracy"] > 0.2
 
 
-def test_demo_rejects_bad_arguments(capsys):
+def test_demo_rejects_bad_arguments(capsys, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--budgets", "0,1.5"])
     assert "budget fractions" in capsys.readouterr().err
-    rc = cli.main(["demo", "--dataset", "nope", "--data-dir", built_data_dir()])
+    rc = cli.main(["demo", "--dataset", "nope", "--data-dir", built_data_dir(),
+                   "--out", str(tmp_path / "x")])
     assert rc == 2
     assert "digits" in capsys.readouterr().err
 
@@ -45,19 +43,22 @@ def test_no_command_prints_help(capsys):
     assert "demo" in capsys.readouterr().out
 
 
-def test_demo_out_is_written_atomically(tmp_path, monkeypatch, capsys):
-    """A write that fails half-way leaves the previous --out file as it was, no temp files."""
-    out = tmp_path / "demo.json"
-    out.write_text('{"old": true}\n')
+@pytest.mark.parametrize("task, message", [
+    ("tests.nowhere:make_task", "cannot import module 'tests.nowhere'"),
+    ("tests.tasks:missing", "has no attribute 'missing'"),
+    ("tests.tasks:not_a_task", "must return a budgetax.training.Task, got dict"),
+    ("tests.tasks:vector_loss", "loss must return a scalar"),
+    ("tests.tasks:ragged_data", "leading dimensions disagree"),
+    ("no-colon", "must be 'package.module:factory'"),
+])
+def test_task_errors_are_one_clear_line(task, message, tmp_path, capsys):
+    rc = cli.main(["sweep", "--task", task, "--out", str(tmp_path / "x"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err, err
+    assert err.count("\n") == 1
 
-    def fake_train(*args, **kwargs):  # diverged is not JSON-serialisable: the dump fails
-        return types.SimpleNamespace(final={"test_accuracy": 0.5, "test_loss": 1.0,
-                                            "full_grad_norm": 0.1},
-                                     diverged=object(), seconds=0.0)
 
-    monkeypatch.setattr(training, "train", fake_train)
-    rc = cli.main(["demo", "--full-budget", "10", "--budgets", "1", "--schedules", "linear",
-                   "--data-dir", built_data_dir(), "--out", str(out)])
-    assert rc == 2 and "not JSON serializable" in capsys.readouterr().err
-    assert out.read_text() == '{"old": true}\n'
-    assert [p.name for p in tmp_path.iterdir()] == ["demo.json"]
+def test_task_and_dataset_are_exclusive(tmp_path, capsys):
+    rc = cli.main(["sweep", "--task", "tests.tasks:make_task", "--model", "mlp",
+                   "--out", str(tmp_path / "x")])
+    assert rc == 2 and "either --task or --dataset/--model" in capsys.readouterr().err

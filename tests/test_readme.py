@@ -21,4 +21,4 @@ def test_readme_has_python_blocks():
 def test_readme_block_runs(index, monkeypatch, tmp_path):
     monkeypatch.setenv("BUDGETAX_DATA_DIR", built_data_dir())
     monkeypatch.chdir(tmp_path)  # blocks that write (a sweep directory) write here
-    exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "readme"})
+    exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "__main__"})

@@ -1,16 +1,20 @@
-'''Training core: jitted train/eval steps with a static budget, a declarative optimizer spec.
+'''Training: a task interface, one training core, and its drivers (train, train_many, sweep).
 
-``train`` runs a whole budget of optimizer steps as ``lax.scan`` chunks inside one
-``jax.jit`` (the budget is a static argument: same budget and shapes -> no
-recompilation), evaluates at evenly spaced fractions of the budget and at its end,
-and returns a :class:`History` of plain NumPy arrays. ``train_many`` vmaps the same
-pure core over seeds x peak learning rates.
+A :class:`Task` is what a user brings: a Flax NNX model factory, a loss, data and
+optionally held-out data and metrics (:mod:`budgetax.training.task`). The core
+(:mod:`budgetax.training.core`) trains ``R`` runs of one budget of a task,
+vmapped and sharded over the devices, segment by segment, with evaluation.
+``train`` (one run), ``train_many`` (seeds x peak lrs) and ``sweep`` (budgets x
+schedules x peak lrs x seeds, stored, checkpointed, resumable) drive it. The
+built-in models and datasets are tasks too (:func:`preset`).
 
 Usage (copy-paste)::
 
-    from budgetax import data, training
+    import jax.numpy as jnp
+    from flax import nnx
+    from budgetax import training
 
-    ds = data.load("mnist1d")                      # built offline on first use
+    task = training.preset("mnist1d", "mlp")       # or your own training.Task(...)
     spec = training.OptimizerSpec(
         optimizer="adam",       # sgd | momentum | adam | adamw | lamb | adamp | sgdp
         schedule="linear",      # any budgetax.profiles name, or "autowu"
@@ -19,36 +23,29 @@ Usage (copy-paste)::
         momentum=0.9, demon=False, weight_decay=0.0,
         precision="float32",    # float32 | bf16 | bf16_sr | bf16_kahan
     )
-    h = training.train(ds, model="mlp", budget=2000, batch_size=100,
-                       optimizer=spec, seed=0, num_evals=4)
-    h.final                 # {'test_accuracy': ..., 'test_loss': ..., 'train_loss': ...,
+    h = training.train(task, budget=2000, batch_size=100, optimizer=spec, seed=0,
+                       num_evals=4)
+    h.final                 # {'test_loss': ..., 'test_accuracy': ..., 'train_loss': ...,
                             #  'train_accuracy': ..., 'full_grad_norm': ...}
     h.eval_steps            # array([ 500, 1000, 1500, 2000])
-    h.eval["test_accuracy"] # one value per evaluation
     h.train["loss"]         # per-step: loss, accuracy, grad_norm, update_norm, lr
-    h.diverged, h.diverged_step   # NaN loss -> reported, never raised
-    h.to_dict()             # JSON-friendly
+    h.diverged, h.diverged_step   # non-finite loss/update -> frozen and reported, never raised
 
-    # the same pure core vmapped: 3 seeds x 2 learning rates in one compiled call
-    hs = training.train_many(ds, seeds=[0, 1, 2], peak_lrs=[3e-3, 1e-2],
-                             model="cnn1d", budget=2000, optimizer=spec)
+    # 3 seeds x 2 learning rates, vmapped and sharded in one compiled program
+    hs = training.train_many(task, seeds=[0, 1, 2], peak_lrs=[3e-3, 1e-2], budget=2000,
+                             optimizer=spec)
 
-    # the sweep engine: budgets x schedules x lrs x seeds, one compiled program per budget,
-    # runs sharded over all devices, SQLite store + orbax checkpoints, resumable
-    spec = training.SweepSpec(dataset="mnist1d", model="mlp", full_budget=3000,
-                              budgets=(0.1, 0.5, 1.0), schedules=("linear", "rex", "cosine"),
-                              peak_lrs=(3e-3, 1e-2), seeds=(0, 1, 2))
-    result = training.sweep(spec, "my-sweep")     # run it again: resumes
-    training.report.write_report("my-sweep")      # results.md + plots
+    # budgets x schedules x lrs x seeds, SQLite store + orbax checkpoints, resumable
+    sweep_spec = training.SweepSpec(full_budget=3000, budgets=(0.1, 0.5, 1.0),
+                                    schedules=("linear", "rex", "cosine"),
+                                    peak_lrs=(3e-3, 1e-2), seeds=(0, 1, 2))
+    result = training.sweep(task, sweep_spec, "my-sweep")   # run it again: resumes
+    budgetax.report.write_report("my-sweep")                 # results.md + plots
 
-    # the pure core, to jit / vmap / shard yourself
-    core, data_args = training.make_core(ds, model="mlp", budget=2000, optimizer=spec)
-    keys = jax.numpy.stack([jax.random.key(s) for s in range(8)])
-    states, train_m, eval_m = jax.jit(core)(keys, jax.numpy.full((8,), 1e-2), *data_args)
-
-Models: ``"mlp"`` (2x100 ReLU, MNIST-1D paper), ``"cnn1d"`` (3 conv x 25 ch,
-kernel 5, stride 2), ``"resnet"`` (CIFAR-style; ``model_kwargs={"depth": 1, "width": 16}``).
-Precision ``bf16*`` trains bfloat16 parameters and activations (float32 accumulation).
+Models of the presets: ``"mlp"`` (2x100 ReLU, MNIST-1D paper), ``"cnn1d"`` (3 conv x
+25 ch, kernel 5, stride 2), ``"resnet"`` (CIFAR-style; ``model_kwargs={"depth": 1,
+"width": 16}``). Precision ``bf16*`` trains bfloat16 parameters and activations
+(float32 accumulation).
 
 References:
   Li, Yumer, Ramanan. Budgeted Training: Rethinking Deep Neural Network Training
@@ -56,29 +53,24 @@ References:
   Greydanus. Scaling down Deep Learning (MNIST-1D). 2020. arXiv:2011.14439.
 '''
 
-from budgetax.training import report, store
-from budgetax.training.engine import (
+from budgetax.training import core
+from budgetax.training.core import eval_steps
+from budgetax.training.optim import OPTIMIZERS, PRECISIONS, SCHEDULES, OptimizerSpec
+from budgetax.training.presets import classification_loss, preset
+from budgetax.training.steps import TrainState
+from budgetax.training.sweep import (
+    DEFAULT_SCHEDULES,
     SweepResult,
     SweepSpec,
     SweepSpecMismatchError,
+    store,
     sweep,
-    sweep_trace_count,
 )
-from budgetax.training.loop import (
-    EVAL_METRICS,
-    TRAIN_METRICS,
-    History,
-    eval_steps,
-    make_core,
-    trace_count,
-    train,
-    train_many,
-)
-from budgetax.training.optim import OPTIMIZERS, PRECISIONS, SCHEDULES, OptimizerSpec
-from budgetax.training.steps import TrainState, eval_sums, full_gradient, train_step
+from budgetax.training.task import Task, TaskError, load_task
+from budgetax.training.train import History, train, train_many
 
 __all__ = [
-    "EVAL_METRICS",
+    "DEFAULT_SCHEDULES",
     "History",
     "OPTIMIZERS",
     "OptimizerSpec",
@@ -87,18 +79,16 @@ __all__ = [
     "SweepResult",
     "SweepSpec",
     "SweepSpecMismatchError",
-    "TRAIN_METRICS",
+    "Task",
+    "TaskError",
     "TrainState",
+    "classification_loss",
+    "core",
     "eval_steps",
-    "eval_sums",
-    "make_core",
-    "report",
+    "load_task",
+    "preset",
     "store",
     "sweep",
-    "sweep_trace_count",
-    "full_gradient",
     "train",
     "train_many",
-    "train_step",
-    "trace_count",
 ]

@@ -1,15 +1,13 @@
-r"""Functional train and eval steps over a Flax NNX model split into (graphdef, params, rest).
+r"""Functional train and eval steps of a :class:`~budgetax.training.Task`'s model.
 
 The model is split with ``nnx.split(model, nnx.Param, ...)``: ``params`` are
-trained, ``rest`` holds the other state (batch-norm statistics). A train step
-computes the mean cross-entropy on a batch,
-
-.. math:: L(\theta) = -\frac1B \sum_i \log \mathrm{softmax}(f_\theta(x_i))_{y_i},
-
-its gradient, one optimizer update (``update(g, s, params, value=L)``) and the
-metrics ``loss``, ``accuracy``, ``grad_norm`` :math:`\lVert g \rVert_2`,
-``update_norm`` :math:`\lVert \theta_{t+1} - \theta_t \rVert_2` and ``lr``.
-The eval step returns sums (loss, correct, count) so that batches can be added.
+trained, ``rest`` holds the other state (batch-norm statistics, dropout RNG
+streams). A train step evaluates the task's loss on a batch in training mode,
+its gradient with respect to ``params``, one optimizer update
+(``update(g, s, params, value=loss)``) and the per-step metrics: ``loss``, the
+loss's own metrics, ``grad_norm`` :math:`\lVert g \rVert_2`, ``update_norm``
+:math:`\lVert \theta_{t+1} - \theta_t \rVert_2` and ``lr``. Evaluation steps run
+in eval mode and return batch means, which the caller weights by batch size.
 """
 
 from __future__ import annotations
@@ -21,11 +19,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from budgetax.training.task import Task, split_loss
+
 __all__ = [
     "ModelFns",
     "TrainState",
-    "cross_entropy",
-    "eval_sums",
+    "eval_means",
     "full_gradient",
     "global_norm",
     "make_model_fns",
@@ -36,8 +35,8 @@ __all__ = [
 class TrainState(NamedTuple):
     """Everything a run carries from step to step (a pytree).
 
-    Divergence is not tracked here: a non-finite ``loss`` metric marks it
-    (:class:`budgetax.training.History` reports the first such step).
+    Divergence is tracked by the training core next to the state (the step at
+    which the run was frozen), not here.
     """
 
     params: Any
@@ -82,74 +81,58 @@ def global_norm(tree) -> jax.Array:
     return jnp.asarray(optax.tree.norm(optax.tree.cast(tree, jnp.float32)), jnp.float32)
 
 
-def cross_entropy(logits, labels) -> jax.Array:
-    """Per-example softmax cross-entropy in float32."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+def _f32(metrics: dict) -> dict:
+    return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
 
-def _forward(graphdef, params, rest, x):
-    model = nnx.merge(graphdef, params, rest, copy=True)
-    logits = model(x)
-    return logits, nnx.state(model, nnx.Not(nnx.Param))
-
-
-def train_step(fns: ModelFns, tx, lr_fn, state: TrainState, x, y):
-    """One update on batch ``(x, y)``; returns ``(new_state, metrics)``.
+def train_step(task: Task, fns: ModelFns, tx, lr_fn, state: TrainState, batch):
+    """One update on ``batch``; returns ``(new_state, metrics)``.
 
     Args:
+      task: the :class:`Task` (its ``loss``).
       fns: the model's :class:`ModelFns`.
       tx: an ``optax.GradientTransformationExtraArgs``.
       lr_fn: ``(step, opt_state) -> learning rate`` for the metrics.
       state: the :class:`TrainState`.
-      x: inputs ``[batch, ...]``; y: int labels ``[batch]``.
+      batch: a batch pytree (leading axis: examples).
 
     Returns:
-      The new state and a dict of float32 scalars: ``loss``, ``accuracy``,
+      The new state and a dict of float32 scalars: ``loss``, the loss's metrics,
       ``grad_norm``, ``update_norm``, ``lr``.
     """
 
-    def loss_fn(params, rest):
-        logits, new_rest = _forward(fns.graphdef_train, params, rest, x)
-        loss = jnp.mean(cross_entropy(logits, y))
-        acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
-        return loss, (acc, new_rest)
+    def objective(params, rest):
+        model = nnx.merge(fns.graphdef_train, params, rest, copy=True)
+        loss, metrics = split_loss(task.name, task.loss(model, batch))
+        return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
-    (loss, (acc, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params,
-                                                                               state.rest)
+    (loss, (aux, new_rest)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params, state.rest)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
     params = optax.apply_updates(state.params, updates)
     delta = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32),
                          params, state.params)
-    metrics = {
-        "loss": loss.astype(jnp.float32),
-        "accuracy": acc,
-        "grad_norm": global_norm(grads),
-        "update_norm": global_norm(delta),
-        "lr": jnp.asarray(lr_fn(state.step, state.opt_state), jnp.float32),
-    }
-    new_state = TrainState(params, new_rest, opt_state, state.step + 1)
-    return new_state, metrics
+    metrics = {"loss": loss.astype(jnp.float32), **_f32(aux),
+               "grad_norm": global_norm(grads), "update_norm": global_norm(delta),
+               "lr": jnp.asarray(lr_fn(state.step, state.opt_state), jnp.float32)}
+    return TrainState(params, new_rest, opt_state, state.step + 1), metrics
 
 
-def eval_sums(fns: ModelFns, params, rest, x, y, mask):
-    """Sums over a (masked) batch in eval mode: ``(loss_sum, correct_sum, count)``."""
-    logits, _ = _forward(fns.graphdef_eval, params, rest, x)
-    m = mask.astype(jnp.float32)
-    loss = jnp.sum(cross_entropy(logits, y) * m)
-    correct = jnp.sum((jnp.argmax(logits, -1) == y).astype(jnp.float32) * m)
-    return loss, correct, jnp.sum(m)
+def eval_means(task: Task, fns: ModelFns, params, rest, batch) -> dict:
+    """Batch means in eval mode: ``loss`` and the eval metrics (float32 scalars)."""
+    model = nnx.merge(fns.graphdef_eval, params, rest, copy=True)
+    loss, metrics = split_loss(task.name, task.loss(model, batch))
+    if task.eval_metrics is not None:
+        metrics = {k: v for k, v in task.eval_metrics(model, batch).items() if k != "loss"}
+    return {"loss": loss.astype(jnp.float32), **_f32(metrics)}
 
 
-def full_gradient(fns: ModelFns, params, rest, x, y, mask):
-    """Sum of per-example losses (eval mode) and its gradient, for a masked batch."""
+def full_gradient(task: Task, fns: ModelFns, params, rest, batch):
+    """Batch means (eval mode) and the gradient of the mean loss with respect to ``params``."""
 
-    def loss_sum(p):
-        logits, _ = _forward(fns.graphdef_eval, p, rest, x)
-        ce = cross_entropy(logits, y) * mask.astype(jnp.float32)
-        correct = jnp.sum((jnp.argmax(logits, -1) == y).astype(jnp.float32)
-                          * mask.astype(jnp.float32))
-        return jnp.sum(ce), correct
+    def objective(p):
+        means = eval_means(task, fns, p, rest, batch)
+        return means["loss"], means
 
-    (total, correct), g = jax.value_and_grad(loss_sum, has_aux=True)(params)
-    g = jax.tree.map(lambda a: a.astype(jnp.float32), g)
-    return total, correct, g
+    (_, means), g = jax.value_and_grad(objective, has_aux=True)(params)
+    return means, jax.tree.map(lambda a: a.astype(jnp.float32), g)

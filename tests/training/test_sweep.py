@@ -16,17 +16,24 @@ import time
 import numpy as np
 import pytest
 
-from budgetax import cli, training
-from budgetax.training import engine, report
-from budgetax.training.store import Store, decode_curves
+from budgetax import cli, report, training
+from budgetax.training import core
+from budgetax.training.sweep import checkpoints, run
+from budgetax.training.sweep.store import Store, decode_curves, encode_curves
+from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces
 from tests.data.helpers import built_data_dir, dataset
 
 # The module's shared sweep: 2 budgets x 3 schedules x 2 lrs x 2 seeds of SGD with momentum;
 # lr 1e4 diverges.
 BASE = dict(full_budget=40, budgets=(0.5, 1.0), schedules=("rex", "cosine", "step"),
             seeds=(0, 1), num_evals=2, optimizer=training.OptimizerSpec("sgd", momentum=0.9))
-SPEC = engine.SweepSpec(peak_lrs=(0.05, 1e4), **BASE)
-SPEC_NO_DIV = engine.SweepSpec(peak_lrs=(0.05, 0.01), **BASE)
+SPEC = training.SweepSpec(peak_lrs=(0.05, 1e4), **BASE)
+SPEC_NO_DIV = training.SweepSpec(peak_lrs=(0.05, 0.01), **BASE)
+
+
+def mlp():
+    """The MNIST-1D MLP preset (one task object: its programs are compiled once)."""
+    return training.preset(dataset("mnist1d"), "mlp")
 
 
 def _env():
@@ -41,17 +48,17 @@ def _env():
 def swept(tmp_path_factory):
     """``(result, traces)``: the shared sweep and how many programs it compiled."""
     out = tmp_path_factory.mktemp("sweep")
-    before = engine.sweep_trace_count()
-    result = engine.sweep(SPEC, str(out), progress=False, dataset=dataset("mnist1d"))
-    return result, engine.sweep_trace_count() - before
+    with core_traces() as traced:
+        result = training.sweep(mlp(), SPEC, str(out), progress=False)
+    return result, traced["n"]
 
 
 @pytest.fixture(scope="module")
 def swept_no_div(tmp_path_factory, swept):
     out = tmp_path_factory.mktemp("sweep-no-div")
-    before = engine.sweep_trace_count()
-    result = engine.sweep(SPEC_NO_DIV, str(out), progress=False, dataset=dataset("mnist1d"))
-    return result, engine.sweep_trace_count() - before
+    with core_traces() as traced:
+        result = training.sweep(mlp(), SPEC_NO_DIV, str(out), progress=False)
+    return result, traced["n"]
 
 
 def _row(result, budget, schedule, lr, seed):
@@ -62,7 +69,7 @@ def _row(result, budget, schedule, lr, seed):
 def _curves(result, run_id):
     with Store(os.path.join(result.out_dir, "results.sqlite")) as store:
         row = next(r for r in store.runs(with_curves=True) if r["run_id"] == run_id)
-    return decode_curves(row["curves"], training.TRAIN_METRICS, row["budget"])
+    return decode_curves(row["curves"], result.metrics["train"], row["budget"])
 
 
 # ------------------------------------------------------------------ planning
@@ -71,10 +78,10 @@ def test_spec_runs_and_plan():
     runs = SPEC.runs()
     assert len(runs) == 2 * 3 * 2 * 2
     assert len({r["run_id"] for r in runs}) == len(runs)
-    groups = engine.plan_groups(SPEC, None)
+    groups = run.plan_groups(SPEC, None)
     assert [g["budget"] for g in groups] == [20, 40]
     assert sorted(i for g in groups for i in g["run_idx"]) == list(range(len(runs)))
-    groups = engine.plan_groups(SPEC, 5)  # 12 runs per budget -> groups of 4, 4, 4
+    groups = run.plan_groups(SPEC, 5)  # 12 runs per budget -> groups of 4, 4, 4
     assert [len(g["run_idx"]) for g in groups] == [4, 4, 4, 4, 4, 4]
     assert sorted(i for g in groups for i in g["run_idx"]) == list(range(len(runs)))
 
@@ -97,27 +104,26 @@ def test_spec_runs_and_plan():
 ])
 def test_spec_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        engine.SweepSpec(**kwargs)
+        training.SweepSpec(**kwargs)
 
 
 def test_spec_rejects_wrong_types():
     with pytest.raises(TypeError, match="schedules must be a sequence, got 'rex'"):
-        engine.SweepSpec(schedules="rex")
+        training.SweepSpec(schedules="rex")
     with pytest.raises(TypeError, match="optimizer must be an OptimizerSpec"):
-        engine.SweepSpec(optimizer="adam")
+        training.SweepSpec(optimizer="adam")
     with pytest.raises(TypeError, match="seeds must be an int, got 1.5"):
-        engine.SweepSpec(seeds=(1.5,))
+        training.SweepSpec(seeds=(1.5,))
 
 
 def test_unknown_dataset_and_model_list_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="digits"):
-        engine.sweep(engine.SweepSpec(dataset="nope"), str(tmp_path), data_dir=built_data_dir())
+        training.sweep("nope", training.SweepSpec(), str(tmp_path))
     with pytest.raises(ValueError, match=r"model must be one of \['cnn1d', 'mlp', 'resnet'\]"):
-        engine.sweep(engine.SweepSpec(model="transformer"), str(tmp_path),
-                     dataset=dataset("mnist1d"))
+        training.sweep(training.preset(dataset("mnist1d"), "transformer"), training.SweepSpec(),
+                       str(tmp_path))
     with pytest.raises(ValueError, match="batch_size"):
-        engine.sweep(engine.SweepSpec(batch_size=10**6), str(tmp_path),
-                     dataset=dataset("mnist1d"))
+        training.sweep(mlp(), training.SweepSpec(batch_size=10**6), str(tmp_path))
     assert not os.path.exists(tmp_path / "results.sqlite")  # nothing written on bad input
 
 
@@ -135,7 +141,7 @@ def test_every_run_is_stored_once_with_its_history(swept):
     for r in result.runs:
         assert r["status"] in ("done", "diverged")
         assert r["eval_steps"] == training.eval_steps(r["budget"], SPEC.num_evals).tolist()
-        assert set(r["eval_history"]) == set(training.EVAL_METRICS)
+        assert set(r["eval_history"]) == set(EVAL_METRICS)
         assert r["final"] == {k: v[-1] for k, v in r["eval_history"].items()}
         if r["status"] == "done":
             assert r["best"]["test_accuracy"] == max(r["eval_history"]["test_accuracy"])
@@ -145,31 +151,31 @@ def test_every_run_is_stored_once_with_its_history(swept):
 
 
 def test_single_run_sweep_equals_train_exactly(tmp_path):
-    spec = engine.SweepSpec(full_budget=30, budgets=(1.0,), schedules=("step",),
+    spec = training.SweepSpec(full_budget=30, budgets=(1.0,), schedules=("step",),
                             peak_lrs=(3e-2,), seeds=(3,), num_evals=3)
-    result = engine.sweep(spec, str(tmp_path), progress=False, dataset=dataset("mnist1d"))
-    h = training.train(dataset("mnist1d"), model="mlp", budget=30, num_evals=3, seed=3,
+    result = training.sweep(mlp(), spec, str(tmp_path), progress=False)
+    h = training.train(mlp(), budget=30, num_evals=3, seed=3,
                        peak_lr=3e-2, optimizer=training.OptimizerSpec(schedule="step"))
     r = result.runs[0]
     curves = _curves(result, r["run_id"])
-    for k in training.TRAIN_METRICS:
+    for k in TRAIN_METRICS:
         np.testing.assert_array_equal(curves[k], h.train[k], err_msg=k)
-    for k in training.EVAL_METRICS:
+    for k in EVAL_METRICS:
         np.testing.assert_array_equal(np.float32(r["eval_history"][k]), h.eval[k], err_msg=k)
 
 
 def test_demon_and_bf16_stochastic_rounding_sweep_equals_train_exactly(tmp_path):
     """The optional modes go through the same program: Demon momentum, bf16 params + SR."""
     opt = training.OptimizerSpec("sgd", momentum=0.9, demon=True, precision="bf16_sr")
-    spec = engine.SweepSpec(full_budget=20, budgets=(1.0,), schedules=("wsd",),
+    spec = training.SweepSpec(full_budget=20, budgets=(1.0,), schedules=("wsd",),
                             peak_lrs=(5e-2,), seeds=(7,), num_evals=2, optimizer=opt)
-    result = engine.sweep(spec, str(tmp_path), progress=False, dataset=dataset("mnist1d"))
-    h = training.train(dataset("mnist1d"), model="mlp", budget=20, num_evals=2, seed=7,
+    result = training.sweep(mlp(), spec, str(tmp_path), progress=False)
+    h = training.train(mlp(), budget=20, num_evals=2, seed=7,
                        peak_lr=5e-2, optimizer=dataclasses.replace(opt, schedule="wsd"))
     (r,) = result.runs
     assert r["status"] == "done"
     curves = _curves(result, r["run_id"])
-    for k in training.TRAIN_METRICS:
+    for k in TRAIN_METRICS:
         np.testing.assert_array_equal(curves[k], h.train[k], err_msg=k)
 
 
@@ -178,7 +184,7 @@ def test_a_run_inside_a_sweep_equals_it_trained_alone(swept, schedule):
     """Same numbers up to float reassociation: 12 runs share the vmapped program."""
     result, _ = swept
     spec = training.OptimizerSpec("sgd", schedule=schedule, momentum=0.9)
-    h = training.train(dataset("mnist1d"), model="mlp", budget=40, num_evals=2, seed=1,
+    h = training.train(mlp(), budget=40, num_evals=2, seed=1,
                        peak_lr=0.05, optimizer=spec)
     r = _row(result, 40, schedule, 0.05, 1)
     curves = _curves(result, r["run_id"])
@@ -203,7 +209,7 @@ def test_diverging_runs_are_masked_and_leave_the_others_bit_identical(swept, swe
             twin = _row(clean, r["budget"], r["schedule"], r["peak_lr"], r["seed"])
             assert r["final"] == twin["final"] and r["eval_history"] == twin["eval_history"]
             a, b = _curves(result, r["run_id"]), _curves(clean, twin["run_id"])
-            for k in training.TRAIN_METRICS:
+            for k in TRAIN_METRICS:
                 np.testing.assert_array_equal(a[k], b[k])
     assert all(r["status"] == "done" for r in clean.runs)
 
@@ -211,16 +217,16 @@ def test_diverging_runs_are_masked_and_leave_the_others_bit_identical(swept, swe
 def test_the_same_spec_resumes_as_a_no_op_and_another_spec_is_refused(swept):
     result, _ = swept
     before = Store(os.path.join(result.out_dir, "results.sqlite")).dump()
-    again = engine.sweep(SPEC, result.out_dir, progress=False, dataset=dataset("mnist1d"))
+    again = training.sweep(mlp(), SPEC, result.out_dir, progress=False)
     assert again.compiled_budgets == 0
     assert Store(os.path.join(result.out_dir, "results.sqlite")).dump() == before
-    other = engine.SweepSpec(peak_lrs=(0.05, 1e3), **BASE)
-    with pytest.raises(engine.SweepSpecMismatchError,
+    other = training.SweepSpec(peak_lrs=(0.05, 1e3), **BASE)
+    with pytest.raises(training.SweepSpecMismatchError,
                        match=r"different spec \(peak_lrs: stored \[0.05, 10000.0\], given "
                              r"\[0.05, 1000.0\]\)"):
-        engine.sweep(other, result.out_dir, progress=False, dataset=dataset("mnist1d"))
+        training.sweep(mlp(), other, result.out_dir, progress=False)
     with pytest.raises(FileExistsError, match="already holds a sweep"):
-        engine.sweep(SPEC, result.out_dir, resume=False, dataset=dataset("mnist1d"))
+        training.sweep(mlp(), SPEC, result.out_dir, resume=False)
 
 
 def test_report_table_and_files(swept, tmp_path):
@@ -279,22 +285,22 @@ SHARD_CODE = textwrap.dedent("""
     import json, sys
     import jax
     from budgetax import training
-    from budgetax.training import engine
-    spec = engine.SweepSpec(full_budget=30, budgets=(1.0,), schedules=("rex", "cosine", "step"),
+    from budgetax.training.sweep import checkpoints
+    spec = training.SweepSpec(full_budget=30, budgets=(1.0,), schedules=("rex", "cosine", "step"),
                             peak_lrs=(0.05,), seeds=(0, 1), num_evals=2,
                             optimizer=training.OptimizerSpec("sgd", momentum=0.9))
     if len(sys.argv) > 2:  # interrupt the sweep right after its first checkpoint, then resume
-        save = engine._Checkpoints.save
+        save = checkpoints.Checkpoints.save
         def save_then_stop(self, seg, tree):
             save(self, seg, tree)
             raise KeyboardInterrupt
-        engine._Checkpoints.save = save_then_stop
+        checkpoints.Checkpoints.save = save_then_stop
         try:
-            engine.sweep(spec, sys.argv[1], progress=False)
+            training.sweep("mnist1d", spec, sys.argv[1], progress=False)
         except KeyboardInterrupt:
             pass
-        engine._Checkpoints.save = save
-    res = engine.sweep(spec, sys.argv[1], progress=False)
+        checkpoints.Checkpoints.save = save
+    res = training.sweep("mnist1d", spec, sys.argv[1], progress=False)
     print(json.dumps({"devices": len(jax.devices()), "groups": res.groups, "runs": res.runs}))
 """)
 
@@ -319,7 +325,7 @@ def test_sharded_over_emulated_devices_equals_unsharded_and_resumes_exactly(tmp_
         assert g["devices"] == ndev and g["runs"] == 6 and g["padded_runs"] % ndev == 0
         for a, b in zip(one["runs"], many["runs"], strict=True):
             assert a["run_id"] == b["run_id"] and a["status"] == b["status"] == "done"
-            for k in training.EVAL_METRICS:
+            for k in EVAL_METRICS:
                 np.testing.assert_allclose(a["eval_history"][k], b["eval_history"][k],
                                            rtol=2e-5, atol=1e-6, err_msg=f"{ndev} {k}")
         if ndev == 2:  # a sharded sweep resumed from its (sharded) checkpoint: bit-identical
@@ -332,11 +338,10 @@ def test_sharded_over_emulated_devices_equals_unsharded_and_resumes_exactly(tmp_
 KILL_CODE = textwrap.dedent("""
     import sys
     from budgetax import training
-    from budgetax.training import engine
-    spec = engine.SweepSpec(full_budget=400, budgets=(0.5, 1.0), schedules=("rex", "cosine"),
+    spec = training.SweepSpec(full_budget=400, budgets=(0.5, 1.0), schedules=("rex", "cosine"),
                             peak_lrs=(0.05, 1e4), seeds=(0,), num_evals=4,
                             optimizer=training.OptimizerSpec("sgd", momentum=0.9))
-    engine.sweep(spec, sys.argv[1], progress=False, max_runs_per_program=2)
+    training.sweep("mnist1d", spec, sys.argv[1], progress=False, max_runs_per_program=2)
 """)
 
 
@@ -406,7 +411,7 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "1 budgets x 2 schedules x 1 lrs x 1 seeds = 2 runs" in text
     assert "| budget | steps | linear | wsd |" in text and "| 100% | 20 |" in text
-    assert (out / "results.md").exists() and (out / "accuracy_vs_budget.png").exists()
+    assert (out / "results.md").exists() and (out / "metric_vs_budget.png").exists()
     os.remove(out / "results.md")
     assert cli.main(["report", str(out), "--no-plots"]) == 0
     assert "| budget | steps | linear | wsd |" in capsys.readouterr().out
@@ -429,10 +434,9 @@ def test_runs_per_program_follow_the_memory_the_devices_report():
         def memory_stats(self):
             return {"bytes_limit": self.limit, "bytes_in_use": 0}
 
-    _, _, cfg, _ = training.loop._prepare(dataset("mnist1d"), "mlp", 100, 100,
-                                          engine.SweepSpec().optimizer, 4, 1000, True, {}, None)
-    scfg = engine._SweepStatic(cfg, ("rex", "cosine"))
-    fits = lambda limit, n: engine._memory_limited_runs(scfg, 100, 4000, [FakeDevice(limit)] * n)
+    prog = core.make_program(mlp(), 100, training.SweepSpec().optimizer,
+                             schedules=("rex", "cosine"))
+    fits = lambda limit, n: run.memory_limited_runs(prog, [FakeDevice(limit)] * n)
     # the MLP 40-100-100-10 has 15210 float32 parameters; Adam keeps two more copies; the
     # carry also holds the epoch permutation (4000 int32) and a few scalars; counted 4 times
     params = 15210 * 4
@@ -441,22 +445,21 @@ def test_runs_per_program_follow_the_memory_the_devices_report():
     assert int(0.5 * limit // low) <= fits(limit, 1) <= int(0.5 * limit // high)
     assert fits(limit, 4) == 4 * fits(limit, 1)        # runs are sharded: 4 devices, 4x the runs
     assert fits(1, 1) == 1                              # never zero
-    assert engine._memory_limited_runs(scfg, 100, 4000, [object()]) is None  # CPU: no limit
+    assert run.memory_limited_runs(prog, [object()]) is None  # CPU: no limit
 
 
 def test_elasticity_stops_per_budget_from_stored_curves():
-    from budgetax.training.store import encode_curves
-
     t = np.arange(1.0, 21.0)
     fast = 1.0 + 2.0 * np.exp(-t)     # stops after epoch 9 (see test_training), saves 55%
     slow = 10.0 / t                    # elasticity exactly -1 at every epoch: never stops
     def run(loss, status="done"):
-        curves = {k: np.zeros(40, np.float32) for k in training.TRAIN_METRICS}
+        curves = {k: np.zeros(40, np.float32) for k in TRAIN_METRICS}
         curves["loss"] = np.repeat(loss, 2).astype(np.float32)
         return {"budget": 40, "status": status, "curves": encode_curves(curves,
-                                                                        training.TRAIN_METRICS)}
+                                                                        TRAIN_METRICS)}
     runs = [run(fast), run(slow), run(fast * np.nan, status="diverged")]
-    (row,) = report.elasticity_stops(runs, 2, threshold=0.01, patience=2, smoothing=0.0)
+    (row,) = report.elasticity_stops(runs, 2, TRAIN_METRICS, threshold=0.01, patience=2,
+                                     smoothing=0.0)
     assert row["budget"] == 40 and row["epochs"] == 20 and row["runs"] == 2
     assert row["stopped"] == 1
     assert row["compute_saved"] == pytest.approx((0.55 + 0.0) / 2)

@@ -13,7 +13,8 @@ from flax import nnx
 
 import budgetax
 from budgetax import data, models, training
-from budgetax.training import loop
+from budgetax.training import core
+from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces
 from tests.data.helpers import dataset
 
 SMALL = dict(model="mlp", model_kwargs={"hidden": (16,)}, batch_size=50, num_evals=2)
@@ -43,30 +44,32 @@ def _leaves_equal(a, b):
 
 def test_bit_reproducible_and_seed_dependent(mnist1d, run_a):
     again = training.train(mnist1d, budget=30, optimizer=SGD, seed=0, **SMALL)
-    for k in training.TRAIN_METRICS:
+    for k in TRAIN_METRICS:
         np.testing.assert_array_equal(run_a.train[k], again.train[k])
-    for k in training.EVAL_METRICS:
+    for k in EVAL_METRICS:
         np.testing.assert_array_equal(run_a.eval[k], again.eval[k])
     assert _leaves_equal(run_a.params, again.params)
     other = training.train(mnist1d, budget=30, optimizer=SGD, seed=1, **SMALL)
     assert not np.array_equal(run_a.train["loss"], other.train["loss"])
 
 
-def test_no_recompile_for_same_budget_once_for_a_new_budget(mnist1d, run_a):
-    before = training.trace_count("device")
-    # same budget and shapes; a different seed and peak lr are traced inputs
-    training.train(mnist1d, budget=30, optimizer=SGD, seed=5, peak_lr=0.05, **SMALL)
-    assert training.trace_count("device") == before
-    training.train(mnist1d, budget=31, optimizer=SGD, seed=0, **SMALL)
-    assert training.trace_count("device") == before + 1
-    training.train(mnist1d, budget=31, optimizer=SGD, seed=2, **SMALL)
-    assert training.trace_count("device") == before + 1
+def test_no_recompile_for_same_budget_once_for_a_new_budget(mnist1d):
+    with core_traces() as traced:  # budgets no other test compiles
+        training.train(mnist1d, budget=29, optimizer=SGD, seed=0, **SMALL)
+        assert traced["n"] == 1
+        # same budget and shapes; a different seed and peak lr are traced inputs
+        training.train(mnist1d, budget=29, optimizer=SGD, seed=5, peak_lr=0.05, **SMALL)
+        assert traced["n"] == 1
+        training.train(mnist1d, budget=31, optimizer=SGD, seed=0, **SMALL)
+        assert traced["n"] == 2
+        training.train(mnist1d, budget=31, optimizer=SGD, seed=2, **SMALL)
+        assert traced["n"] == 2
 
 
 def test_history_layout_and_lr_metric(run_a):
     h = run_a
     assert h.eval_steps.tolist() == [15, 30]
-    assert set(h.train) == set(training.TRAIN_METRICS)
+    assert set(h.train) == set(TRAIN_METRICS)
     assert all(v.shape == (30,) for v in h.train.values())
     assert all(v.shape == (2,) for v in h.eval.values())
     # linear decay from 0.1 over 30 steps (independent formula)
@@ -129,10 +132,10 @@ def test_streaming_matches_on_device(digits):
     kw = dict(budget=20, optimizer=SGD, seed=4, model="mlp", model_kwargs={"hidden": (8,)},
               batch_size=64, num_evals=2, eval_batch_size=500)
     dev = training.train(digits, data="device", **kw)
-    streamed = training.train(digits, data="stream", prefetch=1, **kw)
+    streamed = training.train(digits, data="stream", **kw)
     assert streamed.config["data"] == "stream"
     np.testing.assert_allclose(streamed.train["loss"], dev.train["loss"], rtol=1e-5)
-    for k in training.EVAL_METRICS:
+    for k in EVAL_METRICS:
         np.testing.assert_allclose(streamed.eval[k], dev.eval[k], rtol=1e-4)
 
 
@@ -330,10 +333,11 @@ def test_demon_sgd_keeps_nesterov():
 
 def test_sr_seed_is_not_compiled_in(mnist1d, run_a):
     """OptimizerSpec.seed is not part of the static config: no recompilation for it."""
-    before = training.trace_count("device")
-    h = training.train(mnist1d, budget=30, optimizer=dataclasses.replace(SGD, seed=7), seed=0,
-                       **SMALL)
-    assert training.trace_count("device") == before
+    training.train(mnist1d, budget=30, optimizer=SGD, seed=0, **SMALL)  # compiled (if not yet)
+    with core_traces() as traced:
+        h = training.train(mnist1d, budget=30, optimizer=dataclasses.replace(SGD, seed=7),
+                           seed=0, **SMALL)
+    assert traced["n"] == 0
     np.testing.assert_array_equal(h.train["loss"], run_a.train["loss"])
 
 
@@ -349,10 +353,12 @@ def test_bf16_sr_training_each_vmapped_run_has_its_own_sr_stream(mnist1d):
     comes from its own key (not from OptimizerSpec.seed, shared by all runs)."""
     spec = training.OptimizerSpec("adam", "linear", peak_lr=1e-2, precision="bf16_sr")
     budget, seeds = 30, [0, 1]
-    core, data_args = training.make_core(mnist1d, budget=budget, optimizer=spec,
-                                         **dict(SMALL, num_evals=1), diagnostics=False)
-    keys = jnp.stack([jax.random.key(s) for s in seeds])
-    states, train_m, _ = jax.jit(core)(keys, jnp.full((2,), 1e-2, jnp.float32), *data_args)
+    task = training.preset(mnist1d, "mlp", model_kwargs={"hidden": (16,)})
+    prog = core.make_program(task, budget, spec, batch_size=50, num_evals=1,
+                             diagnostics=False)
+    runs = core.Runs(prog, core.make_mesh(jax.devices()[:1]), seeds, [1e-2, 1e-2], [0, 0])
+    carry, train_m, _, _ = runs.run()
+    states = carry.states
     assert {x.dtype for x in jax.tree.leaves(states.params)} == {jnp.dtype(jnp.bfloat16)}
     loss = np.asarray(train_m["loss"])
     assert np.all(np.isfinite(loss)) and np.all(loss[:, -5:].mean(1) < loss[:, :5].mean(1))
@@ -360,7 +366,7 @@ def test_bf16_sr_training_each_vmapped_run_has_its_own_sr_stream(mnist1d):
     assert not np.array_equal(got[0], got[1])
     # independent expectation: PRNGKey(seed drawn from the run's key), split once per update
     for r, s in enumerate(seeds):
-        seed = jax.random.randint(jax.random.fold_in(jax.random.key(s), loop.SR_STREAM), (), 0,
+        seed = jax.random.randint(jax.random.fold_in(jax.random.key(s), core.SR_STREAM), (), 0,
                                   2**31 - 1, dtype=jnp.int32)
         k = jax.random.PRNGKey(seed)
         for _ in range(budget):
@@ -387,38 +393,17 @@ def test_train_state_has_no_dead_divergence_field():
     assert "diverged_step" not in training.TrainState._fields
 
 
-def test_device_arrays_are_uploaded_once(mnist1d, run_a, monkeypatch):
-    """Repeated train() calls hand the compiled run the same device arrays, not NumPy ones."""
-    seen = []
-    real = loop._device_jit
-
-    def spy(cfg, budget, key, lr, *data_args):
-        seen.append(data_args)
-        return real(cfg, budget, key, lr, *data_args)
-
-    monkeypatch.setattr(loop, "_device_jit", spy)
-    for seed in (1, 2):
-        training.train(mnist1d, budget=30, optimizer=SGD, seed=seed, **SMALL)
-    assert len(seen) == 2
-    for a, b, host in zip(seen[0], seen[1], (mnist1d.x_train, mnist1d.y_train,
-                                              mnist1d.x_test, mnist1d.y_test), strict=True):
-        assert isinstance(a, jax.Array) and a is b
-        np.testing.assert_array_equal(np.asarray(a), host)
-    # a modified copy of a dataset gets its own device arrays
-    x, y = mnist1d.arrays("train")
-    other = dataclasses.replace(mnist1d, _cache={"train": (x + 1, y),
-                                                 "test": mnist1d.arrays("test")})
-    np.testing.assert_array_equal(np.asarray(other.device_arrays()[0]), x + 1)
-    assert mnist1d.device_arrays()[0] is seen[0][0]
-
-
-def test_make_core_is_the_pure_core_of_train(mnist1d, run_a):
-    core, data_args = training.make_core(mnist1d, budget=30, optimizer=SGD, **SMALL)
-    keys = jnp.stack([jax.random.key(0)])
-    _, train_m, eval_m = jax.jit(core)(keys, jnp.array([0.1], jnp.float32), *data_args)
-    assert train_m["loss"].shape == (1, 30) and eval_m["test_accuracy"].shape == (1, 2)
-    np.testing.assert_array_equal(np.asarray(train_m["loss"][0]), run_a.train["loss"])
-    np.testing.assert_array_equal(np.asarray(eval_m["test_loss"][0]), run_a.eval["test_loss"])
+def test_device_arrays_are_uploaded_once(mnist1d, run_a):
+    """Repeated train() calls of one task reuse its device arrays: the data is uploaded once."""
+    task = training.preset(mnist1d, "mlp", model_kwargs={"hidden": (16,)})
+    assert training.preset(mnist1d, "mlp", model_kwargs={"hidden": (16,)}) is task
+    first = dict(core._DEVICE_DATA[task])  # filled by run_a
+    training.train(mnist1d, budget=30, optimizer=SGD, seed=1, **SMALL)
+    (mesh, (train_dev, eval_dev)), = core._DEVICE_DATA[task].items()
+    assert first[mesh][0] is train_dev and first[mesh][1] is eval_dev
+    assert isinstance(train_dev["x"], jax.Array)
+    np.testing.assert_array_equal(np.asarray(train_dev["x"]), mnist1d.x_train)
+    np.testing.assert_array_equal(np.asarray(eval_dev["y"]), mnist1d.y_test)
 
 
 def test_history_early_stop_replays_the_elasticity_rule_with_the_runs_epochs():

@@ -1,12 +1,14 @@
 """Tables and plots of a sweep, rebuilt from its results store (``budgetax report DIR``).
 
 The table answers "which schedule, at my budget?": for each budget and schedule,
-the test accuracy (mean ± std over seeds) at that schedule's best peak learning
-rate, the best cell of each budget marked. The best learning rate is chosen
+the task's table metric (test accuracy for the classification presets; see
+:meth:`budgetax.training.Task.table_metric`), mean ± std over seeds, at that
+schedule's best peak learning rate, the best cell of each budget marked. The best learning rate is chosen
 *without looking at the test set*: by default the one with the lowest mean final
 full-training-set loss over seeds (``select="train_loss"``); a learning rate at
 which any seed diverged is not eligible. ``select="test_accuracy"`` picks by test
-accuracy instead (optimistic: it tunes on the test set).
+accuracy instead (optimistic: it tunes on the test set); any other evaluation metric
+of the task can be named (lower is better, unless its name ends in ``accuracy``).
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ import os
 import numpy as np
 
 from budgetax._io import atomic_write_json, atomic_write_text
-from budgetax.training.loop import TRAIN_METRICS
-from budgetax.training.store import STORE_NAME, Store, decode_curves
+from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves
 
 __all__ = ["SELECT", "Cell", "elasticity_stops", "format_table", "load", "summarize",
            "write_report"]
 
 SELECT = ("train_loss", "test_accuracy", "test_loss")
-PLOTS = ("accuracy_vs_budget.png", "lr_curves.png", "loss_curves.png")
+PLOTS = ("metric_vs_budget.png", "lr_curves.png", "loss_curves.png")
 SUMMARY = "summary.json"
 
 
@@ -38,7 +39,7 @@ class Cell:
     budget: int
     schedule: str
     best_lr: float | None       # None: every lr diverged
-    mean: float                 # test accuracy at best_lr, mean over seeds
+    mean: float                 # the table metric at best_lr, mean over seeds
     std: float                  # sample std over seeds (0 for one seed)
     seeds: int
     diverged_lrs: tuple         # lrs at which some seed diverged
@@ -49,7 +50,9 @@ class Cell:
 def load(out_dir: str, *, with_curves: bool = False) -> tuple[dict, list[dict], list[dict]]:
     """``(spec, runs, groups)`` of the sweep stored in ``out_dir``.
 
-    ``spec`` is the stored spec with the plan's ``steps_per_epoch`` added.
+    ``spec`` is the stored spec with the plan's ``steps_per_epoch``, the task's
+    identity (``task``), its metric names (``metrics``) and its table metric
+    (``table_metric``: ``[name, higher_is_better]``) added.
     """
     path = os.path.join(out_dir, STORE_NAME)
     if not os.path.exists(path):
@@ -57,17 +60,21 @@ def load(out_dir: str, *, with_curves: bool = False) -> tuple[dict, list[dict], 
     with Store(path) as store:
         spec = dict(store.get_meta("spec"))
         spec["steps_per_epoch"] = (store.get_meta("plan") or {}).get("steps_per_epoch")
+        for key in ("task", "metrics", "table_metric"):
+            spec[key] = store.get_meta(key)
         return spec, store.runs(with_curves=with_curves), store.groups()
 
 
-def elasticity_stops(runs: list[dict], steps_per_epoch: int, *, threshold: float = 0.05,
-                     patience: int = 3, smoothing: float = 0.5) -> list[dict]:
+def elasticity_stops(runs: list[dict], steps_per_epoch: int, train_metrics, *,
+                     threshold: float = 0.05, patience: int = 3,
+                     smoothing: float = 0.5) -> list[dict]:
     """The elasticity stopping rule replayed on every finished run, summarised per budget.
 
     For each budget: how many runs (not diverged, at least ``patience + 1`` epochs
     long) the rule of :func:`budgetax.ranking.early_stop` would have stopped
     before the end, the mean fraction of the budget it saves and the mean
     training loss it gives up (loss of the stop epoch minus that of the last epoch).
+    ``train_metrics`` names the rows of the stored per-step curves.
     """
     from budgetax import ranking
 
@@ -79,7 +86,7 @@ def elasticity_stops(runs: list[dict], steps_per_epoch: int, *, threshold: float
         row = {"budget": steps, "epochs": epochs, "runs": len(mine), "stopped": 0,
                "compute_saved": math.nan, "loss_given_up": math.nan}
         if mine and epochs > patience:
-            loss = np.stack([decode_curves(r["curves"], TRAIN_METRICS, steps)["loss"]
+            loss = np.stack([decode_curves(r["curves"], train_metrics, steps)["loss"]
                              for r in mine])
             res = ranking.early_stop(loss, steps_per_epoch, threshold=threshold,
                                      patience=patience, smoothing=smoothing)
@@ -93,14 +100,25 @@ def elasticity_stops(runs: list[dict], steps_per_epoch: int, *, threshold: float
 def _score(runs, select):
     vals = [r["final"].get(select, math.nan) for r in runs]
     m = float(np.mean(vals))
-    return -m if select == "test_accuracy" else m  # lower is better
+    return -m if select.endswith("accuracy") else m  # lower is better
 
 
-def summarize(runs: list[dict], select: str = "train_loss") -> list[Cell]:
-    """The table's cells, budget-major then in the sweep's schedule order (finished runs only)."""
-    if select not in SELECT:
-        raise ValueError(f"select must be one of {list(SELECT)}, got {select!r}")
+def summarize(runs: list[dict], select: str = "train_loss", metric: str = "test_accuracy",
+              higher_is_better: bool = True) -> list[Cell]:
+    """The table's cells, budget-major then in the sweep's schedule order (finished runs only).
+
+    Args:
+      runs: the store's rows.
+      select: the evaluation metric that picks each cell's learning rate.
+      metric: the evaluation metric the cells report.
+      higher_is_better: the direction of ``metric`` (which cell of a budget is best).
+    """
     done = [r for r in runs if r["status"] in ("done", "diverged")]
+    names = set().union(*(r["final"] for r in done)) if done else set()
+    for arg, value in (("select", select), ("metric", metric)):
+        if not isinstance(value, str) or (names and value not in names):
+            raise ValueError(f"{arg} must be one of {sorted(names) or list(SELECT)}, "
+                             f"got {value!r}")
     budgets = sorted({(r["budget_fraction"], r["budget"]) for r in done})
     schedules = list(dict.fromkeys(r["schedule"] for r in runs))
     cells = []
@@ -122,24 +140,32 @@ def summarize(runs: list[dict], select: str = "train_loss") -> list[Cell]:
                 row.append(Cell(f, steps, s, None, math.nan, math.nan, 0, diverged))
                 continue
             lr = min(scored, key=lambda k: (scored[k], k))
-            acc = np.array([r["final"]["test_accuracy"] for r in ok[lr]], np.float64)
+            acc = np.array([r["final"][metric] for r in ok[lr]], np.float64)
             row.append(Cell(f, steps, s, lr, float(acc.mean()),
                             float(acc.std(ddof=1)) if len(acc) > 1 else 0.0, len(acc), diverged,
                             run_ids=tuple(r["run_id"] for r in ok[lr])))
         finite = [c for c in row if np.isfinite(c.mean)]
         if finite:
-            best = max(c.mean for c in finite)
+            best = (max if higher_is_better else min)(c.mean for c in finite)
             for c in finite:
                 c.best_in_budget = c.mean == best
         cells.extend(row)
     return cells
 
 
-def format_table(cells: list[Cell], *, markdown_bold: bool = True) -> str:
+def _value(metric: str, mean: float, std: float) -> str:
+    if metric.endswith("accuracy"):
+        return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+def format_table(cells: list[Cell], *, markdown_bold: bool = True,
+                 metric: str = "test_accuracy") -> str:
     """A markdown table: one row per budget, one column per schedule, best cell marked.
 
-    Each cell is ``mean ± std`` test accuracy in percent at the schedule's best lr,
-    with that lr below it; the best schedule of each budget is in bold (or marked ``*``).
+    Each cell is ``mean ± std`` of ``metric`` (accuracies in percent) at the
+    schedule's best lr, with that lr; the best schedule of each budget is in bold
+    (or marked ``*``).
     """
     budgets = list(dict.fromkeys((c.budget_fraction, c.budget) for c in cells))
     schedules = list(dict.fromkeys(c.schedule for c in cells))
@@ -155,7 +181,7 @@ def format_table(cells: list[Cell], *, markdown_bold: bool = True) -> str:
             elif c.best_lr is None:
                 out.append("diverged")
             else:
-                text = f"{100 * c.mean:.1f} ± {100 * c.std:.1f} (lr {c.best_lr:g})"
+                text = f"{_value(metric, c.mean, c.std)} (lr {c.best_lr:g})"
                 if c.best_in_budget:
                     text = f"**{text}**" if markdown_bold else f"{text} *"
                 out.append(text)
@@ -172,7 +198,7 @@ def _smooth(x, k):
     return np.concatenate([x[:k - 1], out])
 
 
-def _plots(out_dir, cells, runs_by_id):
+def _plots(out_dir, cells, runs_by_id, metric, train_metrics):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,21 +212,23 @@ def _plots(out_dir, cells, runs_by_id):
     for s in schedules:
         cs = [c for c in cells if c.schedule == s and c.best_lr is not None]
         if cs:
-            ax.errorbar([c.budget for c in cs], [100 * c.mean for c in cs],
-                        yerr=[100 * c.std for c in cs], marker="o", capsize=3, label=s,
+            k = 100 if metric.endswith("accuracy") else 1
+            ax.errorbar([c.budget for c in cs], [k * c.mean for c in cs],
+                        yerr=[k * c.std for c in cs], marker="o", capsize=3, label=s,
                         color=colors[s])
     ax.set_xscale("log")
     ax.set_xlabel("budget (optimizer steps)")
-    ax.set_ylabel("test accuracy at best lr (%)")
-    ax.set_title("accuracy vs budget (mean ± std over seeds)")
+    unit = " (%)" if metric.endswith("accuracy") else ""
+    ax.set_ylabel(f"{metric} at best lr{unit}")
+    ax.set_title(f"{metric} vs budget (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, PLOTS[0]), dpi=110)
     plt.close(fig)
 
-    for name, metric, ylabel, log in ((PLOTS[1], "lr", "learning rate", False),
-                                      (PLOTS[2], "loss", "training loss (smoothed)", True)):
+    for name, curve, ylabel, log in ((PLOTS[1], "lr", "learning rate", False),
+                                     (PLOTS[2], "loss", "training loss (smoothed)", True)):
         n = len(budgets)
         fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
         for ax, steps in zip(axes[0], budgets, strict=True):
@@ -209,8 +237,8 @@ def _plots(out_dir, cells, runs_by_id):
                 if c is None or not c.run_ids:
                     continue
                 r = runs_by_id[c.run_ids[0]]
-                y = decode_curves(r["curves"], TRAIN_METRICS, r["budget"])[metric]
-                if metric == "loss":
+                y = decode_curves(r["curves"], train_metrics, r["budget"])[curve]
+                if curve == "loss":
                     y = _smooth(y, max(1, steps // 50))
                 ax.plot(np.arange(1, steps + 1), y, color=colors[s], label=s, lw=1)
             ax.set_title(f"budget {steps} steps", fontsize=9)
@@ -227,7 +255,7 @@ def _plots(out_dir, cells, runs_by_id):
         plt.close(fig)
 
 
-def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True,
+def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
                  command: str | None = None, device: str | None = None) -> str:
     """Writes ``results.md``, ``summary.json`` and the PNG plots in ``out_dir``; returns the table.
 
@@ -236,8 +264,10 @@ def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True
 
     Args:
       out_dir: a sweep directory.
-      select: how the best lr of a cell is chosen (see the module docstring).
-      plots: also write ``accuracy_vs_budget.png``, ``lr_curves.png``, ``loss_curves.png``.
+      select: the metric that picks each cell's best lr (see the module docstring);
+        default ``train_loss``, or the table metric when the sweep ran without
+        diagnostics.
+      plots: also write ``metric_vs_budget.png``, ``lr_curves.png``, ``loss_curves.png``.
       command: the command line that ran the sweep (written into ``results.md``).
       device: a description of the device(s) (default: from ``jax.devices()``).
     """
@@ -246,8 +276,12 @@ def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True
     if command is None and os.path.exists(summary_path):  # `budgetax report` keeps the command
         with open(summary_path, encoding="utf-8") as f:
             command = json.load(f).get("command")
-    cells = summarize(runs, select)
-    table = format_table(cells)
+    metric, higher = spec["table_metric"]
+    train_names = spec["metrics"]["train"]
+    if select is None:
+        select = "train_loss" if "train_loss" in spec["metrics"]["eval"] else metric
+    cells = summarize(runs, select, metric, higher)
+    table = format_table(cells, metric=metric)
     pending = sum(r["status"] == "pending" for r in runs)
     diverged = [r for r in runs if r["status"] == "diverged"]
     if device is None:
@@ -260,7 +294,8 @@ def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True
     opt = spec["optimizer"]
     lines = [
         "# Sweep results", "",
-        f"{spec['model']} on {spec['dataset']}, {opt['optimizer']}"
+        f"Task `{spec['task']['name']}` ({json.dumps(spec['task']['config'])}), "
+        f"{opt['optimizer']}"
         + (" + Demon" if opt.get("demon") else "") + f", precision {opt['precision']}, "
         f"batch {spec['batch_size']}, full budget {spec['full_budget']} steps; "
         f"peak lrs {spec['peak_lrs']}, seeds {spec['seeds']}.", "",
@@ -268,7 +303,8 @@ def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
     lines += [
-        f"Test accuracy (%) at the end of each budget, mean ± std over "
+        f"{metric}{' (%)' if metric.endswith('accuracy') else ''} at the end of each "
+        f"budget, mean ± std over "
         f"{len(spec['seeds'])} seed(s), at each schedule's best peak lr (chosen by "
         f"{'lowest mean final training loss' if select == 'train_loss' else select}, "
         "over lrs at which no seed diverged); bold: the best schedule of the budget.", "",
@@ -287,7 +323,7 @@ def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True
         lines.append("")
     spe = spec.get("steps_per_epoch")
     if spe and plots:
-        stops = elasticity_stops(runs, spe)
+        stops = elasticity_stops(runs, spe, train_names)
         lines += [
             "Elasticity early stopping (Zhao et al. 2022; `budgetax.ranking.early_stop`, "
             f"threshold 0.05, patience 3 epochs of {spe} steps), replayed on every finished run: "
@@ -305,8 +341,8 @@ def write_report(out_dir: str, *, select: str = "train_loss", plots: bool = True
         lines.append("")
     if plots and any(r["status"] != "pending" for r in runs):
         by_id = {r["run_id"]: r for r in runs}
-        _plots(out_dir, cells, by_id)
-        lines += ["![accuracy vs budget](accuracy_vs_budget.png)", "",
+        _plots(out_dir, cells, by_id, metric, train_names)
+        lines += [f"![{metric} vs budget]({PLOTS[0]})", "",
                   "![learning-rate curves](lr_curves.png)", "",
                   "![loss curves](loss_curves.png)", ""]
     atomic_write_text(os.path.join(out_dir, "results.md"), "\n".join(lines))

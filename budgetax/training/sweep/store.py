@@ -2,15 +2,17 @@
 
 Tables:
 
-- ``meta(key, value)``: the sweep spec (``spec``, JSON), the run plan (``plan``,
-  JSON: which runs share a compiled program) and the store version.
+- ``meta(key, value)``: the sweep spec (``spec``, JSON), the task's identity
+  (``task``: name and config), the metric names (``metrics``: per step and per
+  evaluation), the run plan (``plan``, JSON: which runs share a compiled program)
+  and the store version.
 - ``runs``: one row per run, created ``pending`` when the sweep is planned and
   completed (``done`` or ``diverged``) in the same transaction as the other runs of
   its program. Columns: the run's config (``budget_fraction``, ``budget``,
   ``schedule``, ``peak_lr``, ``seed``, ``group_id``), ``status``,
   ``diverged_step``, JSON ``final`` / ``best`` metrics, the per-evaluation
   history (``eval_steps``, ``eval_history``: JSON) and the per-step training
-  curves (``curves``: float32 little-endian bytes, ``[len(TRAIN_METRICS), budget]``).
+  curves (``curves``: float32 little-endian bytes, ``[len(metrics["train"]), budget]``).
 - ``groups``: per compiled program, wall time and throughput (kept apart from
   ``runs`` because timings differ between two otherwise identical sweeps).
 
@@ -30,7 +32,7 @@ import numpy as np
 __all__ = ["STORE_NAME", "Store", "decode_curves", "encode_curves"]
 
 STORE_NAME = "results.sqlite"
-VERSION = "1"
+VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -107,13 +109,16 @@ class Store:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def initialise(self, spec: dict, plan: dict, runs: list[dict]) -> None:
-        """Writes the spec, the plan and every run as ``pending``, in one transaction."""
+    def initialise(self, meta: dict, runs: list[dict]) -> None:
+        """Writes the meta entries (spec, task, metrics, plan) and every run as ``pending``.
+
+        One transaction: a killed process leaves either nothing or the whole plan.
+        """
         with self._conn:
             self._conn.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("version", json.dumps(VERSION)), ("spec", json.dumps(spec, sort_keys=True)),
-                 ("plan", json.dumps(plan, sort_keys=True))])
+                [("version", json.dumps(VERSION))]
+                + [(k, json.dumps(v, sort_keys=True)) for k, v in meta.items()])
             self._conn.executemany(
                 "INSERT INTO runs(run_id, idx, group_id, budget_fraction, budget, schedule, "
                 "peak_lr, seed, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",

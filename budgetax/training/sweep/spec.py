@@ -1,0 +1,149 @@
+"""What a sweep trains: :class:`SweepSpec`, and how its runs are split into programs.
+
+The defaults of a sweep (budgets, schedules, learning rates, seeds, batch size,
+evaluations) live here and only here; the ``budgetax sweep`` command reads them
+from :class:`SweepSpec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+
+from budgetax import _validate, profiles, schedules
+from budgetax.training.optim import OptimizerSpec
+
+__all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepSpec", "SweepSpecMismatchError",
+           "plan_groups"]
+
+SWEEP_SCHEDULES = tuple(sorted(profiles.PROFILES))
+DEFAULT_SCHEDULES = ("linear", "rex", "cosine", "step", "exponential", "constant", "wsd",
+                     "one_cycle")
+
+
+class SweepSpecMismatchError(ValueError):
+    """The output directory holds a sweep with a different spec or task."""
+
+
+def _tuple(name, values, check):
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence, got {values!r}")
+    values = tuple(check(name, v) for v in values)
+    if not values:
+        raise ValueError(f"{name} must be a non-empty sequence, got ()")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} has duplicates, got {values!r}")
+    return values
+
+
+def _schedule_name(name, value):
+    if value not in SWEEP_SCHEDULES:
+        raise ValueError(f"{name} must name profiles from {list(SWEEP_SCHEDULES)}, got "
+                         f"{value!r} (AutoWU has no peak lr to sweep and its own state: train it "
+                         f"with budgetax.training.train)")
+    return value
+
+
+def _fraction(name, value):
+    return _validate.real(name, value, low=0.0, high=1.0, low_open=True)
+
+
+def _lr(name, value):
+    return _validate.real(name, value, low=0.0, low_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep trains on a task (the part that defines its results).
+
+    Attributes:
+      optimizer: the base :class:`OptimizerSpec` (optimizer, momentum, Demon,
+        precision, warmup, ...); its ``schedule`` and ``peak_lr`` are replaced per run.
+      full_budget: steps of the full budget; ``budgets`` are fractions of it
+        (``steps_for_budget(full_steps=full_budget, fraction=f)``).
+      schedules: profile names (:data:`SWEEP_SCHEDULES`), default knobs.
+      peak_lrs: peak learning rates; ``seeds``: run seeds (model init, batch order).
+      batch_size, num_evals, eval_batch_size, diagnostics: as in :func:`budgetax.training.train`.
+
+    Example:
+      >>> spec = SweepSpec(full_budget=1000, budgets=(0.1, 1.0), schedules=("linear", "rex"))
+      >>> spec.budget_steps()
+      [100, 1000]
+      >>> len(spec.runs())    # 2 budgets x 2 schedules x 3 lrs x 3 seeds
+      36
+    """
+
+    optimizer: OptimizerSpec = dataclasses.field(default_factory=OptimizerSpec)
+    full_budget: int = 3000
+    budgets: tuple = (0.05, 0.1, 0.25, 0.5, 1.0)
+    schedules: tuple = DEFAULT_SCHEDULES
+    peak_lrs: tuple = (3e-3, 1e-2, 3e-2)
+    seeds: tuple = (0, 1, 2)
+    batch_size: int = 100
+    num_evals: int = 4
+    eval_batch_size: int = 1000
+    diagnostics: bool = True
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)
+        if not isinstance(self.optimizer, OptimizerSpec):
+            raise TypeError(f"optimizer must be an OptimizerSpec, got {self.optimizer!r}")
+        if self.optimizer.schedule == "autowu":
+            raise ValueError("optimizer.schedule='autowu' cannot be swept: AutoWU has no peak "
+                             "lr and its own state; train it with budgetax.training.train")
+        set_("full_budget", _validate.positive_int("full_budget", self.full_budget))
+        set_("budgets", _tuple("budgets", self.budgets, _fraction))
+        set_("schedules", _tuple("schedules", self.schedules, _schedule_name))
+        set_("peak_lrs", _tuple("peak_lrs", self.peak_lrs, _lr))
+        set_("seeds", _tuple("seeds", self.seeds, _validate.seed))
+        for name in ("batch_size", "num_evals", "eval_batch_size"):
+            set_(name, _validate.positive_int(name, getattr(self, name)))
+        set_("diagnostics", _validate.boolean("diagnostics", self.diagnostics))
+        # the base optimizer, normalised: schedule/peak_lr/seed are per run
+        set_("optimizer", dataclasses.replace(self.optimizer, schedule=self.schedules[0],
+                                              peak_lr=0.0, seed=0, schedule_kwargs=()))
+
+    def budget_steps(self) -> list[int]:
+        """The budgets in steps."""
+        return [schedules.steps_for_budget(full_steps=self.full_budget, fraction=f)
+                for f in self.budgets]
+
+    def runs(self) -> list[dict]:
+        """Every run, budget-major, then schedule, peak lr, seed."""
+        out = []
+        for f, steps in zip(self.budgets, self.budget_steps(), strict=True):
+            for s in self.schedules:
+                for lr in self.peak_lrs:
+                    for seed in self.seeds:
+                        out.append({"run_id": f"T{steps}/{s}/lr{lr:g}/seed{seed}",
+                                    "budget_fraction": f, "budget": steps, "schedule": s,
+                                    "peak_lr": lr, "seed": seed})
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-friendly (stored in the results store; compared on resume)."""
+        d = dataclasses.asdict(self)
+        d["optimizer"] = self.optimizer.to_dict()
+        for k in ("budgets", "schedules", "peak_lrs", "seeds"):
+            d[k] = list(d[k])
+        return json.loads(json.dumps(d))
+
+
+def plan_groups(spec: SweepSpec, max_runs_per_program: int | None) -> list[dict]:
+    """Splits each budget's runs into groups of at most ``max_runs_per_program`` (balanced).
+
+    Returns ``[{"group_id", "budget", "budget_fraction", "run_idx": [...]}]``; a group is one
+    compiled program's batch of runs (the unit of checkpointing and of a store transaction).
+    """
+    runs = spec.runs()
+    out = []
+    for f, steps in zip(spec.budgets, spec.budget_steps(), strict=True):
+        idx = [i for i, r in enumerate(runs) if r["budget_fraction"] == f]
+        k = 1 if max_runs_per_program is None else math.ceil(len(idx) / max_runs_per_program)
+        for g, part in enumerate(np.array_split(np.asarray(idx), k)):
+            out.append({"group_id": f"T{steps}/g{g}", "budget": steps, "budget_fraction": f,
+                        "run_idx": [int(i) for i in part]})
+    return out

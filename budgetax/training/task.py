@@ -1,0 +1,366 @@
+r"""The task interface: what a user brings to budgetax (model, loss, data, evaluation).
+
+A :class:`Task` is plain Python: a Flax NNX model factory, a loss, training data
+and, optionally, held-out data and an evaluation function. Everything about the
+optimizer (:class:`budgetax.training.OptimizerSpec`) and the budget comes from
+budgetax. :func:`budgetax.training.train`, :func:`budgetax.training.train_many`
+and :func:`budgetax.training.sweep` all take a task, and so does
+``budgetax sweep --task package.module:factory`` (``factory()`` returns the task).
+The built-in models and datasets are tasks made with the same interface
+(:func:`budgetax.training.preset`).
+
+The pieces:
+
+- ``model``: ``rngs -> nnx.Module``. A factory that also accepts ``dtype`` and
+  ``param_dtype`` keywords (as Flax layers do) gets the precision of the
+  optimizer spec (``bfloat16`` activations and parameters for ``precision="bf16*"``);
+  any other factory has its floating-point parameters cast to the spec's
+  parameter dtype after initialisation.
+- ``loss``: ``(model, batch) -> loss`` or ``-> (loss, metrics)``, the mean over
+  the batch (a float scalar) and a dict of scalar batch means (e.g. accuracy).
+  It is differentiated with respect to the model's ``nnx.Param`` state and
+  called with the model in training mode (``model.train()``: dropout on).
+- ``train_data``: either an in-memory pytree of arrays with a leading example
+  axis (kept on the device; batches are drawn inside the compiled loop) or a
+  random-access source for data that does not fit: an object with ``len()``
+  and either ``gather(indices) -> batch pytree`` or ``__getitem__(i) -> record
+  pytree`` (``__getitems__`` is used when present), such as a TFDS / grain
+  ``data_source``. Batches are sampled from a per-epoch permutation drawn from
+  the run's key, identically in both modes.
+- ``eval_data`` (optional): held-out data, in either form. Metrics on it are
+  reported as ``test_<name>``.
+- ``eval_metrics`` (optional): ``(model, batch) -> {name: scalar batch mean}``,
+  called in eval mode (``model.eval()``); without it, the loss's metrics are used.
+  ``loss`` is always reported. Batch means are combined into dataset means
+  weighted by batch size, so metrics must be means over the examples of a batch.
+- ``name`` and ``config`` (JSON-friendly) identify the task in a results store:
+  resuming a sweep into a directory that holds another task is refused.
+- ``report_metric`` / ``higher_is_better``: the metric of the results table
+  (default ``test_accuracy`` if the task reports accuracy, else ``test_loss``).
+
+Example:
+  >>> import jax.numpy as jnp, numpy as np, optax
+  >>> from flax import nnx
+  >>> from budgetax import training
+  >>> x = np.random.default_rng(0).normal(size=(256, 3)).astype(np.float32)
+  >>> y = x @ np.array([1.0, -2.0, 0.5], np.float32)
+  >>> def loss(model, batch):
+  ...     err = model(batch["x"])[:, 0] - batch["y"]
+  ...     return jnp.mean(err ** 2), {"mae": jnp.mean(jnp.abs(err))}
+  >>> task = training.Task(name="linreg", model=lambda rngs: nnx.Linear(3, 1, rngs=rngs),
+  ...                      loss=loss, train_data={"x": x, "y": y})
+  >>> task.metric_names()
+  {'train': ('loss', 'mae'), 'eval': ('train_loss', 'train_mae', 'full_grad_norm')}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = ["Task", "TaskError", "load_task"]
+
+
+class TaskError(TypeError):
+    """A task (or the factory that should make one) is not usable, with the reason."""
+
+
+def is_source(data) -> bool:
+    """Whether ``data`` is a random-access source (not an in-memory pytree of arrays)."""
+    if data is None or isinstance(data, Mapping | list | tuple | np.ndarray | jax.Array):
+        return False
+    return hasattr(data, "__len__") and (hasattr(data, "gather") or hasattr(data, "__getitem__"))
+
+
+def source_len(data) -> int:
+    """Number of examples of in-memory data or of a source."""
+    if is_source(data):
+        return len(data)
+    return int(jax.tree.leaves(data)[0].shape[0])
+
+
+def gather(data, idx) -> Any:
+    """The examples ``idx`` (a 1-D integer array) of ``data`` as a batch pytree of NumPy arrays."""
+    idx = np.asarray(idx).reshape(-1)
+    if not is_source(data):
+        return jax.tree.map(lambda a: np.asarray(a)[idx], data)
+    if hasattr(data, "gather"):
+        return jax.tree.map(np.asarray, data.gather(idx))
+    items = [int(i) for i in idx]
+    getter = getattr(data, "__getitems__", None)
+    recs = getter(items) if getter is not None else [data[i] for i in items]
+    return jax.tree.map(lambda *r: np.stack([np.asarray(v) for v in r]), *recs)
+
+
+def _check_arrays(name: str, data) -> int:
+    leaves = jax.tree.leaves(data)
+    if not leaves:
+        raise TaskError(f"{name} must be a pytree of arrays with a leading example axis or a "
+                        f"random-access source, got {data!r}")
+    sizes = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise TaskError(f"{name}{jax.tree_util.keystr(path)} must be an array, "
+                            f"got {type(leaf).__name__}")
+        if len(leaf.shape) == 0:
+            raise TaskError(f"{name}{jax.tree_util.keystr(path)} has no leading example axis "
+                            f"(a scalar)")
+        sizes[jax.tree_util.keystr(path) or "[]"] = int(leaf.shape[0])
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"{name}'s leading dimensions disagree: {sizes}")
+    n = next(iter(sizes.values()))
+    if n < 1:
+        raise ValueError(f"{name} has no examples")
+    return n
+
+
+def _json(name: str, value) -> Any:
+    try:
+        return json.loads(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be JSON-serialisable, got {value!r} ({err})") from None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Task:
+    """What a user trains: a model factory, a loss, data and (optionally) evaluation.
+
+    Attributes:
+      name: identifies the task in results stores and reports.
+      model: ``rngs -> nnx.Module`` (optionally accepting ``dtype=``/``param_dtype=``).
+      loss: ``(model, batch) -> loss`` or ``(loss, {name: scalar})``: batch means.
+      train_data: a pytree of arrays ``[N, ...]`` or a random-access source.
+      eval_data: held-out data (same forms), or ``None``.
+      eval_metrics: ``(model, batch) -> {name: scalar}`` in eval mode, or ``None``
+        (then the loss's own metrics are reported).
+      config: JSON-friendly settings that identify the task together with ``name``.
+      report_metric: the results table's metric, e.g. ``"test_accuracy"`` (default:
+        ``test_accuracy`` if reported, else ``test_loss``, else ``train_loss``).
+      higher_is_better: the direction of ``report_metric`` (default: lower for names
+        ending in ``loss``, higher otherwise).
+
+    Tasks compare and hash by identity: the compiled programs of a task are cached
+    for that task object.
+    """
+
+    name: str
+    model: Callable[..., nnx.Module]
+    loss: Callable[..., Any]
+    train_data: Any
+    eval_data: Any = None
+    eval_metrics: Callable[..., Mapping] | None = None
+    config: Mapping = dataclasses.field(default_factory=dict)
+    report_metric: str | None = None
+    higher_is_better: bool | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        for field in ("model", "loss"):
+            if not callable(getattr(self, field)):
+                raise TypeError(f"{field} must be callable, got {getattr(self, field)!r}")
+        if self.eval_metrics is not None and not callable(self.eval_metrics):
+            raise TypeError(f"eval_metrics must be callable or None, got {self.eval_metrics!r}")
+        object.__setattr__(self, "config", _json("config", dict(self.config)))
+        if self.report_metric is not None and not isinstance(self.report_metric, str):
+            raise TypeError(f"report_metric must be a str or None, got {self.report_metric!r}")
+        if self.higher_is_better is not None and not isinstance(self.higher_is_better, bool):
+            raise TypeError(f"higher_is_better must be a bool or None, "
+                            f"got {self.higher_is_better!r}")
+        for field in ("train_data", "eval_data"):
+            data = getattr(self, field)
+            if data is None and field == "eval_data":
+                continue
+            if is_source(data):
+                if len(data) < 1:
+                    raise ValueError(f"{field} has no examples")
+            else:
+                _check_arrays(field, data)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def num_train(self) -> int:
+        """Number of training examples."""
+        return source_len(self.train_data)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the training data is a random-access source (streamed from the host)."""
+        return is_source(self.train_data)
+
+    def identity(self) -> dict:
+        """``{"name", "config"}``: what identifies the task in a results store."""
+        return {"name": self.name, "config": dict(self.config)}
+
+    @functools.cached_property
+    def _accepts_dtype(self) -> bool:
+        fn = self.model.__init__ if isinstance(self.model, type) else self.model
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            return False
+        return ("param_dtype" in params
+                or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
+
+    def build_model(self, rngs: nnx.Rngs, precision: str = "float32") -> nnx.Module:
+        """The model for ``precision`` (``"float32"`` or a ``"bf16*"`` mode)."""
+        if precision == "float32":
+            model = self.model(rngs)
+        elif self._accepts_dtype:
+            model = self.model(rngs, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+        else:
+            model = self.model(rngs)
+            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            params = jax.tree.map(
+                lambda a: a.astype(jnp.bfloat16) if jnp.issubdtype(a.dtype, jnp.floating)
+                else a, params)
+            model = nnx.merge(graphdef, params, rest)
+        if not isinstance(model, nnx.Module):
+            raise TaskError(f"task {self.name!r}: model(rngs) must return an nnx.Module, "
+                            f"got {type(model).__name__}")
+        return model
+
+    def sample_batch(self, size: int = 2) -> Any:
+        """A small batch of training examples (for shape checks)."""
+        n = min(size, self.num_train)
+        return gather(self.train_data, np.arange(n))
+
+    @functools.cached_property
+    def _metric_names(self) -> dict:
+        batch = self.sample_batch()
+        batch_sd = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch)
+
+        def train_out(b):
+            return split_loss(self.name, self.loss(self.build_model(nnx.Rngs(0)), b))
+
+        try:
+            loss, metrics = jax.eval_shape(train_out, batch_sd)
+        except TaskError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure of the user's code, with context
+            raise TaskError(f"task {self.name!r}: loss(model, batch) failed on a batch of "
+                            f"training data: {type(err).__name__}: {err}") from err
+        train = ("loss", *metrics)
+        if self.eval_metrics is None:
+            evals = train
+        else:
+            try:
+                out = jax.eval_shape(
+                    lambda b: self.eval_metrics(self.build_model(nnx.Rngs(0)), b), batch_sd)
+            except Exception as err:  # noqa: BLE001
+                raise TaskError(f"task {self.name!r}: eval_metrics(model, batch) failed: "
+                                f"{type(err).__name__}: {err}") from err
+            _check_metrics(self.name, "eval_metrics", out)
+            evals = ("loss", *(k for k in out if k != "loss"))
+        del loss
+        return {"train": train, "eval_base": evals}
+
+    def metric_names(self, diagnostics: bool = True) -> dict:
+        """``{"train": per-step names, "eval": per-evaluation names}`` for this task.
+
+        Per step: ``loss``, the loss's metrics, then (added by the training loop)
+        ``grad_norm``, ``update_norm``, ``lr``; this returns the task's part. Per
+        evaluation: ``test_<name>`` on ``eval_data``, and with ``diagnostics``
+        ``train_<name>`` on the whole training set plus ``full_grad_norm``.
+        """
+        names = self._metric_names
+        ev = []
+        if self.eval_data is not None:
+            ev += [f"test_{k}" for k in names["eval_base"]]
+        if diagnostics:
+            ev += [f"train_{k}" for k in names["eval_base"]] + ["full_grad_norm"]
+        return {"train": names["train"], "eval": tuple(ev)}
+
+    def table_metric(self, diagnostics: bool = True) -> tuple[str, bool]:
+        """``(metric, higher_is_better)`` of the results table."""
+        names = self.metric_names(diagnostics)["eval"]
+        metric = self.report_metric
+        if metric is None:
+            metric = next((m for m in ("test_accuracy", "test_loss", "train_loss")
+                           if m in names), None)
+            if metric is None:
+                raise ValueError(f"task {self.name!r} reports no evaluation metric: give it "
+                                 f"eval_data or train with diagnostics=True")
+        elif metric not in names:
+            raise ValueError(f"report_metric must be one of {list(names)}, got {metric!r}")
+        higher = self.higher_is_better
+        if higher is None:
+            higher = not metric.endswith("loss")
+        return metric, higher
+
+
+def _check_metrics(task: str, what: str, metrics) -> None:
+    if not isinstance(metrics, Mapping):
+        raise TaskError(f"task {task!r}: {what} must return a dict of scalars, "
+                        f"got {type(metrics).__name__}")
+    for k, v in metrics.items():
+        if not isinstance(k, str):
+            raise TaskError(f"task {task!r}: {what} metric names must be str, got {k!r}")
+        if getattr(v, "shape", None) != ():
+            raise TaskError(f"task {task!r}: {what} metric {k!r} must be a scalar batch mean, "
+                            f"got shape {getattr(v, 'shape', None)}")
+
+
+def split_loss(task: str, out) -> tuple[Any, dict]:
+    """``(loss, metrics)`` from a loss function's output, checked (scalar float loss)."""
+    if isinstance(out, tuple):
+        if len(out) != 2:
+            raise TaskError(f"task {task!r}: loss must return a scalar or (scalar, dict), "
+                            f"got a tuple of {len(out)}")
+        loss, metrics = out
+    else:
+        loss, metrics = out, {}
+    shape = getattr(loss, "shape", None)
+    if shape != ():
+        raise TaskError(f"task {task!r}: loss must return a scalar (the batch mean), "
+                        f"got shape {shape}")
+    if not jnp.issubdtype(loss.dtype, jnp.floating):
+        raise TaskError(f"task {task!r}: loss must be a float, got dtype {loss.dtype}")
+    _check_metrics(task, "loss", metrics)
+    if "loss" in metrics:
+        raise TaskError(f"task {task!r}: the loss's metrics must not be called 'loss'")
+    return loss, dict(metrics)
+
+
+def load_task(path: str) -> Task:
+    """Imports ``package.module:factory`` and returns ``factory()``, a :class:`Task`.
+
+    The working directory is importable, as with ``python -m``.
+
+    Raises:
+      TaskError: the path does not resolve, or the factory does not return a Task.
+    """
+    if not isinstance(path, str) or path.count(":") != 1:
+        raise TaskError(f"--task must be 'package.module:factory', got {path!r}")
+    module_name, attr = path.split(":")
+    if os.getcwd() not in sys.path:  # as `python -m` does: modules in the working directory
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise TaskError(f"--task {path!r}: cannot import module {module_name!r} ({err}); "
+                        f"is it on PYTHONPATH?") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise TaskError(f"--task {path!r}: module {module_name!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise TaskError(f"--task {path!r}: {attr!r} is not callable")
+    task = factory()
+    if not isinstance(task, Task):
+        raise TaskError(f"--task {path!r}: {attr}() must return a budgetax.training.Task, "
+                        f"got {type(task).__name__}")
+    task.metric_names()  # the loss and metrics, checked on a batch now
+    return task
+

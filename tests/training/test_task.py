@@ -1,0 +1,171 @@
+"""A task defined outside the package runs through every driver, with identical results."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from budgetax import cli, training
+from budgetax.training.sweep.store import Store, decode_curves
+from tests import tasks
+
+SGD = training.OptimizerSpec("sgd", "cosine", peak_lr=0.05, momentum=0.9)
+RUN = dict(budget=24, batch_size=32, num_evals=3, eval_batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return tasks.make_task()
+
+
+@pytest.fixture(scope="module")
+def run_a(task):
+    return training.train(task, optimizer=SGD, seed=3, **RUN)
+
+
+def _stored_curves(result, row):
+    with Store(os.path.join(result.out_dir, "results.sqlite")) as store:
+        blob = next(r for r in store.runs(with_curves=True) if r["run_id"] == row["run_id"])
+    return decode_curves(blob["curves"], result.metrics["train"], row["budget"])
+
+
+def test_metric_names_come_from_the_task(task, run_a):
+    assert task.metric_names() == {
+        "train": ("loss", "mae"),
+        "eval": ("test_loss", "test_within_0.1", "train_loss", "train_within_0.1",
+                 "full_grad_norm")}
+    assert set(run_a.train) == {"loss", "mae", "grad_norm", "update_norm", "lr"}
+    assert set(run_a.eval) == set(task.metric_names()["eval"])
+    assert task.table_metric() == ("test_loss", False)
+    assert run_a.config["task"] == {"name": "toy-regression",
+                                    "config": {"features": 4, "n_test": 200, "n_train": 600}}
+    # it learns: the loss falls
+    assert run_a.train["loss"][-4:].mean() < 0.7 * run_a.train["loss"][:4].mean()
+
+
+def test_evaluation_matches_a_direct_computation(task, run_a):
+    """Held-out metrics and full-gradient diagnostics, recomputed without the library."""
+    model = tasks.Regressor(nnx.Rngs(0))
+    nnx.update(model, run_a.params)
+    test = {k: jnp.asarray(v) for k, v in task.eval_data.items()}
+    err = model(test["x"]) - test["y"]
+    assert run_a.final["test_loss"] == pytest.approx(float(jnp.mean(err ** 2)), rel=1e-5)
+    assert run_a.final["test_within_0.1"] == pytest.approx(
+        float(jnp.mean(jnp.abs(err) < 0.1)), abs=1e-6)
+    train = {k: jnp.asarray(v) for k, v in task.train_data.items()}
+
+    def full_loss(m):
+        return jnp.mean((m(train["x"]) - train["y"]) ** 2)
+
+    value, grads = nnx.value_and_grad(full_loss)(model)
+    gnorm = np.sqrt(sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads)))
+    assert run_a.final["train_loss"] == pytest.approx(float(value), rel=1e-5)
+    assert run_a.final["full_grad_norm"] == pytest.approx(gnorm, rel=1e-4)
+
+
+def test_one_run_sweep_equals_train_bit_for_bit(task, run_a, tmp_path):
+    spec = training.SweepSpec(full_budget=24, budgets=(1.0,), schedules=("cosine",),
+                              peak_lrs=(0.05,), seeds=(3,), batch_size=32, num_evals=3,
+                              eval_batch_size=64,
+                              optimizer=training.OptimizerSpec("sgd", momentum=0.9))
+    result = training.sweep(task, spec, str(tmp_path), progress=False)
+    (row,) = result.runs
+    curves = _stored_curves(result, row)
+    for k in run_a.train:
+        np.testing.assert_array_equal(curves[k], run_a.train[k], err_msg=k)
+    for k in run_a.eval:
+        np.testing.assert_array_equal(np.float32(row["eval_history"][k]), run_a.eval[k],
+                                      err_msg=k)
+
+
+def test_train_many_runs_the_grid_and_matches_train(task, run_a):
+    many = training.train_many(task, seeds=[3, 4], peak_lrs=[0.05, 0.01], optimizer=SGD, **RUN)
+    assert [(h.config["seed"], h.config["optimizer"]["peak_lr"]) for h in many] == [
+        (3, 0.05), (3, 0.01), (4, 0.05), (4, 0.01)]
+    np.testing.assert_allclose(many[0].train["loss"], run_a.train["loss"], rtol=2e-5)
+    assert not np.allclose(many[0].train["loss"], many[2].train["loss"])
+
+
+def test_a_diverging_run_is_reported_identically_by_train_and_sweep(task, tmp_path):
+    opt = training.OptimizerSpec("sgd", "constant", momentum=0.9)
+    h = training.train(task, optimizer=opt, peak_lr=1e6, seed=0, **RUN)
+    spec = training.SweepSpec(full_budget=24, budgets=(1.0,), schedules=("constant",),
+                              peak_lrs=(1e6,), seeds=(0,), batch_size=32, num_evals=3,
+                              eval_batch_size=64, optimizer=dataclasses.replace(opt))
+    result = training.sweep(task, spec, str(tmp_path), progress=False)
+    (row,) = result.runs
+    assert h.diverged and row["status"] == "diverged"
+    assert h.diverged_step == row["diverged_step"] and 0 <= h.diverged_step < 24
+    curves = _stored_curves(result, row)
+    for k in h.train:
+        np.testing.assert_array_equal(curves[k], h.train[k], err_msg=k)
+    # frozen at its last finite state: NaN metrics after the step, finite parameters
+    assert np.isnan(h.train["loss"][h.diverged_step + 1:]).all()
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(h.params))
+
+
+def test_a_streamed_source_gives_the_same_run_as_in_memory_data(run_a):
+    streamed = tasks.make_task(streamed=True)
+    assert streamed.streamed
+    h = training.train(streamed, optimizer=SGD, seed=3, **RUN)
+    assert h.config["data"] == "stream"
+    np.testing.assert_allclose(h.train["loss"], run_a.train["loss"], rtol=1e-5)
+    for k in run_a.eval:
+        np.testing.assert_allclose(h.eval[k], run_a.eval[k], rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+def test_bf16_precision_casts_a_factory_without_dtype_keywords(task):
+    opt = dataclasses.replace(SGD, precision="bf16")
+    h = training.train(task, optimizer=opt, seed=0, **dict(RUN, budget=6))
+    assert {x.dtype for x in jax.tree.leaves(h.params)} == {jnp.dtype(jnp.bfloat16)}
+    assert np.isfinite(h.train["loss"]).all()
+
+
+def test_cli_sweeps_a_user_task(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli.main(["sweep", "--task", "tests.tasks:make_task", "--out", str(out),
+                   "--full-budget", "12", "--budgets", "1", "--schedules", "linear,wsd",
+                   "--lrs", "0.05", "--seeds", "0", "--num-evals", "1", "--batch-size", "32",
+                   "--optimizer", "sgd", "--no-progress", "--no-plots"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "task toy-regression" in text and "| budget | steps | linear | wsd |" in text
+    md = (out / "results.md").read_text()
+    assert "test_loss at the end of each budget" in md
+    # resuming the directory with another task is refused, naming the difference
+    other = tasks.make_task()
+    object.__setattr__(other, "config", {"n_train": 601})
+    spec = training.SweepSpec(full_budget=12, budgets=(1.0,), schedules=("linear", "wsd"),
+                              peak_lrs=(0.05,), seeds=(0,), num_evals=1, batch_size=32,
+                              optimizer=training.OptimizerSpec("sgd"))
+    with pytest.raises(training.SweepSpecMismatchError, match="different task"):
+        training.sweep(other, spec, str(out), progress=False)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(train_data={"x": np.zeros((4, 2)), "y": np.zeros(3)}), "leading dimensions disagree"),
+    (dict(train_data={}), "pytree of arrays"),
+    (dict(name=""), "name must be a non-empty str"),
+    (dict(loss="mse"), "loss must be callable"),
+    (dict(config={"f": object()}), "config must be JSON-serialisable"),
+])
+def test_bad_tasks_are_refused_with_the_reason(bad, match):
+    kw = dict(name="t", model=tasks.Regressor, loss=tasks.mse,
+              train_data=tasks.regression_data(8, 0))
+    with pytest.raises((TypeError, ValueError), match=match):
+        training.Task(**dict(kw, **bad))
+
+
+def test_a_loss_returning_a_vector_or_a_bad_model_is_refused_before_training():
+    with pytest.raises(training.TaskError, match="loss must return a scalar"):
+        training.train(tasks.vector_loss(), budget=2, batch_size=4)
+    task = training.Task(name="t", model=lambda rngs: "not a module", loss=tasks.mse,
+                         train_data=tasks.regression_data(8, 0))
+    with pytest.raises(training.TaskError, match="must return an nnx.Module"):
+        training.train(task, budget=2, batch_size=4)
