@@ -12,8 +12,18 @@ Example:
 
 __version__ = "0.1.0"
 
-from budgetax import profiles, schedules
+from budgetax import batch_size, profiles, ranking, schedules
+from budgetax.batch_size import legw_warmup_epochs, legw_warmup_steps, scale_lr
 from budgetax.schedules import steps_for_budget
+from budgetax.transforms.adamp import adamp, scale_invariant_projection, sgdp
+from budgetax.transforms.autowu import autowu, autowu_adamp, autowu_lamb
+from budgetax.transforms.demon import demon, demon_adam, demon_sgd, scale_by_demon_adam
+from budgetax.transforms.precision import (
+    kahan_summation,
+    persistent_bytes_per_param,
+    precision_chain,
+    stochastic_rounding,
+)
 from budgetax.transforms.schedule import (
     constant,
     cosine,
@@ -27,38 +37,14 @@ from budgetax.transforms.schedule import (
     wsd,
 )
 
-# --- issue 3: demon + 16-bit precision transforms (names added below) ---
-# isort: split
-from budgetax.transforms.demon import demon, demon_adam, demon_sgd, scale_by_demon_adam
-from budgetax.transforms.precision import (
-    kahan_summation,
-    persistent_bytes_per_param,
-    precision_chain,
-    stochastic_rounding,
-)
-
-# isort: split
-# --- end issue 3 ---
-
-# --- issue 4: autowu, adamp/sgdp, batch-size scaling (names added below) ---
-# isort: split
-from budgetax import batch_size
-from budgetax.batch_size import legw_warmup_epochs, legw_warmup_steps, scale_lr
-from budgetax.transforms.adamp import adamp, scale_invariant_projection, sgdp
-from budgetax.transforms.autowu import autowu, autowu_adamp, autowu_lamb
-
-# --- end issue 4 ---
-
-# isort: split
-from budgetax import ranking
-
 __all__ = [
-    "ranking",
     "__version__",
+    # modules
+    "batch_size",
     "profiles",
+    "ranking",
     "schedules",
-    "steps_for_budget",
-    "scale_by_profile",
+    # schedules as transforms
     "constant",
     "cosine",
     "exponential",
@@ -66,28 +52,28 @@ __all__ = [
     "one_cycle",
     "polynomial",
     "rex",
+    "scale_by_profile",
     "step",
+    "steps_for_budget",
     "wsd",
-    # --- issue 3 names ---
+    # momentum decay
     "demon",
     "demon_adam",
     "demon_sgd",
     "scale_by_demon_adam",
+    # 16-bit training
     "kahan_summation",
     "persistent_bytes_per_param",
     "precision_chain",
     "stochastic_rounding",
-    # --- end issue 3 names ---
-    # --- issue 4 names ---
-    "batch_size",
-    "scale_lr",
-    "legw_warmup_epochs",
-    "legw_warmup_steps",
+    # AdamP / SGDP, AutoWU, batch-size scaling
     "adamp",
-    "sgdp",
-    "scale_invariant_projection",
     "autowu",
     "autowu_adamp",
     "autowu_lamb",
-    # --- end issue 4 names ---
+    "legw_warmup_epochs",
+    "legw_warmup_steps",
+    "scale_invariant_projection",
+    "scale_lr",
+    "sgdp",
 ]

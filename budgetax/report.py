@@ -3,7 +3,8 @@
 The table answers "which schedule, at my budget?": for each budget and schedule,
 the task's table metric (test accuracy for the classification presets; see
 :meth:`budgetax.training.Task.table_metric`), mean ± std over seeds, at that
-schedule's best peak learning rate, the best cell of each budget marked. The best learning rate is chosen
+schedule's best peak learning rate, the best cell of each budget marked. The best
+learning rate is chosen
 *without looking at the test set*: by default the one with the lowest mean final
 full-training-set loss over seeds (``select="train_loss"``); a learning rate at
 which any seed diverged is not eligible. ``select="test_accuracy"`` picks by test

@@ -595,10 +595,11 @@ class Runs:
                 pool.shutdown(wait=True)
 
     def run(self) -> tuple[Carry, dict, dict, np.ndarray]:
-        """All segments: ``(carry, train {name: [R, T]}, eval {name: [R, E]}, diverged_step [R])``."""
+        """All segments: ``(carry, train {name: [R, T]}, eval {name: [R, E]}, diverged [R])``."""
         train_parts, eval_parts = [], []
         carry = None
-        for _, carry, tm, ev in self.segments():
+        for _, state, tm, ev in self.segments():
+            carry = state
             train_parts.append(tm)
             eval_parts.append(ev)
         train = {k: np.concatenate([p[k] for p in train_parts], axis=1)

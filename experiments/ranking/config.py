@@ -1,4 +1,4 @@
-"""Search space of the ranking experiment (issue 7): MLPs and 1-D CNNs on MNIST-1D.
+"""Search space of the ranking experiment: MLPs and 1-D CNNs on MNIST-1D.
 
 Every configuration is (model, model_kwargs, schedule, peak lr), trained with Adam,
 batch 100, one seed, for the full budget of ``BUDGET`` steps (60 epochs of the 4000

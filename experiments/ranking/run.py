@@ -240,7 +240,7 @@ def plot(results, path):
 
 def write_markdown(res, path):
     d = res["device"]
-    L = ["# Ranking configurations from the start of their loss curves (issue 7)", "",
+    L = ["# Ranking configurations from the start of their loss curves", "",
          f"Device: {d['platform']} ({d['machine']}, {d['cpu_count']} cores, shared with other "
          f"jobs), jax {d['jax']}.", "", "Commands:", "",
          f"    {res['train_command']}   # {res['train_seconds']:.0f} s",

@@ -18,7 +18,7 @@ import pytest
 
 from budgetax import cli, report, training
 from budgetax.training import core
-from budgetax.training.sweep import checkpoints, run
+from budgetax.training.sweep import run
 from budgetax.training.sweep.store import Store, decode_curves, encode_curves
 from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces
 from tests.data.helpers import built_data_dir, dataset

@@ -28,9 +28,9 @@ Example:
   >>> from budgetax import training
   >>> spec = training.SweepSpec(full_budget=200, budgets=(0.5, 1.0), schedules=("linear", "rex"),
   ...                           peak_lrs=(1e-2,), seeds=(0,))
-  >>> task = training.preset("mnist1d", "mlp")                                     # doctest: +SKIP
-  >>> result = training.sweep(task, spec, "/tmp/budgetax-sweep-doctest", progress=False)  # doctest: +SKIP
-  >>> len(result.runs)                                                             # doctest: +SKIP
+  >>> task = training.preset("mnist1d", "mlp")                          # doctest: +SKIP
+  >>> result = training.sweep(task, spec, "/tmp/sweep-doctest", progress=False)  # doctest: +SKIP
+  >>> len(result.runs)                                                  # doctest: +SKIP
   4
 
 References:
@@ -137,7 +137,8 @@ def _run_group(prog, group, group_size, runs, mesh, ckpt, checkpoint_every, prog
     if progress is not None:
         progress.advance(real * steps_done)
     t_start = time.perf_counter()
-    for seg, carry, tm, ev in group_runs.segments(carry, start_seg):
+    for seg, state, tm, ev in group_runs.segments(carry, start_seg):
+        carry = state
         for k in train_names:
             train_hist[k].append(tm[k])
         for k in eval_names:
