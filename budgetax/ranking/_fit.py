@@ -1,20 +1,40 @@
 r"""Batched nonlinear least squares for the curve models of :mod:`budgetax.ranking`.
 
-One curve is fitted by a fixed number of Levenberg-Marquardt iterations on
-unconstrained parameters :math:`\theta` (positivity comes from an ``exp``
-reparametrisation in the model); :func:`jax.vmap` fits all curves of a batch at
-once, and everything is jittable (``lax.fori_loop``).
+Two solvers, both written for a whole batch of curves ``[B, n]`` at once (not
+``vmap`` of a one-curve solver) and run on blocks of :data:`BLOCK` curves
+(:func:`map_blocks`), so that the per-iteration arrays stay in cache and a
+block stops iterating as soon as every curve in it has converged.
 
-Each iteration solves :math:`(J^\top J + \lambda\,\mathrm{diag}(J^\top J))\,\delta
-= -J^\top r` (Marquardt's scaling), accepts the step if it lowers the cost
-:math:`\tfrac12\lVert r\rVert^2` and then divides :math:`\lambda` by 3, else
-multiplies it by 4. A step with a NaN/inf cost is rejected, so a bad step can
-not poison the fit; a curve containing NaN/inf has a NaN cost from the start and
-is reported as not converged.
+**Variable projection with one nonlinear parameter** (:func:`varpro_1d`, used
+by ``pow3`` and LCGA). The model is ``off + amp * g(theta, k)`` with
+``amp >= 0``. For a fixed :math:`\theta` the best linear parameters are in
+closed form, and the fit reduces to maximising
 
-The starting point comes from a grid over the nonlinear parameters with the
-linear ones (an amplitude and an offset) solved in closed form for each grid
-point (variable projection), so the iterations only refine.
+.. math::
+
+   Q(\theta) = \frac{\max(C, 0)^2}{V}, \qquad
+   C = \sum_k \tilde y_k\, g_k, \quad V = \sum_k (g_k - \bar g)^2
+
+(:math:`\tilde y = y - \bar y`; without the offset, :math:`\tilde y = y` and
+:math:`V = \sum_k g_k^2`), since the residual sum of squares is
+:math:`\sum_k \tilde y_k^2 - Q(\theta)`. A grid over :math:`\theta` (one matrix
+product for the whole batch) brackets the best maximum, and safeguarded Newton
+steps on :math:`Q` (exact first and second derivatives from
+:math:`\partial g/\partial\theta` and :math:`\partial^2 g/\partial\theta^2`;
+bisection of the bracket when a Newton step leaves it) locate it to
+``~1e-6`` in :math:`\theta`, typically in 3-6 iterations. Working with
+:math:`Q` rather than with the cost avoids the float32 cancellation of
+:math:`\sum\tilde y^2 - Q`.
+
+**Levenberg-Marquardt** (:func:`levenberg_marquardt`, used by ``exp4`` and
+``log_power``) on unconstrained parameters. Each iteration solves
+:math:`(J^\top J + \lambda\,\mathrm{diag}(J^\top J))\,\delta = -J^\top r`
+(Marquardt's scaling); the trial point's residual and Jacobian are computed in
+one pass and kept when the step lowers the cost (then :math:`\lambda` is
+divided by 3, else multiplied by 4). A step with a NaN/inf cost is rejected.
+A curve stops once a step's predicted cost reduction falls below ``1e-6`` of
+the cost; a block stops when all its curves have, or after :data:`N_ITER`
+iterations.
 """
 
 from __future__ import annotations
@@ -24,123 +44,311 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-N_ITER = 200  # Levenberg-Marquardt iterations
-_STALL_WINDOW = 10  # converged: cost fell by < RTOL relative over the last iterations
-_RTOL = 1e-4
+N_ITER = 200  # Levenberg-Marquardt iterations at most
+N_NEWTON = 40  # safeguarded Newton iterations at most (bisection alone needs ~20)
+BLOCK = 512  # curves per block
+_THETA_RTOL = 5e-7  # varpro_1d: converged once a Newton step moves theta by less (x (1 + |theta|))
+_N_POLISH = 2  # varpro_lm: Gauss-Newton steps after the damped iterations
+_PRED_RTOL = 1e-6  # LM: converged once the predicted cost reduction is below this (relative)
+
+
+def map_blocks(fn: Callable, *arrays: jax.Array, block: int = BLOCK):
+    """Applies ``fn`` (arrays ``[B, ...]`` -> pytree of ``[B, ...]``) to blocks of rows.
+
+    The rows are padded (with copies of the first row) to a whole number of
+    blocks, the blocks run one after another (``lax.map``), and the padding is
+    dropped from the result.
+    """
+    n = arrays[0].shape[0]
+    if n <= block:
+        return fn(*arrays)
+    n_blocks = -(-n // block)
+    pad = n_blocks * block - n
+
+    def split(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad, *a.shape[1:]))])
+        return a.reshape(n_blocks, block, *a.shape[1:])
+
+    out = jax.lax.map(lambda xs: fn(*xs), tuple(split(a) for a in arrays))
+    return jax.tree.map(lambda a: a.reshape(n_blocks * block, *a.shape[2:])[:n], out)
+
+
+# ----------------------------------------------------------------------------- varpro
+
+
+def _reduced_derivatives(y, g, g1, g2, offset):
+    """``(C, V)`` and their first two derivatives in theta, and the mean of g, each ``[B]``."""
+    n = y.shape[-1]
+
+    def s(a):
+        return jnp.sum(a, axis=-1)
+
+    c0, c1, c2 = s(y * g), s(y * g1), s(y * g2)
+    v0, v1, v2 = s(g * g), 2.0 * s(g * g1), 2.0 * s(g1 * g1 + g * g2)
+    a0 = jnp.zeros_like(c0)
+    if offset:
+        a0, a1, a2 = s(g), s(g1), s(g2)
+        v0 = v0 - a0 * a0 / n
+        v1 = v1 - 2.0 * a0 * a1 / n
+        v2 = v2 - 2.0 * (a1 * a1 + a0 * a2) / n
+    return (c0, c1, c2), (v0, v1, v2), a0 / n
+
+
+def _linear_params(y_mean, c, v, g_mean, offset):
+    """``(amp, off)`` of the closed-form fit for the basis with statistics ``c, v, g_mean``."""
+    amp = jnp.where(c > 0, c / jnp.where(v > 0, v, 1.0), 0.0)
+    off = y_mean - amp * g_mean if offset else jnp.zeros_like(amp)
+    return amp, off
+
+
+def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = True,
+              n_iter: int = N_NEWTON):
+    r"""Least squares ``y ~ off + amp * g(theta)`` with ``amp >= 0`` for a block of curves.
+
+    Args:
+      y: ``[B, n]`` finite curves.
+      basis: ``theta [B, 1] -> (g, dg/dtheta, d2g/dtheta2)``, each ``[B, n]``
+        (broadcasting from ``[1, n]`` is fine).
+      grid: ``[G]`` increasing values of theta; its ends bound theta.
+      offset: fit the offset ``off`` (else it is 0).
+      n_iter: Newton iterations at most (static).
+
+    Returns:
+      ``(theta, amp, off, converged, interior)``, each ``[B]``: ``converged`` when
+      theta settled to ``~1e-6`` (or ``amp = 0``: no member of the family beats a
+      constant), ``interior`` when theta is not at an end of ``grid``.
+    """
+    dtype = y.dtype
+    n = y.shape[-1]
+    y_mean = jnp.mean(y, axis=-1) if offset else jnp.zeros(y.shape[:1], dtype)
+    yc = y - y_mean[:, None] if offset else y
+    if offset:  # centre twice: a constant curve must give exactly nothing to fit
+        yc = yc - jnp.mean(yc, axis=-1, keepdims=True)
+    # the grid: one matrix product for every curve and grid point
+    g_grid, _, _ = basis(grid[:, None])
+    g_grid = jnp.broadcast_to(g_grid, (grid.shape[0], n))
+    gm = jnp.mean(g_grid, axis=-1)
+    v_grid = jnp.sum(g_grid * g_grid, axis=-1) - (n * gm * gm if offset else 0.0)
+    c_grid = yc @ g_grid.T
+    q_grid = jnp.where(c_grid > 0, c_grid * c_grid / jnp.where(v_grid > 0, v_grid, 1.0), 0.0)
+    best = jnp.argmax(q_grid, axis=-1)
+    n_grid = grid.shape[0]
+    theta = grid[best]
+    lo = grid[jnp.maximum(best - 1, 0)]
+    hi = grid[jnp.minimum(best + 1, n_grid - 1)]
+    flat = jnp.max(q_grid, axis=-1) <= 0  # amp = 0 everywhere: the best fit is the constant
+    edge_tol = jnp.asarray(1e-6, dtype) * (1.0 + jnp.abs(grid[0]) + jnp.abs(grid[-1]))
+
+    def body(carry):
+        it, theta, lo, hi, done = carry
+        g, g1, g2 = basis(theta[:, None])
+        (c0, c1, c2), (v0, v1, v2), g_mean = _reduced_derivatives(yc, g, g1, g2, offset)
+        # Q = N / V with N = C^2
+        q_n, q_n1, q_n2 = c0 * c0, 2.0 * c0 * c1, 2.0 * (c1 * c1 + c0 * c2)
+        v = jnp.where(v0 > 0, v0, 1.0)
+        num = q_n1 * v - q_n * v1
+        d2 = (q_n2 * v - q_n * v2) / (v * v) - 2.0 * v1 * num / (v * v * v)
+        # Q' = -d SSE / d theta = -2 amp sum(r g') (envelope theorem), from the residual
+        # itself: unlike the formula for Q', it does not cancel to rounding at the optimum
+        amp = jnp.where(c0 > 0, c0 / v, 0.0)
+        r = amp[:, None] * (g - g_mean[:, None]) - yc
+        d1 = -2.0 * amp * jnp.sum(r * g1, axis=-1)
+        up = (d1 > 0) & (c0 > 0)
+        lo = jnp.where(up & ~done, theta, lo)
+        hi = jnp.where(~up & ~done, theta, hi)
+        newton = theta - d1 / jnp.where(d2 < 0, d2, -1.0)
+        ok = (d2 < 0) & (c0 > 0) & (newton > lo) & (newton < hi) & jnp.isfinite(newton)
+        new = jnp.where(ok, newton, 0.5 * (lo + hi))
+        tol = _THETA_RTOL * (1.0 + jnp.abs(theta))
+        new_done = done | (jnp.abs(new - theta) <= tol) | (hi - lo <= tol)
+        theta = jnp.where(done, theta, new)
+        return it + 1, theta, lo, hi, new_done
+
+    def cond(carry):
+        it, _, _, _, done = carry
+        return (it < n_iter) & ~jnp.all(done)
+
+    init = (jnp.asarray(0), theta, lo, hi, flat | ~jnp.all(jnp.isfinite(y), axis=-1))
+    _, theta, lo, hi, done = jax.lax.while_loop(cond, body, init)
+    g, _, _ = basis(theta[:, None])
+    g = jnp.broadcast_to(g, y.shape)
+    g_mean = jnp.mean(g, axis=-1)
+    c = jnp.sum(yc * g, axis=-1)
+    v = jnp.sum(g * g, axis=-1) - (n * g_mean * g_mean if offset else 0.0)
+    amp, off = _linear_params(y_mean, c, v, g_mean, offset)
+    amp = jnp.where(flat, 0.0, amp)
+    off = jnp.where(flat, y_mean, off)
+    interior = (theta > grid[0] + edge_tol) & (theta < grid[-1] - edge_tol)
+    return theta, amp, off, done | flat, interior | flat
+
+
+# ----------------------------------------------------------------------------- LM
 
 
 def _spd_solve(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Solves ``a x = b`` for a small symmetric positive definite ``a`` (Cholesky, unrolled).
+    """Solves ``a x = b`` for small symmetric positive definite ``a [..., P, P]`` (Cholesky).
 
     ``P <= 4`` here, so unrolling in Python gives a much smaller XLA graph (and a
     faster compile) than ``jnp.linalg.solve``. A non-positive pivot gives NaN,
     which the caller rejects.
     """
-    p = a.shape[0]
+    p = a.shape[-1]
     chol = [[None] * p for _ in range(p)]
     for i in range(p):
         for j in range(i + 1):
-            acc = a[i, j] - sum((chol[i][m] * chol[j][m] for m in range(j)), 0.0)
+            acc = a[..., i, j] - sum((chol[i][m] * chol[j][m] for m in range(j)), 0.0)
             if i == j:
                 chol[i][i] = jnp.sqrt(jnp.where(acc > 0, acc, jnp.nan))
             else:
                 chol[i][j] = acc / chol[j][j]
     z = [None] * p
     for i in range(p):
-        z[i] = (b[i] - sum((chol[i][m] * z[m] for m in range(i)), 0.0)) / chol[i][i]
+        z[i] = (b[..., i] - sum((chol[i][m] * z[m] for m in range(i)), 0.0)) / chol[i][i]
     x = [None] * p
     for i in reversed(range(p)):
         x[i] = (z[i] - sum((chol[m][i] * x[m] for m in range(i + 1, p)), 0.0)) / chol[i][i]
-    return jnp.stack(x)
+    return jnp.stack(x, axis=-1)
 
 
-def levenberg_marquardt(residual: Callable[[jax.Array], jax.Array], theta0: jax.Array,
-                        n_iter: int = N_ITER) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Minimises ``0.5 * sum(residual(theta)**2)`` for ONE curve (vmap it).
+def _closed_form(y, h, offset):
+    """``(amp, off)``: least squares ``y ~ off + amp * h`` per curve, ``amp >= 0``."""
+    tiny = jnp.asarray(1e-30, y.dtype)
+    if offset:
+        hm, ym = jnp.mean(h, axis=-1), jnp.mean(y, axis=-1)
+        hc = h - hm[:, None]
+        amp = jnp.sum((y - ym[:, None]) * hc, axis=-1) / (jnp.sum(hc * hc, axis=-1) + tiny)
+        amp = jnp.maximum(amp, 0.0)
+        return amp, ym - amp * hm
+    amp = jnp.maximum(jnp.sum(y * h, axis=-1) / (jnp.sum(h * h, axis=-1) + tiny), 0.0)
+    return amp, jnp.zeros_like(amp)
+
+
+def varpro_lm(basis: Callable[[jax.Array], jax.Array], theta0: jax.Array, y: jax.Array,
+              lower: jax.Array, upper: jax.Array, *, offset: bool = True, n_iter: int = N_ITER):
+    r"""Least squares ``y ~ off + amp * h(theta)``, ``amp >= 0``, for every curve of a block.
+
+    Levenberg-Marquardt on the nonlinear ``theta`` only: at every ``theta`` the
+    linear ``(off, amp)`` are solved in closed form, and the Jacobian of the
+    reduced residual is Kaufman's :math:`P^\perp \partial(\mathrm{amp}\,h)/\partial\theta`
+    (the columns projected off :math:`\mathrm{span}\{1, h\}`).
 
     Args:
-      residual: ``theta [P] -> r [n]``.
-      theta0: the starting point ``[P]``.
-      n_iter: number of iterations (static).
+      basis: ``theta [B, P] -> (h, [dh/dtheta_0, ...])``, each ``[B, n]``.
+      theta0: the starting points ``[B, P]``.
+      y: the curves ``[B, n]``.
+      lower, upper: ``[P]`` bounds on theta; a step is clipped to them, so a fit
+        drifting towards a degenerate limit of its family stops at the bound.
+      offset: fit the offset (else it is 0).
+      n_iter: iterations at most (static).
 
     Returns:
-      ``(theta, cost, converged)``: converged is True when theta and the cost are
-      finite and the cost fell by less than ``1e-4`` relative (or a tiny
-      absolute amount) over the last 10 iterations.
+      ``(theta [B, P], amp [B], off [B], converged [B])``: converged when the fit is
+      finite and the predicted reduction of a step fell below ``1e-6`` of the cost
+      (or ``amp = 0``: no member of the family beats a constant) before the last
+      iteration.
     """
     dtype = theta0.dtype
+    n_params = theta0.shape[-1]
+    eye = jnp.eye(n_params, dtype=dtype)
+    tiny = jnp.asarray(1e-30, dtype)
 
-    def cost_of(theta):
-        r = residual(theta)
-        return 0.5 * jnp.sum(r * r)
+    def s(a):
+        return jnp.sum(a, axis=-1)
 
-    jac = jax.jacfwd(residual)
+    def evaluate(theta):
+        h, dh = basis(theta)  # [B, n] and P x [B, n]
+        amp, off = _closed_form(y, h, offset)
+        r = off[:, None] + amp[:, None] * h - y
+        z = [amp[:, None] * d for d in dh]
+        if offset:
+            h = h - jnp.mean(h, axis=-1, keepdims=True)
+            z = [zi - jnp.mean(zi, axis=-1, keepdims=True) for zi in z]
+        hh = s(h * h) + tiny
+        j = [zi - (s(zi * h) / hh)[:, None] * h for zi in z]
+        jtj = jnp.stack([jnp.stack([s(j[p] * j[q]) for q in range(n_params)], axis=-1)
+                         for p in range(n_params)], axis=-2)
+        jtr = jnp.stack([s(jp * r) for jp in j], axis=-1)
+        return 0.5 * s(r * r), jtj, jtr, amp
 
-    def body(i, carry):
-        theta, cost, lam, marked = carry
-        r = residual(theta)
-        j = jac(theta)
-        g = j.T @ r
-        h = j.T @ j
-        d = jnp.diag(h)
-        d = jnp.maximum(d, 1e-9 * jnp.max(d)) + jnp.asarray(1e-30, dtype)
-        step = -_spd_solve(h + lam * jnp.diag(d), g)
-        new_theta = theta + step
-        new_cost = cost_of(new_theta)
-        ok = (new_cost < cost) & jnp.all(jnp.isfinite(new_theta))
-        theta = jnp.where(ok, new_theta, theta)
+    def body(carry):
+        it, theta, cost, h, g, lam, done = carry
+        d = jnp.diagonal(h, axis1=-2, axis2=-1)
+        d = jnp.maximum(d, 1e-9 * jnp.max(d, axis=-1, keepdims=True)) + tiny
+        step = -_spd_solve(h + lam[:, None, None] * d[:, :, None] * eye, g)
+        new_theta = jnp.clip(theta + step, lower, upper)
+        step = new_theta - theta
+        new_cost, new_h, new_g, _ = evaluate(new_theta)
+        ok = (new_cost < cost) & jnp.all(jnp.isfinite(new_theta), axis=-1) & ~done
+        pred = -jnp.sum(g * step, axis=-1) - 0.5 * jnp.einsum("bp,bpq,bq->b", step, h, step)
+        small = jnp.isfinite(pred) & (pred <= _PRED_RTOL * cost)
+        theta = jnp.where(ok[:, None], new_theta, theta)
         cost = jnp.where(ok, new_cost, cost)
+        h = jnp.where(ok[:, None, None], new_h, h)
+        g = jnp.where(ok[:, None], new_g, g)
         lam = jnp.clip(jnp.where(ok, lam / 3.0, lam * 4.0), 1e-12, 1e12)
-        marked = jnp.where(i == n_iter - _STALL_WINDOW, cost, marked)
-        return theta, cost, lam, marked
+        done = done | small | ~jnp.isfinite(cost)
+        return it + 1, theta, cost, h, g, lam, done
 
-    cost0 = cost_of(theta0)
-    init = (theta0, cost0, jnp.asarray(1e-3, dtype), cost0)
-    theta, cost, _, marked = jax.lax.fori_loop(0, n_iter, body, init)
-    n_points = residual(theta0).shape[0]
-    tiny = jnp.asarray(1e-10 * n_points, dtype)
-    converged = (jnp.all(jnp.isfinite(theta)) & jnp.isfinite(cost)
-                 & (marked - cost <= _RTOL * cost + tiny))
-    return theta, cost, converged
+    def cond(carry):
+        return (carry[0] < n_iter) & ~jnp.all(carry[-1])
+
+    theta0 = jnp.clip(theta0, lower, upper)
+    cost0, h0, g0, amp0 = evaluate(theta0)
+    lam0 = jnp.full(cost0.shape, 1e-3, dtype)
+    init = (jnp.asarray(0), theta0, cost0, h0, g0, lam0, ~jnp.isfinite(cost0) | (amp0 <= 0))
+    _, theta, cost, h, g, _, done = jax.lax.while_loop(cond, body, init)
+    # polish: Gauss-Newton steps kept unless they raise the cost beyond its rounding; the
+    # acceptance test above cannot see the last float32 digits of the cost, the gradient can
+    for _ in range(_N_POLISH):
+        new_theta = jnp.clip(theta - _spd_solve(h, g), lower, upper)
+        new_cost, new_h, new_g, _ = evaluate(new_theta)
+        ok = (jnp.all(jnp.isfinite(new_theta), axis=-1) & jnp.isfinite(new_cost)
+              & (new_cost <= cost * (1.0 + 1e-6)))
+        theta = jnp.where(ok[:, None], new_theta, theta)
+        cost = jnp.where(ok, new_cost, cost)
+        h = jnp.where(ok[:, None, None], new_h, h)
+        g = jnp.where(ok[:, None], new_g, g)
+    amp, off = _closed_form(y, basis(theta)[0], offset)
+    converged = done & jnp.all(jnp.isfinite(theta), axis=-1) & jnp.isfinite(cost)
+    return theta, amp, off, converged
 
 
 def linear_fit(basis: jax.Array, y: jax.Array, *, offset: bool,
                offset_nonnegative: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Least squares ``y ~ offset + amp * basis`` for every row of ``basis``, ``amp >= 0``.
+    """Least squares ``y ~ offset + amp * basis`` for every curve and grid row, ``amp >= 0``.
 
     Args:
       basis: ``[G, n]``, one candidate basis function per grid point.
-      y: ``[n]``.
+      y: ``[B, n]``.
       offset: fit an offset (else it is 0).
       offset_nonnegative: constrain the offset to ``>= 0`` as well.
 
     Returns:
-      ``(amp [G], off [G], sse [G])``, the exact constrained minimiser for each row.
+      ``(amp [B, G], off [B, G], sse [B, G])``, the exact constrained minimiser for
+      each curve and row (the curve sums are one matrix product).
     """
     f = basis
-    ff = jnp.sum(f * f, axis=-1)
-    fy = jnp.sum(f * y, axis=-1)
+    n = f.shape[-1]
     tiny = jnp.asarray(1e-30, y.dtype)
+    ff = jnp.sum(f * f, axis=-1)
+    fy = y @ f.T
+    yy = jnp.sum(y * y, axis=-1, keepdims=True)
     amp0 = jnp.maximum(fy / (ff + tiny), 0.0)  # no offset
+    sse0 = yy - 2 * amp0 * fy + amp0 * amp0 * ff
     if not offset:
-        off = jnp.zeros_like(amp0)
-        amp = amp0
-    else:
-        fm = f.mean(axis=-1)
-        ym = y.mean()
-        var = jnp.mean((f - fm[:, None]) ** 2, axis=-1)
-        cov = jnp.mean((f - fm[:, None]) * (y - ym), axis=-1)
-        amp = cov / (var + tiny)
-        off = ym - amp * fm
-        # amp < 0: the best nonnegative amplitude is 0 and the offset is the mean
-        neg_amp = amp < 0
-        amp = jnp.where(neg_amp, 0.0, amp)
-        off = jnp.where(neg_amp, ym, off)
-        if offset_nonnegative:
-            neg_off = off < 0
-            amp = jnp.where(neg_off, amp0, amp)
-            off = jnp.where(neg_off, 0.0, off)
-    res = off[:, None] + amp[:, None] * f - y
-    sse = jnp.sum(res * res, axis=-1)
-    sse = jnp.where(jnp.isnan(sse), jnp.inf, sse)
-    return amp, off, sse
+        return amp0, jnp.zeros_like(amp0), jnp.where(jnp.isnan(sse0), jnp.inf, sse0)
+    fm = jnp.mean(f, axis=-1)
+    ym = jnp.mean(y, axis=-1, keepdims=True)
+    yc = y - ym
+    var = ff / n - fm * fm
+    cov = (yc @ f.T) / n
+    amp = jnp.maximum(cov / (var + tiny), 0.0)  # amp < 0: amp = 0, the offset is the mean
+    off = ym - amp * fm
+    sse = jnp.sum(yc * yc, axis=-1, keepdims=True) - n * amp * cov
+    if offset_nonnegative:
+        neg = off < 0
+        amp = jnp.where(neg, amp0, amp)
+        off = jnp.where(neg, 0.0, off)
+        sse = jnp.where(neg, sse0, sse)
+    return amp, off, jnp.where(jnp.isnan(sse), jnp.inf, sse)

@@ -64,67 +64,78 @@ class CurveFit(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- families
-# Internal parametrisations, in u = k / n and y / s, with unconstrained theta.
+# pow3 is fitted by variable projection (one nonlinear parameter, log alpha); exp4 and
+# log_power by Levenberg-Marquardt on internal parametrisations in u = k / n and y / s,
+# with unconstrained theta.
+
+ALPHA_MIN, ALPHA_MAX = 1e-3, 10.0  # the range of the pow3 exponent
+_POW3_GRID = 48
 
 
-def _pow3(theta, u):
-    return theta[0] + jnp.exp(theta[1] - jnp.exp(theta[2]) * jnp.log(u))
+def _pow3_basis(log_k):
+    """``theta = log alpha -> (g, g', g'')``, ``g = k^-alpha - 1`` (spans 1, k^-alpha with 1)."""
+
+    def basis(theta):
+        al = jnp.exp(theta) * log_k
+        e = jnp.exp(-al)
+        g1 = -al * e
+        return jnp.expm1(-al), g1, g1 * (1.0 - al)
+
+    return basis
 
 
-def _exp4(theta, u):
-    return theta[0] + jnp.exp(-jnp.exp(theta[1] + jnp.exp(theta[2]) * jnp.log(u)) + theta[3])
+def _exp4_basis(log_u):
+    """``theta [B, 2] = (log rate, log alpha) -> exp(-rate u^alpha)`` and its derivatives."""
+
+    def basis(theta):
+        alpha_log_u = jnp.exp(theta[:, 1:2]) * log_u
+        e = jnp.exp(theta[:, 0:1] + alpha_log_u)
+        h = jnp.exp(-e)
+        q = -e * h
+        return h, [q, q * alpha_log_u]
+
+    return basis
 
 
-def _log_power(theta, u):
-    return jnp.exp(theta[0]) / (1.0 + jnp.exp(jnp.exp(theta[2]) * (jnp.log(u) - theta[1])))
+def _log_power_basis(log_u):
+    """``theta [B, 2] = (log knee, log c) -> 1 / (1 + (u / knee)^c)`` and its derivatives."""
+
+    def basis(theta):
+        c = jnp.exp(theta[:, 1:2])
+        v = c * (log_u - theta[:, 0:1])
+        e = jnp.exp(v)
+        h = 1.0 / (1.0 + e)
+        w = -e * h * h
+        return h, [-c * w, w * v]
+
+    return basis
 
 
-def _pow3_init(u, y):
-    alphas = jnp.logspace(-2.0, 0.5, 24, dtype=y.dtype)
-    basis = jnp.exp(-alphas[:, None] * jnp.log(u)[None, :])
-    amp, off, sse = _fit.linear_fit(basis, y, offset=True)
-    g = jnp.argmin(sse)
-    return jnp.stack([off[g], jnp.log(jnp.maximum(amp[g], 1e-6)), jnp.log(alphas[g])])
+def _exp4_grid(dtype):
+    rates, powers = jnp.meshgrid(jnp.logspace(-1.0, 2.0, 10, dtype=dtype),
+                                 jnp.asarray([0.25, 0.5, 1.0, 2.0], dtype))
+    return jnp.stack([jnp.log(rates.ravel()), jnp.log(powers.ravel())], axis=-1)
 
 
-def _exp4_init(u, y):
-    rates, powers = jnp.meshgrid(jnp.logspace(-1.0, 2.0, 10, dtype=y.dtype),
-                                 jnp.asarray([0.25, 0.5, 1.0, 2.0], y.dtype))
-    rates, powers = rates.ravel(), powers.ravel()
-    basis = jnp.exp(-rates[:, None] * jnp.exp(powers[:, None] * jnp.log(u)[None, :]))
-    amp, off, sse = _fit.linear_fit(basis, y, offset=True)
-    g = jnp.argmin(sse)
-    return jnp.stack([off[g], jnp.log(rates[g]), jnp.log(powers[g]),
-                      jnp.log(jnp.maximum(amp[g], 1e-6))])
+def _log_power_grid(dtype):
+    knees, powers = jnp.meshgrid(jnp.linspace(jnp.log(1e-3), jnp.log(30.0), 12, dtype=dtype),
+                                 jnp.asarray([0.25, 0.5, 1.0, 2.0, 4.0], dtype))
+    return jnp.stack([knees.ravel(), jnp.log(powers.ravel())], axis=-1)
 
 
-def _log_power_init(u, y):
-    shifts, powers = jnp.meshgrid(jnp.linspace(jnp.log(1e-3), jnp.log(30.0), 12, dtype=y.dtype),
-                                  jnp.asarray([0.25, 0.5, 1.0, 2.0, 4.0], y.dtype))
-    shifts, powers = shifts.ravel(), powers.ravel()
-    basis = 1.0 / (1.0 + jnp.exp(powers[:, None] * (jnp.log(u)[None, :] - shifts[:, None])))
-    amp, _, sse = _fit.linear_fit(basis, y, offset=False)
-    g = jnp.argmin(sse)
-    return jnp.stack([jnp.log(jnp.maximum(amp[g], 1e-6)), shifts[g], jnp.log(powers[g])])
+def _bounds(family, n, dtype):
+    """Box on the internal theta: a fit drifting to a degenerate limit stops at its edge."""
+    log_n = jnp.log(jnp.asarray(n, dtype))
+    if family == "exp4":  # (log rate at the mean log step, log alpha)
+        lower, upper = [-20.0, jnp.log(1e-3)], [20.0, jnp.log(5.0)]
+    else:  # (log knee in u, log c)
+        lower, upper = [-log_n - 10.0, jnp.log(1e-3)], [10.0, jnp.log(10.0)]
+    return jnp.asarray(lower, dtype), jnp.asarray(upper, dtype)
 
 
-def _to_raw(family, theta, n, s):
-    """Internal theta (u = k/n, y/s) -> public params in step units and raw losses."""
-    log_n = jnp.log(jnp.asarray(n, theta.dtype))
-    if family == "pow3":
-        alpha = jnp.exp(theta[2])
-        return jnp.stack([s * theta[0], s * jnp.exp(theta[1] + alpha * log_n), alpha])
-    if family == "exp4":
-        alpha = jnp.exp(theta[2])
-        return jnp.stack([s * theta[0], jnp.exp(theta[1] - alpha * log_n), alpha,
-                          theta[3] + jnp.log(s)])
-    return jnp.stack([s * jnp.exp(theta[0]), theta[1] + log_n, jnp.exp(theta[2])])
-
-
-_FAMILIES = {
-    "pow3": (_pow3, _pow3_init),
-    "exp4": (_exp4, _exp4_init),
-    "log_power": (_log_power, _log_power_init),
+_FAMILIES = {  # basis, start grid, offset
+    "exp4": (_exp4_basis, _exp4_grid, True),
+    "log_power": (_log_power_basis, _log_power_grid, False),
 }
 
 
@@ -160,30 +171,73 @@ def curve(params: Any, k: Any, *, family: str = "pow3") -> jax.Array:
     return q[0] / (1.0 + (k / jnp.exp(q[1])) ** q[2])
 
 
-def _fit_one(y, target, *, family):
-    n = y.shape[0]
-    dtype = y.dtype
-    model, init = _FAMILIES[family]
-    u = (jnp.arange(n, dtype=dtype) + 1.0) / n
-    s = jnp.mean(jnp.abs(y))
-    finite = jnp.all(jnp.isfinite(y))
+def _normalise(y):
+    """``(y / s, s, finite)`` with ``s`` the mean absolute loss of each curve (1 if unusable)."""
+    s = jnp.mean(jnp.abs(y), axis=-1)
+    finite = jnp.all(jnp.isfinite(y), axis=-1)
     s = jnp.where(finite & (s > 0), s, 1.0)
-    yn = jnp.where(finite, y / s, 0.0)
-    theta0 = init(u, yn)
-    theta, _, converged = _fit.levenberg_marquardt(lambda th: model(th, u) - yn, theta0)
-    nan = jnp.asarray(jnp.nan, dtype)
-    prediction = s * model(theta, target / n)
-    params = _to_raw(family, theta, n, s)
-    ok = finite & jnp.isfinite(prediction) & jnp.all(jnp.isfinite(params))
-    return (jnp.where(ok, prediction, nan), jnp.where(ok, params, nan), converged & ok)
+    return jnp.where(finite[:, None], y / s[:, None], 0.0), s, finite
+
+
+def _fit_pow3(y, target):
+    n = y.shape[-1]
+    dtype = y.dtype
+    yn, s, finite = _normalise(y)
+    log_k = jnp.log(jnp.arange(1, n + 1, dtype=dtype))
+    grid = jnp.linspace(jnp.log(ALPHA_MIN), jnp.log(ALPHA_MAX), _POW3_GRID, dtype=dtype)
+    theta, amp, off, converged, interior = _fit.varpro_1d(yn, _pow3_basis(log_k), grid)
+    alpha = jnp.exp(theta)
+    # the fit is off + amp * (k^-alpha - 1): evaluated in that form, it keeps its precision
+    prediction = s * (off + amp * jnp.expm1(-alpha * jnp.log(target)))
+    params = jnp.stack([s * (off - amp), s * amp, alpha], axis=-1)
+    return prediction, params, converged & interior, finite
+
+
+def _fit_lm(y, target, family):
+    n = y.shape[-1]
+    dtype = y.dtype
+    make_basis, make_grid, offset = _FAMILIES[family]
+    log_k = jnp.log(jnp.arange(1, n + 1, dtype=dtype))
+    # exp4 measures time from the mean log step: it decorrelates the rate and the power
+    # (a better conditioned fit in float32); log_power in u = k / n
+    centre = jnp.mean(log_k) if family == "exp4" else jnp.log(jnp.asarray(n, dtype))
+    basis = make_basis(log_k - centre)
+    yn, s, finite = _normalise(y)
+    grid = make_grid(dtype)
+    if family == "exp4":  # the grid's rates are given in u = k / n
+        grid = grid.at[:, 0].add(jnp.exp(grid[:, 1]) * (centre - jnp.log(jnp.asarray(n, dtype))))
+    _, _, sse = _fit.linear_fit(basis(grid)[0], yn, offset=offset)
+    theta0 = grid[jnp.argmin(sse, axis=-1)]
+    lower, upper = _bounds(family, n, dtype)
+    theta, amp, off, converged = _fit.varpro_lm(basis, theta0, yn, lower, upper, offset=offset)
+    log_target = jnp.log(target) - centre
+    prediction = s * (off + amp * make_basis(log_target)(theta)[0][:, 0])
+    if family == "exp4":
+        alpha = jnp.exp(theta[:, 1])
+        # amp = 0 (no member beats a constant): reported at a tiny floor, so b stays finite
+        b = jnp.log(jnp.maximum(amp, jnp.finfo(dtype).tiny)) + jnp.log(s)
+        params = jnp.stack([s * off, jnp.exp(theta[:, 0] - alpha * centre), alpha, b], axis=-1)
+    else:
+        params = jnp.stack([s * amp, theta[:, 0] + centre, jnp.exp(theta[:, 1])], axis=-1)
+    return prediction, params, converged, finite
+
+
+def _fit_block(y, target, *, family):
+    if family == "pow3":
+        prediction, params, converged, finite = _fit_pow3(y, target)
+    else:
+        prediction, params, converged, finite = _fit_lm(y, target, family)
+    nan = jnp.asarray(jnp.nan, y.dtype)
+    ok = finite & jnp.isfinite(prediction) & jnp.all(jnp.isfinite(params), axis=-1)
+    return (jnp.where(ok, prediction, nan), jnp.where(ok[:, None], params, nan), converged & ok)
 
 
 @functools.partial(jax.jit, static_argnames=("family",))
 def _extrapolate(x, target, *, family):
     batch = x.shape[:-1]
     target = jnp.asarray(target, x.dtype)
-    fit = jax.vmap(functools.partial(_fit_one, family=family), in_axes=(0, None))
-    prediction, params, converged = fit(x.reshape(-1, x.shape[-1]), target)
+    fit = functools.partial(_fit_block, target=target, family=family)
+    prediction, params, converged = _fit.map_blocks(fit, x.reshape(-1, x.shape[-1]))
     return CurveFit(prediction=prediction.reshape(batch),
                     params=params.reshape(*batch, N_PARAMS[family]),
                     converged=converged.reshape(batch))

@@ -114,39 +114,68 @@ def lcga_curve(params: Any, k: Any) -> jax.Array:
     return 1.0 / (b[0] + b[1] * k) + b[2]
 
 
-def _model(theta, k):
-    b = jnp.exp(theta)
-    return 1.0 / (b[0] + b[1] * k) + b[2]
+_C_RANGE = (1e-6, 1e3)  # b1 / b2 relative to the last fitted time: the search range
+_GRID = 64
 
 
-def _fit_one(y, k, spe, variant):
+def _basis(kn, *, offset):
+    """``theta = log c -> (g, g', g'')`` for ``1 / (c + kn)``.
+
+    With an offset, ``g = 1/(c + kn) - 1/(c + kn[0])`` (the same span with the
+    constant), written as a product so it keeps its precision when ``c >> kn``.
+    """
+    k0 = kn[0]
+
+    def basis(theta):
+        c = jnp.exp(theta)
+        phi = 1.0 / (c + kn)
+        if not offset:
+            g1 = -c * phi * phi
+            return phi, g1, g1 + 2.0 * c * c * phi * phi * phi
+        phi0 = 1.0 / (c + k0)
+        d = (k0 - kn) * phi * phi0
+        g1 = -c * d * (phi + phi0)
+        return d, g1, g1 + 2.0 * c * c * d * (phi * phi + phi * phi0 + phi0 * phi0)
+
+    return basis
+
+
+def _fit_block(y, *, kn, spe, variant):
+    """Fits ``amp / (c + kn) + b3`` (``amp, c, b3 >= 0``) to every normalised curve of a block."""
     dtype = y.dtype
-    scale = jnp.mean(y[:spe])
-    finite = jnp.all(jnp.isfinite(y)) & jnp.isfinite(scale) & (scale > 0)
-    yn = y / jnp.where(finite, scale, 1.0)
-    # grid over c = b1 / b2 (the time scale of the decay), linear amp = 1/b2 and b3 exact
-    cs = k[-1] * jnp.logspace(-3.0, 1.5, 40, dtype=dtype)
-    basis = 1.0 / (cs[:, None] + k[None, :])
-    amp, off, sse = _fit.linear_fit(basis, yn, offset=True, offset_nonnegative=True)
-    g = jnp.argmin(sse)
-    a = jnp.maximum(amp[g], 1e-6)
-    b3 = jnp.maximum(off[g], 1e-4)
-    theta0 = jnp.log(jnp.stack([cs[g] / a, 1.0 / a, b3]))
-    theta, _, converged = _fit.levenberg_marquardt(lambda th: _model(th, k) - yn, theta0)
-    b1, b2, b3 = jnp.exp(theta)
-    u = b1 + b2 * k
-    if variant == "ratio":
-        score = jnp.mean(-1.0 / jnp.sqrt(2.0 * u))
-    else:
-        score = jnp.mean(-b2 / (u * u))
-    drop = 1.0 / u[0] - 1.0 / u[-1]
-    score = jnp.where(drop < _FLAT, jnp.zeros_like(score), score)
+    scale = jnp.mean(y[:, :spe], axis=-1)
+    finite = jnp.all(jnp.isfinite(y), axis=-1) & jnp.isfinite(scale) & (scale > 0)
+    yn = jnp.where(finite[:, None], y / jnp.where(finite, scale, 1.0)[:, None], 1.0)
+    grid = jnp.linspace(jnp.log(_C_RANGE[0]), jnp.log(_C_RANGE[1]), _GRID, dtype=dtype)
+    theta, amp, off, converged, _ = _fit.varpro_1d(yn, _basis(kn, offset=True), grid)
+    b3 = off - amp / (jnp.exp(theta) + kn[0])  # off is the level at kn[0]
+    infeasible = b3 < 0  # then b3 = 0 at the constrained optimum: fit without the offset
+
+    def without_offset(_):
+        th, a, _, conv, _ = _fit.varpro_1d(yn, _basis(kn, offset=False), grid, offset=False)
+        return (jnp.where(infeasible, th, theta), jnp.where(infeasible, a, amp),
+                jnp.where(infeasible, 0.0, b3), jnp.where(infeasible, conv, converged))
+
+    theta, amp, b3, converged = jax.lax.cond(
+        jnp.any(infeasible), without_offset, lambda _: (theta, amp, b3, converged), None)
+    c = jnp.exp(theta)[:, None]
+    amp_ = amp[:, None]
+    if variant == "ratio":  # L'/sqrt(L'') = -1/sqrt(2 (b1 + b2 k)) = -sqrt(amp / (2 (c + kn)))
+        score = jnp.mean(-jnp.sqrt(amp_ / (2.0 * (c + kn))), axis=-1)
+    else:  # L' = -b2 / (b1 + b2 k)^2, with k in epochs = kn * k_last
+        score = jnp.mean(-amp_ / (c + kn) ** 2, axis=-1)  # divided by k_last by the caller
+    drop = amp * (1.0 / (c[:, 0] + kn[0]) - 1.0 / (c[:, 0] + kn[-1]))
+    flat = drop < _FLAT
+    score = jnp.where(flat, jnp.zeros_like(score), score)
+    # normalised (b1, b2) = (c / amp, 1 / amp) in units of kn; a flat fit is the constant 1/b1
+    level = jnp.mean(yn, axis=-1)
+    inv_amp = 1.0 / jnp.where(flat, 1.0, amp)
+    b1 = jnp.where(flat, 1.0 / level, c[:, 0] * inv_amp)
+    b2 = jnp.where(flat, 0.0, inv_amp)
+    b3 = jnp.where(flat, 0.0, b3)
     nan = jnp.asarray(jnp.nan, dtype)
     score = jnp.where(finite, score, nan)
-    params = jnp.stack([b1 / scale, b2 / scale, b3 * scale])
-    params = jnp.where(finite & jnp.all(jnp.isfinite(params)), params, nan)
-    converged = converged & finite & jnp.isfinite(score)
-    return score, params, converged
+    return score, jnp.stack([b1, b2, b3], axis=-1), converged & finite & jnp.isfinite(score), scale
 
 
 def lcga(losses: Any, steps_per_epoch: int, *, burn_in_epochs: int = 1,
@@ -216,9 +245,17 @@ def lcga(losses: Any, steps_per_epoch: int, *, burn_in_epochs: int = 1,
 @functools.partial(jax.jit, static_argnames=("spe", "start", "stop", "variant"))
 def _lcga(x, *, spe, start, stop, variant):
     y = x[..., start:stop]
-    k = (jnp.arange(start, stop, dtype=x.dtype) + 1.0) / spe
+    k = (jnp.arange(start, stop, dtype=x.dtype) + 1.0) / spe  # training time in epochs
     batch = y.shape[:-1]
-    fit = jax.vmap(functools.partial(_fit_one, k=k, spe=spe, variant=variant))
-    score, params, converged = fit(y.reshape(-1, y.shape[-1]))
+    fit = functools.partial(_fit_block, kn=k / k[-1], spe=spe, variant=variant)
+    score, params, converged, scale = _fit.map_blocks(fit, y.reshape(-1, y.shape[-1]))
+    # kn = k / k_last: b2 in epochs is b2 / k_last; raw losses are scale times the normalised ones
+    k_last, s = k[-1], scale[:, None]
+    params = jnp.stack([params[:, 0] / s[:, 0], params[:, 1] / (k_last * s[:, 0]),
+                        params[:, 2] * s[:, 0]], axis=-1)
+    if variant == "slope":
+        score = score / k_last
+    ok = jnp.isfinite(score) & jnp.all(jnp.isfinite(params), axis=-1)
+    params = jnp.where(ok[:, None], params, jnp.nan)
     return LCGAFit(score=score.reshape(batch), params=params.reshape(*batch, 3),
                    converged=converged.reshape(batch))
