@@ -271,12 +271,13 @@ def _lin(t):
 
 # the equivalent hand-built optax chains: only the momentum changes with demon=True
 DEMON_CASES = {
+    # SGD: the learning rate inside the momentum buffer, as the reference Demon SGD
     "sgd_nesterov": (dict(optimizer="sgd", nesterov=True), optax.chain(
-        optax.add_decayed_weights(WD), budgetax.demon(T_DEMON, B1, nesterov=True),
-        optax.scale_by_learning_rate(_lin))),
+        optax.add_decayed_weights(WD), optax.scale_by_learning_rate(_lin),
+        budgetax.demon(T_DEMON, B1, nesterov=True))),
     "momentum": (dict(optimizer="momentum"), optax.chain(
-        optax.add_decayed_weights(WD), budgetax.demon(T_DEMON, B1),
-        optax.scale_by_learning_rate(_lin))),
+        optax.add_decayed_weights(WD), optax.scale_by_learning_rate(_lin),
+        budgetax.demon(T_DEMON, B1))),
     # adam: coupled L2, as plain "adam"
     "adam": (dict(optimizer="adam"), optax.chain(
         optax.add_decayed_weights(WD), budgetax.scale_by_demon_adam(T_DEMON, B1, 0.99, 1e-8),
