@@ -309,15 +309,16 @@ def constant(p) -> jax.Array:
 def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
     r"""Warmup-stable-decay without its warmup: 1, then a decay over the last part.
 
-    With :math:`d = \text{decay\_fraction}` and the remaining fraction of the
-    decay :math:`u = \mathrm{clip}((1 - p) / d, 0, 1)` (1 until :math:`p = 1 - d`,
-    then down to exactly 0 at :math:`p = 1`), the multiplier is
-    ``linear``: :math:`u`; ``cosine``: :math:`\tfrac12(1 + \cos \pi (1 - u))`;
-    ``sqrt``: :math:`1 - \sqrt{1 - u}` (computed as :math:`u / (1 + \sqrt{1 - u})`).
-    With :math:`q = 1 - u` these are the decays ``1 - q``, cosine and ``1 - sqrt(q)``
-    of HF transformers' ``get_wsd_schedule`` ("linear", "cosine", "1-sqrt").
-    Every decay is exactly 0 at ``p = 1``. Warmup is added by the schedule
-    (``warmup_steps``).
+    With :math:`d = \text{decay\_fraction}` and the elapsed fraction of the decay
+    :math:`q = \mathrm{clip}((p - (1 - d)) / d, 0, 1)`, the multiplier is 1 for
+    :math:`p \le 1 - d`, then ``linear``: :math:`1 - q`; ``cosine``:
+    :math:`\tfrac12(1 + \cos \pi q)`; ``sqrt``: :math:`1 - \sqrt{q}`: the decays
+    "linear", "cosine" and "1-sqrt" of HF transformers' ``get_wsd_schedule``.
+    The first half of the decay is computed from :math:`q` (exactly 1 where the
+    decay starts, which matters for the steep ``sqrt``), the second half from the
+    remaining fraction :math:`u = \mathrm{clip}((1 - p) / d, 0, 1) = 1 - q`
+    (e.g. ``1 - sqrt(q) = u / (1 + sqrt(1 - u))``), so every decay is exactly 0 at
+    ``p = 1``. Warmup is added by the schedule (``warmup_steps``).
 
     Args:
       p: progress in [0, 1] (clipped).
@@ -340,12 +341,20 @@ def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
                                 low_open=True)
     _validate.one_of("decay", decay, WSD_DECAYS)
     p = _progress(p, "wsd")
+    if isinstance(decay_fraction, float):
+        start = float(np.float32(1.0 - decay_fraction))  # rounded once, as p = t / T is
+    else:
+        start = 1.0 - decay_fraction
+    # elapsed fraction of the decay, exactly 0 where it starts (sqrt is steep there) ...
+    q = jnp.clip((p - start) / decay_fraction, 0.0, 1.0)
+    # ... and remaining fraction, exactly 0 at p = 1: each is used on its own half
     u = jnp.clip((1.0 - p) / decay_fraction, 0.0, 1.0)
+    first_half = q <= 0.5
     if decay == "linear":
-        return u
+        return jnp.where(first_half, 1.0 - q, u)
     if decay == "cosine":
-        return _cos_ramp(1.0 - u)
-    return u / (1.0 + jnp.sqrt(1.0 - u))
+        return _cos_ramp(jnp.where(first_half, q, 1.0 - u))
+    return jnp.where(first_half, 1.0 - jnp.sqrt(q), u / (1.0 + jnp.sqrt(1.0 - u)))
 
 
 def one_cycle(p, pct_start=0.3, div_factor=25.0, final_div_factor=1e4) -> jax.Array:

@@ -61,6 +61,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -213,8 +214,8 @@ class _Config:
     """Everything static about a schedule: its compiled function is cached on this."""
 
     profile: Callable  # a built-in profile (knobs below) or the user's callable
-    static_knobs: tuple  # ((name, value), ...): strings and milestone tuples
-    knob_names: tuple  # names of the numeric knobs, passed as arguments
+    static_knobs: tuple  # ((name, value), ...): strings, numbers, milestone tuples
+    knob_names: tuple  # names of the knobs given as arrays, passed as arguments
     total: int
     warmup: int
     sample_every: int
@@ -235,11 +236,11 @@ def _split_profile(fn):
             and set(fn.keywords) <= set(_defaults(fn.func))):
         static, numeric = {}, {}
         for k, v in fn.keywords.items():
-            if isinstance(v, str):
-                static[k] = v
-            elif isinstance(v, list | tuple):
+            if isinstance(v, list | tuple):
                 static[k] = tuple(v)
-            else:
+            elif isinstance(v, str | numbers.Number):  # Python values: identical on both paths
+                static[k] = v
+            else:  # arrays: arguments of the compiled function
                 numeric[k] = v
         return fn.func, static, numeric
     return fn, None, {}
@@ -251,7 +252,16 @@ def _milestone_steps(milestones, decay_steps: int) -> tuple[int, ...]:
 
 
 def _evaluate(count, peak, end, knob_values, *, cfg: _Config):
-    """The schedule's value at ``count``: traced inline, or compiled once per ``cfg``."""
+    """The schedule's value at ``count``: traced inline, or compiled once per ``cfg``.
+
+    ``peak`` and ``end`` are cast to float32 first, so that Python floats
+    (constants when traced inline, arguments when compiled) give the same values
+    on both paths; the profile's Python-number knobs are static on both paths.
+    """
+    peak, end = jnp.asarray(peak, jnp.float32), jnp.asarray(end, jnp.float32)
+    # Opaque to XLA on both paths: constants would otherwise be folded and re-associated
+    # inline (not when they are arguments), moving values by an ulp between the two.
+    peak, end = jax.lax.optimization_barrier((peak, end))
     fn = cfg.bind(knob_values)
     c = jnp.clip(jnp.asarray(count), 0, cfg.total).astype(jnp.int32)
     if cfg.sample_every > 1:
@@ -272,7 +282,10 @@ def _evaluate(count, peak, end, knob_values, *, cfg: _Config):
 
     if cfg.warmup:
         start = end + span * fn(jnp.float32(0.0))  # warm up into the profile's own start
-        warmup = optax.linear_schedule(0.0, start, cfg.warmup)
+
+        def warmup(n):  # start * n / w, with n / w exact (integer long division)
+            return start * _exact_progress(n, cfg.warmup)
+
         value = optax.join_schedules([warmup, decay], [cfg.warmup])(c)
     else:
         value = decay(c)
@@ -359,6 +372,9 @@ def budgeted(
         and not isinstance(probe, jax.core.Tracer)
     fast = None
     if concrete:
+        # Python numbers as float32 scalars: one compiled function whatever the peak and end
+        fast_args = tuple(np.float32(a) if isinstance(a, numbers.Number) else a
+                          for a in args[:2]) + args[2:]
         try:
             hash(cfg)
             fast = functools.partial(_compiled, cfg=cfg)
@@ -373,7 +389,7 @@ def budgeted(
             count = np.int32(min(max(count, 0), total_steps))
         elif isinstance(count, np.ndarray):
             count = np.clip(count, 0, total_steps).astype(np.int32)
-        return fast(count, *args)
+        return fast(count, *fast_args)
 
     return schedule
 

@@ -227,3 +227,399 @@ def test_steps_for_budget():
     assert schedules.steps_for_budget(full_steps=3, fraction=0.01) == 1
     assert schedules.steps_for_budget(epochs=3, steps_per_epoch=125) == 375
     assert schedules.steps_for_budget(epochs=0.5, steps_per_epoch=125) == 63
+
+
+# ------------------------------------------------------------------------------ exact end values
+# (factory, knobs, multiplier of the profile at p = 1 in float64)
+END_CASES = [
+    ("linear", {}, 0.0),
+    ("rex", {}, 0.0),
+    ("rex", {"beta": 0.9}, 0.0),
+    ("cosine", {}, 0.0),
+    ("polynomial", {"power": 0.5}, 0.0),
+    ("polynomial", {"power": 3.0}, 0.0),
+    ("wsd", {"decay": "linear"}, 0.0),
+    ("wsd", {"decay": "sqrt"}, 0.0),
+    ("wsd", {"decay": "cosine"}, 0.0),
+    ("wsd", {"decay": "sqrt", "decay_fraction": 0.1}, 0.0),
+    ("wsd", {"decay": "linear", "decay_fraction": 1.0}, 0.0),
+    ("exponential", {"final": 0.01}, 0.01),
+    ("step", {}, 1e-3),
+    ("step", {"milestones": (0.5,), "factor": 0.5}, 0.5),
+    ("one_cycle", {}, 1.0 / (25.0 * 1e4)),
+    ("constant", {}, 1.0),
+]
+END_IDS = [f"{n}-{k}" for n, k, _ in END_CASES]
+
+
+@pytest.mark.parametrize(("name", "knobs", "prof_end"), END_CASES, ids=END_IDS)
+@pytest.mark.parametrize("total", [1, 7, 1000, 123457, 2**31 - 1])
+def test_every_schedule_ends_exactly_from_the_budget_on(name, knobs, prof_end, total):
+    peak = 0.7
+    for end in (0.0, 0.3):
+        for warmup, k in ((0, 1), (total // 3, 3)):
+            sched = getattr(schedules, name)(total, peak, end_value=end, warmup_steps=warmup,
+                                             sample_every=k, **knobs)
+            ts = np.array(sorted({total, total + 1, min(2 * total, 2**31 - 1), 2**31 - 1}))
+            ts = ts[ts <= 2**31 - 1]
+            got = values(sched, ts)  # under jit
+            eager = np.array([np.asarray(sched(int(t))) for t in ts])
+            np.testing.assert_array_equal(eager, got)
+            if prof_end == 0.0:
+                # exactly the end value, not an ulp off
+                np.testing.assert_array_equal(got, np.full(ts.shape, np.float32(end)))
+            else:
+                assert np.all(got == got[0]), f"{name} is not held after the budget: {got}"
+                want = end + (peak - end) * prof_end
+                np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)
+
+
+def test_wsd_end_is_exact_at_the_issue_budget():
+    # wsd(1000, 1.0)(1000) was 5.96e-8 for the linear and sqrt decays
+    for decay in ("linear", "sqrt", "cosine"):
+        assert float(schedules.wsd(1000, 1.0, decay=decay)(1000)) == 0.0
+        assert float(jax.jit(schedules.wsd(1000, 1.0, decay=decay))(1000)) == 0.0
+
+
+# ------------------------------------------------------------------- reference implementations
+WSD_HF = [
+    # (total, warmup, decay_fraction, decay, peak, end): decay_fraction * (T - w) is an int,
+    # so the decay phase has the integer length HF takes
+    (1000, 0, 0.2, "linear", 1.0, 0.0),
+    (1000, 0, 0.2, "sqrt", 0.5, 0.05),
+    (1000, 0, 0.2, "cosine", 0.5, 0.05),
+    (220, 20, 0.25, "sqrt", 0.3, 0.0),
+    (220, 20, 0.25, "cosine", 0.3, 0.0),
+    (60, 10, 1.0, "linear", 2.0, 0.0),
+    (4000, 0, 0.5, "sqrt", 1.0, 0.1),
+]
+
+
+@pytest.mark.parametrize(("total", "warmup", "frac", "decay", "peak", "end"), WSD_HF)
+def test_wsd_matches_hf_transformers_step_by_step(total, warmup, frac, decay, peak, end):
+    num_decay = round(frac * (total - warmup))
+    sched = schedules.wsd(total, peak, end_value=end, warmup_steps=warmup,
+                          decay_fraction=frac, decay=decay)
+    ts = np.arange(0, total + 25)
+    got = values(sched, ts)  # every step, under jit
+    hf_decay = {"linear": "linear", "cosine": "cosine", "sqrt": "1-sqrt"}[decay]
+    want = np.array([peak * ref.hf_wsd_lambda(
+        int(t), num_warmup_steps=warmup, num_stable_steps=total - warmup - num_decay,
+        num_decay_steps=num_decay, warmup_type="linear", decay_type=hf_decay,
+        min_lr_ratio=end / peak) for t in ts])
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-7)
+    # HF returns min_lr_ratio exactly from the budget on; so do we
+    np.testing.assert_array_equal(got[ts >= total], np.float32(end))
+
+
+def _milestone_step(m, span):
+    # smallest integer s with s >= m * span, m the decimal it prints as (exact rationals)
+    from fractions import Fraction
+
+    return -(-Fraction(repr(m)) * span // 1)
+
+
+@pytest.mark.parametrize("total", [10, 200, 1001, 5_000_000, 123_456_789, 2**31 - 1])
+@pytest.mark.parametrize("warmup", [0, 7])
+def test_step_milestones_integer_exact_vs_torch_multistep(total, warmup):
+    ms, factor, peak = (0.3, 0.6, 0.9), 0.1, 0.4
+    sched = schedules.step(total, peak, warmup_steps=warmup, milestones=ms, factor=factor)
+    span = total - warmup
+    steps = [warmup + int(_milestone_step(m, span)) for m in ms]
+    # 12 steps around each milestone (>= 20 in all), every step, under jit
+    ts = np.unique(np.clip(np.concatenate([np.arange(s - 6, s + 6) for s in steps]),
+                           warmup, total))
+    got = values(sched, ts)
+    want = np.array([ref.torch_multistep_lr(int(t), base_lr=peak, milestones=steps,
+                                            gamma=factor) for t in ts])
+    np.testing.assert_allclose(got, want, rtol=3e-7)
+    for s in steps:  # fires exactly at the milestone step, not before
+        before, at = values(sched, np.array([s - 1, s]))
+        assert before > at
+
+
+def test_30_60_90_fires_on_time_at_the_largest_budget():
+    total = 2**31 - 1
+    sched = jax.jit(schedules.step(total, 1.0))
+    first = 644_245_095  # ceil(0.3 * (2**31 - 1))
+    assert float(sched(first - 1)) == 1.0
+    assert float(sched(first - 7)) == 1.0
+    assert float(sched(first)) == pytest.approx(0.1)
+
+
+def test_step_milestone_reads_decimal_milestones():
+    # 0.1 is read as 1/10 (its double is slightly above): fires at t = 1 of 10, like
+    # torch MultiStepLR(milestones=[1])
+    sched = schedules.step(10, 1.0, milestones=(0.1,), factor=0.5)
+    assert values(sched, [0, 1]).tolist() == [1.0, 0.5]
+
+
+def test_budgeted_step_profile_uses_integer_milestones():
+    total = 2**31 - 1
+    first = 644_245_095
+    for prof in ("step", profiles.step, functools.partial(profiles.step, factor=0.1)):
+        sched = schedules.budgeted(prof, total, 1.0)
+        assert values(sched, [first - 1, first]).tolist() == [1.0, np.float32(0.1)]
+
+
+# --------------------------------------------------------------------------------- one_cycle
+def test_one_cycle_convention_optax_not_torch():
+    total, peak = 1000, 0.5
+    ts = np.arange(total + 1)
+    ours = values(schedules.one_cycle(total, peak), ts)
+    torch = np.array([ref.torch_one_cycle_lr(int(t), max_lr=peak, total_steps=total)
+                      for t in ts])
+    # optax (and budgetax): peak at t = 0.3 T, minimum at t = T;
+    # torch OneCycleLR(total_steps=T): peak at 0.3 T - 1, minimum at T - 1
+    assert int(np.argmax(ours)) == 300 and int(np.argmax(torch)) == 299
+    assert ours[300] == np.float32(peak)
+    assert ours[total] == np.float32(peak / 25.0 / 1e4)
+    assert torch[total - 1] == pytest.approx(peak / 25.0 / 1e4)
+    assert ours[total - 1] > ours[total]
+    # same start, same shape one step apart in the rise
+    assert ours[0] == np.float32(peak / 25.0) and torch[0] == pytest.approx(peak / 25.0)
+
+
+@pytest.mark.parametrize("name", sorted(SHORTCUTS))
+def test_warmup_leads_into_the_profile_start_without_a_jump(name):
+    total, warmup, peak, end = 1000, 100, 0.8, 0.01
+    knobs = SHORTCUTS[name]
+    sched = getattr(schedules, name)(total, peak, end_value=end, warmup_steps=warmup, **knobs)
+    v = values(sched, np.arange(0, warmup + 5))
+    start = end + (peak - end) * ref.PROFILES[name](0.0, **knobs)
+    assert v[0] == 0.0
+    assert v[warmup] == pytest.approx(start, rel=1e-6)
+    np.testing.assert_allclose(v[:warmup + 1], start * np.arange(warmup + 1) / warmup,
+                               rtol=1e-5, atol=1e-7)
+    assert np.all(np.diff(v[:warmup + 1]) > 0)
+    # no sawtooth where the warmup hands over to the profile
+    assert abs(v[warmup + 1] - v[warmup]) <= 1.5 * max(start, peak) / warmup
+
+
+def test_one_cycle_with_warmup_is_no_sawtooth():
+    # was 0.99 at t = 99 then 0.04 at t = 100
+    sched = schedules.one_cycle(1000, 1.0, warmup_steps=100)
+    v = values(sched, np.arange(1001))
+    assert v[99] == pytest.approx(0.04 * 99 / 100, rel=1e-5)
+    assert v[100] == pytest.approx(0.04, rel=1e-6)
+    assert int(np.argmax(v)) == 100 + 270  # the cycle spans the 900 steps after warmup
+    assert v[1000] == np.float32(1.0 / 25.0 / 1e4)
+
+
+# ----------------------------------------------------------------------------- eager vs traced
+EAGER_CASES = [
+    ("cosine", {}, {}),
+    ("rex", {"beta": 0.7}, {"warmup_steps": 13, "sample_every": 5}),
+    ("step", {}, {"end_value": 0.001}),
+    ("wsd", {"decay": "sqrt"}, {"warmup_steps": 50}),
+    ("one_cycle", {}, {"warmup_steps": 20, "end_value": 0.01}),
+    ("exponential", {"final": 0.05}, {"sample_every": 7}),
+    ("polynomial", {"power": 1.5}, {}),
+    ("linear", {}, {"end_value": 0.02}),
+    ("constant", {}, {"warmup_steps": 9}),
+]
+
+
+@pytest.mark.parametrize(("name", "knobs", "kw"), EAGER_CASES,
+                         ids=[c[0] for c in EAGER_CASES])
+def test_eager_calls_equal_traced_values(name, knobs, kw):
+    total = 997
+    sched = getattr(schedules, name)(total, 0.3, **kw, **knobs)
+    ts = np.concatenate([np.arange(0, total + 10, 3), [2**31 - 1]]).astype(np.int32)
+    traced_vmap = values(sched, ts)
+    traced_scalar = np.array([np.asarray(jax.jit(sched)(jnp.int32(t))) for t in ts[:40]])
+    eager_int = np.array([np.asarray(sched(int(t))) for t in ts])
+    eager_arr = np.asarray(sched(ts))  # a NumPy batch of counts, eagerly
+    eager_jnp = np.array([np.asarray(sched(jnp.int32(t))) for t in ts[:40]])
+    for got in (eager_int, eager_arr):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, traced_vmap)
+    np.testing.assert_array_equal(eager_jnp, traced_scalar)
+    np.testing.assert_array_equal(traced_scalar, traced_vmap[:40])
+    # the eager path gives the reference values too
+    want = [ref.budgeted(ref.PROFILES[name], total, 0.3, int(t), end=kw.get("end_value", 0.0),
+                         warmup=kw.get("warmup_steps", 0), sample_every=kw.get("sample_every", 1),
+                         **knobs) for t in ts]
+    np.testing.assert_allclose(eager_int, want, rtol=5e-5, atol=5e-7)
+
+
+def test_eager_calls_compile_once_per_configuration():
+    compiled = schedules._compiled
+    sched = schedules.cosine(1234, 0.1, warmup_steps=10)
+    sched(0)
+    size = compiled._cache_size()
+    for t in (1, 5, 600, 1234, 10_000):
+        sched(t)
+    # a new schedule object with the same structure and other peak/end values: no new compile
+    schedules.cosine(1234, 0.5, end_value=0.01, warmup_steps=10)(3)
+    schedules.cosine(1234, np.float32(0.2), end_value=0, warmup_steps=10)(np.int64(7))
+    assert compiled._cache_size() == size
+    # a knob given as an array is an argument too; a Python-number knob is static
+    schedules.rex(1234, 0.5, warmup_steps=10, beta=jnp.float32(0.3))(3)
+    schedules.rex(1234, 0.2, warmup_steps=10, beta=jnp.float32(0.9))(3)
+    assert compiled._cache_size() == size + 1
+    schedules.rex(1234, 0.2, warmup_steps=10, beta=0.9)(3)
+    schedules.rex(1234, 0.7, warmup_steps=10, beta=0.9)(5)
+    assert compiled._cache_size() == size + 2
+
+
+def test_schedule_under_jit_does_not_recompile(counting_jit):
+    sched = schedules.wsd(100, 0.1, warmup_steps=5, decay="cosine")
+    f = counting_jit(sched)
+    a = f(jnp.int32(3))
+    b = f(jnp.int32(97))
+    assert f.traces == 1
+    assert float(a) == pytest.approx(0.1 * 3 / 5) and float(b) == pytest.approx(
+        ref.budgeted(ref.wsd, 100, 0.1, 97, warmup=5, decay="cosine"), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------- JAX knobs
+KNOB_SWEEPS = [
+    ("linear", "peak_value", [0.01, 0.1, 1.0], {}),
+    ("cosine", "end_value", [0.0, 0.01, 0.05], {}),
+    ("rex", "beta", [0.0, 0.5, 0.9], {}),
+    ("exponential", "final", [0.01, 0.1, 0.5], {}),
+    ("step", "factor", [0.1, 0.5, 0.9], {}),
+    ("polynomial", "power", [0.5, 1.0, 2.0], {}),
+    ("wsd", "decay_fraction", [0.1, 0.2, 0.5], {"decay": "sqrt"}),
+    ("one_cycle", "pct_start", [0.2, 0.3, 0.5], {}),
+    ("one_cycle", "div_factor", [5.0, 25.0, 100.0], {}),
+    ("one_cycle", "final_div_factor", [10.0, 1e4], {}),
+]
+
+
+@pytest.mark.parametrize(("name", "knob", "vals", "extra"), KNOB_SWEEPS,
+                         ids=[f"{n}-{k}" for n, k, _, _ in KNOB_SWEEPS])
+def test_numeric_hyperparameters_vmap_as_traced_arrays(name, knob, vals, extra):
+    total, ts = 120, jnp.arange(0, 130, 3)
+    factory = getattr(schedules, name)
+
+    def kwargs(v):
+        kw = {"peak_value": 0.5, "warmup_steps": 6, **extra}
+        kw[knob] = v
+        return kw
+
+    @jax.jit
+    def curve(v):
+        return jax.vmap(factory(total, **kwargs(v)))(ts)
+
+    got = np.asarray(jax.vmap(curve)(jnp.asarray(vals, jnp.float32)))
+    for row, v in zip(got, vals, strict=True):
+        want = values(factory(total, **kwargs(v)), ts)
+        np.testing.assert_allclose(row, want, rtol=2e-6, atol=1e-7)
+        # and the float64 reference
+        kw = kwargs(v)
+        prof_knobs = {k: x for k, x in kw.items()
+                      if k not in ("peak_value", "end_value", "warmup_steps")}
+        want64 = [ref.budgeted(ref.PROFILES[name], total, kw["peak_value"], int(t),
+                               end=kw.get("end_value", 0.0), warmup=6, **prof_knobs)
+                  for t in np.asarray(ts)]
+        np.testing.assert_allclose(row, want64, rtol=5e-5, atol=5e-7)
+
+
+def test_inject_hyperparams_over_a_schedule_and_a_transform():
+    import budgetax
+
+    params = {"w": jnp.array([1.0, -2.0])}
+    g = {"w": jnp.array([0.5, 0.25])}
+    # a schedule as optax's learning rate
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=schedules.rex(10, 0.1))
+    state = tx.init(params)
+    upd = jax.jit(tx.update)
+    for t in range(3):
+        u, state = upd(g, state)
+        np.testing.assert_allclose(u["w"], -0.1 * ref.rex(t / 10) * g["w"], rtol=1e-6)
+    # a budgetax transform with its knobs injected (total_steps etc. are static)
+    tx = optax.inject_hyperparams(
+        budgetax.rex, static_args=("total_steps", "warmup_steps", "sample_every"))(
+        total_steps=10, beta=0.7)
+    state = tx.init(params)
+    upd = jax.jit(tx.update)
+    for t in range(3):
+        u, state = upd(g, state)
+        np.testing.assert_allclose(u["w"], ref.rex(t / 10, 0.7) * g["w"], rtol=1e-6)
+    state.hyperparams["beta"] = jnp.asarray(0.2)
+    u, _ = upd(g, state)
+    np.testing.assert_allclose(u["w"], ref.rex(3 / 10, 0.2) * g["w"], rtol=1e-6)
+    # without static_args the budget is traced in update: a clear error
+    tx = optax.inject_hyperparams(budgetax.rex)(total_steps=10)
+    state = tx.init(params)
+    with pytest.raises(TypeError, match="total_steps.*static"):
+        jax.jit(tx.update)(g, state)
+
+
+# ------------------------------------------------------------------------------- validation
+def _traced_total():
+    return jax.jit(lambda n: schedules.linear(n, 1.0)(0))(jnp.int32(10))
+
+
+BAD_STATIC = [
+    (lambda: schedules.linear(12.0), TypeError, r"total_steps must be a positive int, got 12\.0"),
+    (lambda: schedules.linear(float("nan")), TypeError, "total_steps.*nan"),
+    (lambda: schedules.linear(2**31), ValueError, r"total_steps.*2\*\*31 - 1.*2147483648"),
+    (lambda: schedules.linear(jnp.array(10.0)), TypeError, "total_steps"),
+    (lambda: schedules.linear(np.array([10, 20])), TypeError, "total_steps"),
+    (_traced_total, TypeError, "total_steps.*traced.*static"),
+    (lambda: schedules.linear(10, warmup_steps=1.5), TypeError, r"warmup_steps.*1\.5"),
+    (lambda: schedules.linear(10, warmup_steps=True), TypeError, "warmup_steps.*True"),
+    (lambda: schedules.linear(10, sample_every=2**40), ValueError,
+     r"sample_every.*2\*\*31 - 1.*1099511627776"),
+    (lambda: schedules.linear(10, sample_every=2.0), TypeError, r"sample_every.*2\.0"),
+    (lambda: schedules.step(10, milestones=()), ValueError, r"milestones.*non-empty.*\(\)"),
+    (lambda: schedules.step(10, milestones=(0.0, 0.5)), ValueError, r"milestones.*\(0, 1\)"),
+    (lambda: schedules.step(10, milestones=(0.5, 1.0)), ValueError, r"milestones.*\(0, 1\)"),
+    (lambda: schedules.step(10, milestones=("a",)), TypeError, "milestones"),
+    (lambda: schedules.step(10, milestones=[0.5, 0.5]), ValueError, "increasing"),
+    (lambda: schedules.linear(10, peak_value=jnp.array(jnp.nan)), ValueError, "peak_value"),
+    (lambda: schedules.linear(10, end_value=np.float32(np.inf)), ValueError, "end_value"),
+    (lambda: schedules.rex(10, beta=jnp.array(1.0)), ValueError, "beta"),
+    (lambda: schedules.wsd(10, decay_fraction=jnp.array([0.5, 0.0])), ValueError,
+     "decay_fraction"),
+    (lambda: schedules.step(10, factor=jnp.array(True)), TypeError, "factor"),
+    (lambda: schedules.progress(3, 0), ValueError, "total_steps"),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), BAD_STATIC)
+def test_bad_static_arguments_raise_naming_them(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_concrete_integer_arrays_are_accepted_as_static_ints():
+    a = schedules.linear(np.int64(100), 1.0, warmup_steps=jnp.array(10), sample_every=np.int32(2))
+    b = schedules.linear(100, 1.0, warmup_steps=10, sample_every=2)
+    np.testing.assert_array_equal(values(a, TS), values(b, TS))
+
+
+@pytest.mark.parametrize("count", [1.5, float("nan"), 3.0, np.float32(3), np.array([1.0, 2.0]),
+                                   jnp.float32(3), True])
+def test_float_or_bool_counts_are_refused(count):
+    sched = schedules.cosine(10, 1.0)
+    with pytest.raises(TypeError, match="count"):
+        sched(count)
+    with pytest.raises(TypeError, match="count"):
+        schedules.progress(count, 10)
+
+
+def test_float_count_is_refused_under_jit_too():
+    sched = schedules.cosine(10, 1.0)
+    with pytest.raises(TypeError, match="count.*float32"):
+        jax.jit(sched)(jnp.float32(3.0))
+
+
+def test_integer_counts_of_any_width_and_out_of_range_python_ints():
+    sched = schedules.linear(100, 1.0, end_value=0.1)
+    assert float(sched(2**40)) == np.float32(0.1)  # a Python int past int32: the end value
+    assert float(sched(-5)) == float(sched(0)) == 1.0
+    np.testing.assert_array_equal(sched(np.array([0, 50, 2**40], np.int64)),
+                                  values(sched, [0, 50, 100]))
+    assert float(sched(np.uint8(50))) == float(sched(50))
+
+
+def test_vmap_over_traced_end_value_and_knob_together():
+    ends = jnp.array([0.0, 0.1])
+    betas = jnp.array([0.3, 0.9])
+    out = jax.vmap(lambda e, b: schedules.rex(50, 1.0, end_value=e, beta=b)(25))(ends, betas)
+    want = [ref.budgeted(ref.rex, 50, 1.0, 25, end=e, beta=b) for e, b in ((0.0, 0.3), (0.1, 0.9))]
+    np.testing.assert_allclose(out, want, rtol=1e-6)
