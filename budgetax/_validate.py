@@ -102,10 +102,21 @@ def one_of(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
+SEED_LIMIT = 2**32
+
+
 def seed(name: str, value: Any) -> int:
-    """Validates a PRNG seed: a Python int (not bool)."""
+    """Validates a PRNG seed: an int in ``[0, 2**32)`` (not bool).
+
+    ``jax.random.key`` keeps 32 bits of a seed (without x64), so seeds that differ
+    by a multiple of ``2**32`` would give the same key: outside this range two
+    seeds could silently be the same run.
+    """
     if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {value!r}")
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name} must be in [0, 2**32) (larger seeds repeat smaller ones), "
+                         f"got {value!r}")
     return int(value)
 
 

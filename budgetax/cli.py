@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
 import sys
 
 import budgetax
@@ -155,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--select", default=None,
                      help="train_loss (default) or any evaluation metric of the task")
     rep.add_argument("--no-plots", action="store_true")
+    rep.add_argument("--out", default=None,
+                     help="write results.md, summary.json and the plots here instead of DIR "
+                          "(for a sweep on read-only media)")
     return parser
 
 
@@ -204,7 +209,12 @@ def run_sweep(args) -> int:
 def run_report(args) -> int:
     from budgetax import report
 
-    print(report.write_report(args.dir, select=args.select, plots=not args.no_plots))
+    table = report.write_report(args.dir, select=args.select, plots=not args.no_plots,
+                                dest=args.out)
+    print(table)
+    dest = args.out or args.dir
+    print(f"\nwrote {os.path.join(dest, 'results.md')}, {os.path.join(dest, 'summary.json')}"
+          + ("" if args.no_plots else " and the plots"))
     return 0
 
 
@@ -218,10 +228,29 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"demo": run_sweep, "sweep": run_sweep, "report": run_report}
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError,
-            NotImplementedError) as err:
-        print(f"budgetax {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\nbudgetax {args.command}: interrupted; re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, NotImplementedError, RuntimeError, OSError) as err:
+        print(f"budgetax {args.command}: error: {_message(err, args)}", file=sys.stderr)
         return 2
+
+
+def _message(err: BaseException, args) -> str:
+    """One line: what went wrong, the path, and what to do."""
+    if not isinstance(err, OSError) or err.strerror is None:  # budgetax's own messages
+        return " ".join(str(err).split())
+    where = err.filename or getattr(args, "out", None) or ""
+    if err.errno == errno.ENOSPC:
+        todo = "free some space, or choose another output directory"
+    elif isinstance(err, PermissionError) or err.errno == errno.EROFS:
+        todo = ("choose a writable output directory"
+                + (" (budgetax report DIR --out OTHER reports a read-only sweep)"
+                   if args.command == "report" else ""))
+    else:
+        todo = "check the path"
+    return f"{err.strerror or err}: {where}; {todo}"
 
 
 if __name__ == "__main__":

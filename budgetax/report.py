@@ -58,7 +58,11 @@ def load(out_dir: str, *, with_curves: bool = False) -> tuple[dict, list[dict], 
     path = os.path.join(out_dir, STORE_NAME)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no sweep in {out_dir!r}: {STORE_NAME} not found")
-    with Store(path) as store:
+    with Store(path, readonly=True) as store:
+        if store.get_meta("spec") is None:
+            raise FileNotFoundError(f"no sweep in {out_dir!r}: {STORE_NAME} holds no sweep yet "
+                                    f"(it was interrupted before its plan was written); run "
+                                    f"the sweep again")
         spec = dict(store.get_meta("spec"))
         spec["steps_per_epoch"] = (store.get_meta("plan") or {}).get("steps_per_epoch")
         for key in ("task", "metrics", "table_metric"):
@@ -225,6 +229,7 @@ def _plots(out_dir, cells, runs_by_id, metric, train_metrics):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
     fig.savefig(os.path.join(out_dir, PLOTS[0]), dpi=110)
     plt.close(fig)
 
@@ -257,7 +262,8 @@ def _plots(out_dir, cells, runs_by_id, metric, train_metrics):
 
 
 def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
-                 command: str | None = None, device: str | None = None) -> str:
+                 command: str | None = None, device: str | None = None,
+                 dest: str | None = None) -> str:
     """Writes ``results.md``, ``summary.json`` and the PNG plots in ``out_dir``; returns the table.
 
     ``summary.json`` holds the spec, the table's cells and every run's status and
@@ -271,9 +277,12 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
       plots: also write ``metric_vs_budget.png``, ``lr_curves.png``, ``loss_curves.png``.
       command: the command line that ran the sweep (written into ``results.md``).
       device: a description of the device(s) (default: from ``jax.devices()``).
+      dest: where to write the files (default: ``out_dir``; e.g. for a sweep on
+        read-only media).
     """
     spec, runs, groups = load(out_dir, with_curves=plots)
     summary_path = os.path.join(out_dir, SUMMARY)
+    dest = out_dir if dest is None else dest
     if command is None and os.path.exists(summary_path):  # `budgetax report` keeps the command
         with open(summary_path, encoding="utf-8") as f:
             command = json.load(f).get("command")
@@ -342,12 +351,12 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         lines.append("")
     if plots and any(r["status"] != "pending" for r in runs):
         by_id = {r["run_id"]: r for r in runs}
-        _plots(out_dir, cells, by_id, metric, train_names)
+        _plots(dest, cells, by_id, metric, train_names)
         lines += [f"![{metric} vs budget]({PLOTS[0]})", "",
                   "![learning-rate curves](lr_curves.png)", "",
                   "![loss curves](loss_curves.png)", ""]
-    atomic_write_text(os.path.join(out_dir, "results.md"), "\n".join(lines))
-    atomic_write_json(os.path.join(out_dir, SUMMARY), {
+    atomic_write_text(os.path.join(dest, "results.md"), "\n".join(lines))
+    atomic_write_json(os.path.join(dest, SUMMARY), {
         "spec": spec, "select": select, "command": command, "device": device,
         "cells": [dataclasses.asdict(c) for c in cells],
         "runs": [{k: r[k] for k in ("run_id", "budget", "schedule", "peak_lr", "seed", "status",

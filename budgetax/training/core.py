@@ -28,9 +28,11 @@ steps in a background thread while the device trains on the current one. Both
 draw the same batches.
 
 Divergence, one rule for every driver: a run whose loss or update turns
-non-finite is frozen at its last finite state, its step is reported
-(``diverged_step``) and its per-step metrics are NaN from there; the other runs
-of the program are unaffected (runs are independent under ``vmap``).
+non-finite, or whose minibatch loss exceeds ``divergence_factor`` times its
+first minibatch loss (when that is positive; a blown-up run at chance accuracy
+with a loss of 1e21 is not "done"), is frozen at its last good state, its step is
+reported (``diverged_step``) and its per-step metrics are NaN from there; the
+other runs of the program are unaffected (runs are independent under ``vmap``).
 
 Sharding: the run axis is sharded over the mesh's devices
 (``NamedSharding(mesh, P("runs"))``), the data replicated. Evaluation runs one
@@ -84,6 +86,7 @@ __all__ = ["SR_STREAM", "STEP_METRICS", "Carry", "Program", "Runs", "eval_steps"
 SR_STREAM = 0x5352  # fold_in tag of the stochastic-rounding stream of a run's key
 STEP_METRICS = ("grad_norm", "update_norm", "lr")  # added by the loop to the loss's metrics
 STREAM_CHUNK = 64  # steps per host-to-device transfer of streamed batches
+DIVERGENCE_FACTOR = 100.0  # a loss above this multiple of the first loss: diverged
 
 
 # ------------------------------------------------------------------ planning
@@ -137,6 +140,7 @@ class Program:
       choices: ``((profile name, kwargs pairs), ...)``, the schedules a run picks
         from by index; ``()`` for the spec's own ``"autowu"`` schedule.
       batch_size, num_evals, eval_batch_size, diagnostics: as in :func:`train`.
+      divergence_factor: the blow-up rule's factor (``None``: non-finite values only).
     """
 
     task: Task
@@ -147,6 +151,7 @@ class Program:
     num_evals: int
     eval_batch_size: int
     diagnostics: bool
+    divergence_factor: float | None = DIVERGENCE_FACTOR
 
     @property
     def streamed(self) -> bool:
@@ -160,7 +165,8 @@ class Program:
 
 def make_program(task: Task, budget: int, optimizer: OptimizerSpec | None, *,
                  schedules: tuple | None = None, batch_size: int = 100, num_evals: int = 4,
-                 eval_batch_size: int = 1000, diagnostics: bool = True) -> Program:
+                 eval_batch_size: int = 1000, diagnostics: bool = True,
+                 divergence_factor: float | None = DIVERGENCE_FACTOR) -> Program:
     """A validated :class:`Program` (every argument checked now, not when traced).
 
     ``schedules``: the profile names runs may pick from (a sweep); ``None`` uses
@@ -173,6 +179,9 @@ def make_program(task: Task, budget: int, optimizer: OptimizerSpec | None, *,
     num_evals = _validate.positive_int("num_evals", num_evals)
     eval_batch_size = _validate.positive_int("eval_batch_size", eval_batch_size)
     diagnostics = _validate.boolean("diagnostics", diagnostics)
+    if divergence_factor is not None:
+        divergence_factor = _validate.real("divergence_factor", divergence_factor, low=1.0,
+                                           low_open=True)
     if optimizer is None:
         optimizer = OptimizerSpec()
     if not isinstance(optimizer, OptimizerSpec):
@@ -186,7 +195,8 @@ def make_program(task: Task, budget: int, optimizer: OptimizerSpec | None, *,
     spec = dataclasses.replace(optimizer, peak_lr=0.0, seed=0)
     prog = Program(task=task, budget=budget, spec=spec, choices=choices,
                    batch_size=batch_size, num_evals=num_evals,
-                   eval_batch_size=eval_batch_size, diagnostics=diagnostics)
+                   eval_batch_size=eval_batch_size, diagnostics=diagnostics,
+                   divergence_factor=divergence_factor)
     task.metric_names(diagnostics)  # checks the loss and metrics on a batch now
     return prog
 
@@ -230,6 +240,7 @@ class Carry(NamedTuple):
     states: Any                 # TrainState
     perms: jax.Array            # [R, n] int32 epoch permutations ([R, 1] when streamed)
     diverged_step: jax.Array    # [R] int32, -1 while the run is alive
+    first_loss: jax.Array       # [R] float32, the minibatch loss of step 0 (blow-up rule)
 
 
 def _init_carry(prog: Program, keys, lrs, sched_idx):
@@ -244,7 +255,7 @@ def _init_carry(prog: Program, keys, lrs, sched_idx):
     r = keys.shape[0]
     width = 1 if prog.streamed else prog.task.num_train
     return Carry(jax.vmap(one)(keys, lrs, sched_idx), jnp.zeros((r, width), jnp.int32),
-                 jnp.full((r,), -1, jnp.int32))
+                 jnp.full((r,), -1, jnp.int32), jnp.full((r,), jnp.nan, jnp.float32))
 
 
 def abstract_carry(prog: Program, runs: int) -> Carry:
@@ -275,13 +286,16 @@ def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, 
                          lambda: carry)
     n = task.num_train
 
-    def step_one(state, alive, peak, index, batch):
+    def step_one(state, alive, first, peak, index, batch):
         tx, lr_fn = _tx(prog, peak, index)  # update does not depend on the SR seed
         new, metrics = train_step(task, fns, tx, lr_fn, state, batch)
         ok = alive & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["update_norm"])
+        if prog.divergence_factor is not None:
+            first = jnp.where(state.step == 0, metrics["loss"], first)
+            ok = ok & ~((first > 0) & (metrics["loss"] > prog.divergence_factor * first))
         new = jax.tree.map(lambda a, o: jnp.where(ok, a, o), new, state)
         metrics = {k: jnp.where(alive, v, jnp.nan) for k, v in metrics.items()}
-        return new, ok, metrics
+        return new, ok, first, metrics
 
     names = prog.metric_names()["train"]
     nan_metrics = {k: jnp.full((keys.shape[0],), jnp.nan, jnp.float32) for k in names}
@@ -295,9 +309,10 @@ def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, 
                 perms, idx = device_batch_indices(data_keys, c.perms, t, n, prog.batch_size)
                 batch = jax.tree.map(lambda a: a[idx], data)
             alive = c.diverged_step < 0
-            states, ok, m = jax.vmap(step_one)(c.states, alive, lrs, sched_idx, batch)
+            states, ok, first, m = jax.vmap(step_one)(c.states, alive, c.first_loss, lrs,
+                                                      sched_idx, batch)
             dstep = jnp.where(alive & ~ok, t, c.diverged_step)
-            return Carry(states, perms, dstep), m
+            return Carry(states, perms, dstep, first), m
 
         return jax.lax.cond(i < length, run, lambda c: (c, nan_metrics), c)
 

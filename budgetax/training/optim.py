@@ -139,6 +139,8 @@ class OptimizerSpec:
         _validate.real("eps", self.eps, low=0.0)
         _validate.real("weight_decay", self.weight_decay, low=0.0)
         _validate.seed("seed", self.seed)
+        _validate.boolean("nesterov", self.nesterov)
+        _validate.boolean("demon", self.demon)
         if self.demon and self.optimizer not in ("sgd", "momentum", "adam", "adamw"):
             raise ValueError(f"demon=True needs optimizer 'sgd' or 'adam'/'adamw', "
                              f"got optimizer={self.optimizer!r}")

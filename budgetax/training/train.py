@@ -156,7 +156,8 @@ def train(task, *, budget: int, batch_size: int = 100, optimizer: OptimizerSpec 
           seed: int = 0, peak_lr: float | None = None, num_evals: int = 4,
           eval_batch_size: int = 1000, diagnostics: bool = True, model: str | None = None,
           model_kwargs: dict | None = None, data: str = "auto",
-          data_dir: str | None = None) -> History:
+          data_dir: str | None = None,
+          divergence_factor: float | None = core.DIVERGENCE_FACTOR) -> History:
     """Trains a task for exactly ``budget`` optimizer steps.
 
     In-memory training data is put on the device and batches are drawn inside the
@@ -179,10 +180,13 @@ def train(task, *, budget: int, batch_size: int = 100, optimizer: OptimizerSpec 
         the full-gradient norm).
       model, model_kwargs, data, data_dir: for a built-in dataset (see
         :func:`budgetax.training.preset`).
+      divergence_factor: a minibatch loss above this multiple of the run's first
+        (positive) minibatch loss counts as a divergence; ``None``: only non-finite
+        losses and updates do.
 
     Returns:
-      A :class:`History`. A non-finite loss or update does not raise: the run is
-      frozen there, ``history.diverged`` is True and ``history.diverged_step`` is its step.
+      A :class:`History`. A divergence does not raise: the run is frozen at its last
+      good state, ``history.diverged`` is True and ``history.diverged_step`` is its step.
 
     Example:
       >>> from budgetax import training
@@ -194,7 +198,7 @@ def train(task, *, budget: int, batch_size: int = 100, optimizer: OptimizerSpec 
     task = as_task(task, model=model, model_kwargs=model_kwargs, data=data, data_dir=data_dir)
     prog = core.make_program(task, budget, optimizer, batch_size=batch_size,
                              num_evals=num_evals, eval_batch_size=eval_batch_size,
-                             diagnostics=diagnostics)
+                             diagnostics=diagnostics, divergence_factor=divergence_factor)
     optimizer = optimizer or OptimizerSpec()
     lr = optimizer.peak_lr if peak_lr is None else _validate.real("peak_lr", peak_lr, low=0.0)
     return _drive(prog, jax.devices()[:1], [seed], [lr], optimizer)[0]
@@ -204,8 +208,8 @@ def train_many(task, *, seeds=(0,), peak_lrs=None, budget: int, batch_size: int 
                optimizer: OptimizerSpec | None = None, num_evals: int = 4,
                eval_batch_size: int = 1000, diagnostics: bool = True,
                model: str | None = None, model_kwargs: dict | None = None,
-               data: str = "auto", data_dir: str | None = None,
-               devices=None) -> list[History]:
+               data: str = "auto", data_dir: str | None = None, devices=None,
+               divergence_factor: float | None = core.DIVERGENCE_FACTOR) -> list[History]:
     """Runs the grid ``seeds x peak_lrs`` together: vmapped, sharded over ``devices``.
 
     Every run is the same pure function of ``(key, peak_lr)`` as :func:`train`, so
@@ -215,7 +219,7 @@ def train_many(task, *, seeds=(0,), peak_lrs=None, budget: int, batch_size: int 
 
     Args:
       task, budget, batch_size, optimizer, num_evals, eval_batch_size, diagnostics,
-      model, model_kwargs, data, data_dir: as in :func:`train`.
+      model, model_kwargs, data, data_dir, divergence_factor: as in :func:`train`.
       seeds: the seeds (ints).
       peak_lrs: the peak learning rates (default: ``optimizer.peak_lr`` only).
       devices: the devices to shard the runs over (default: ``jax.devices()``).
@@ -234,7 +238,7 @@ def train_many(task, *, seeds=(0,), peak_lrs=None, budget: int, batch_size: int 
     task = as_task(task, model=model, model_kwargs=model_kwargs, data=data, data_dir=data_dir)
     prog = core.make_program(task, budget, optimizer, batch_size=batch_size,
                              num_evals=num_evals, eval_batch_size=eval_batch_size,
-                             diagnostics=diagnostics)
+                             diagnostics=diagnostics, divergence_factor=divergence_factor)
     optimizer = optimizer or OptimizerSpec()
     if isinstance(seeds, str) or not hasattr(seeds, "__iter__"):
         raise TypeError(f"seeds must be a sequence of ints, got {seeds!r}")

@@ -1,13 +1,43 @@
-"""Orbax checkpoints of a group's in-flight runs, between segments."""
+"""Orbax checkpoints of a group's in-flight runs, between segments, verified before use.
+
+Each saved step gets a checksum file (SHA-256 of every file orbax wrote, written
+atomically after the save completes). A checkpoint is restored only if the file
+is there and every checksum matches; otherwise it is discarded with a warning and
+the group is trained again from its start: a damaged or half-written checkpoint
+costs time, never a wrong result.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import warnings
 
-__all__ = ["CHECKPOINT_DIR", "Checkpoints"]
+from budgetax._io import atomic_write_json
+
+__all__ = ["CHECKPOINT_DIR", "Checkpoints", "CheckpointWarning"]
 
 CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint failed verification and was discarded (its group is trained again)."""
+
+
+def _digests(root: str) -> dict:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(chunk)
+            out[os.path.relpath(path, root)] = h.hexdigest()
+    return out
 
 
 class Checkpoints:
@@ -32,19 +62,58 @@ class Checkpoints:
                 max_to_keep=1, enable_async_checkpointing=False, create=True))
         return self._mngr
 
+    def _sums(self, step: int) -> str:
+        return os.path.join(self.path, f"{step}.sha256.json")
+
+    def _problem(self, step: int) -> str | None:
+        """Why checkpoint ``step`` cannot be trusted, or ``None``."""
+        sums = self._sums(step)
+        if not os.path.exists(sums):
+            return "it has no checksum file (written after a complete save)"
+        try:
+            with open(sums, encoding="utf-8") as f:
+                want = json.load(f)
+        except (OSError, ValueError) as err:
+            return f"its checksum file is unreadable ({err})"
+        got = _digests(os.path.join(self.path, str(step)))
+        if got != want:
+            bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+            return f"{len(bad)} file(s) differ from their checksums (e.g. {bad[0]})"
+        return None
+
     def latest(self):
-        """The latest saved tree (host arrays), or ``None``."""
+        """The latest saved tree (host arrays) if it verifies, else ``None`` (discarded)."""
         if not os.path.isdir(self.path):
             return None
-        step = self._manager().latest_step()
+        try:
+            step = self._manager().latest_step()
+        except Exception as err:  # noqa: BLE001 - an unreadable checkpoint folder
+            return self._discard(None, f"orbax cannot list it ({type(err).__name__}: {err})")
         if step is None:
             return None
-        return self._manager().restore(step, args=self._ocp.args.StandardRestore())
+        problem = self._problem(step)
+        if problem is not None:
+            return self._discard(step, problem)
+        try:
+            return self._manager().restore(step, args=self._ocp.args.StandardRestore())
+        except Exception as err:  # noqa: BLE001 - verified yet unreadable: never used
+            return self._discard(step, f"orbax cannot restore it ({type(err).__name__}: {err})")
+
+    def _discard(self, step, why: str):
+        where = self.path if step is None else os.path.join(self.path, str(step))
+        warnings.warn(f"discarding checkpoint {where}: {why}; its runs are trained again from "
+                      f"the start", CheckpointWarning, stacklevel=3)
+        self.remove()
+        return None
 
     def save(self, seg, tree):
         if self.writer:
             self._manager().save(seg, args=self._ocp.args.StandardSave(tree), force=True)
             self._manager().wait_until_finished()
+            atomic_write_json(self._sums(seg), _digests(os.path.join(self.path, str(seg))))
+            for name in os.listdir(self.path):  # checksums of steps orbax has removed
+                if name.endswith(".sha256.json") and name != os.path.basename(self._sums(seg)):
+                    os.remove(os.path.join(self.path, name))
 
     def remove(self):
         if self._mngr is not None:

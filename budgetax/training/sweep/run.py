@@ -40,9 +40,12 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 import shutil
+import socket
 import time
 
 import jax
@@ -56,7 +59,41 @@ from budgetax.training.sweep.spec import SweepSpec, SweepSpecMismatchError, plan
 from budgetax.training.sweep.store import STORE_NAME, Store, encode_curves
 from budgetax.training.train import as_task
 
-__all__ = ["SweepResult", "sweep"]
+__all__ = ["LOCK_NAME", "SweepBusyError", "SweepResult", "sweep"]
+
+LOCK_NAME = ".budgetax-sweep.lock"
+
+
+class SweepBusyError(RuntimeError):
+    """Another process is running a sweep in the same output directory."""
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: str, writer: bool):
+    """An exclusive lock on ``out_dir`` while the sweep runs (process 0 only).
+
+    ``flock`` is released by the operating system when its process dies, so the
+    lock a killed sweep leaves behind never blocks the next one.
+    """
+    if not writer:
+        yield
+        return
+    path = os.path.join(out_dir, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "unknown process"
+            raise SweepBusyError(f"out_dir {out_dir!r} is in use by another sweep ({holder}); "
+                                 f"wait for it to finish, or use another output directory"
+                                 ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @dataclasses.dataclass
@@ -240,78 +277,81 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
     progs = {steps: core.make_program(task, steps, spec.optimizer, schedules=spec.schedules,
                                       batch_size=spec.batch_size, num_evals=spec.num_evals,
                                       eval_batch_size=spec.eval_batch_size,
-                                      diagnostics=spec.diagnostics)
+                                      diagnostics=spec.diagnostics,
+                                      divergence_factor=spec.divergence_factor)
              for steps in budgets}
     metric_names = {k: list(v) for k, v in progs[budgets[0]].metric_names().items()}
     writer = jax.process_index() == 0
     path = os.path.join(out_dir, STORE_NAME)
-    if os.path.exists(path) and (overwrite or not resume):
-        if not overwrite:
-            raise FileExistsError(f"out_dir {out_dir!r} already holds a sweep "
-                                  f"({STORE_NAME}); resume it, or pass overwrite=True")
-        if writer:
+    if os.path.exists(path) and not (overwrite or resume):
+        raise FileExistsError(f"out_dir {out_dir!r} already holds a sweep "
+                              f"({STORE_NAME}); resume it, or pass overwrite=True")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"out_dir {out_dir!r} is a file; give a directory")
+    os.makedirs(out_dir, exist_ok=True)
+    with _exclusive(out_dir, writer):
+        if overwrite and writer and os.path.exists(path):
             os.remove(path)
             shutil.rmtree(os.path.join(out_dir, CHECKPOINT_DIR), ignore_errors=True)
-    os.makedirs(out_dir, exist_ok=True)
-    runs = spec.runs()
-    spec_dict = spec.to_dict()
-    devices = list(jax.devices() if devices is None else devices)
-    mesh = core.make_mesh(devices)
-    with Store(path) as store:
-        plan = store.get_meta("plan")
-        if plan is None:
-            if max_runs_per_program is None:
-                fits = [memory_limited_runs(progs[s], devices) for s in budgets]
-                fits = [f for f in fits if f is not None]
-                max_runs_per_program = min(fits) if fits else None
-            groups = plan_groups(spec, max_runs_per_program)
-            rows = sorted((dict(runs[i], idx=i, group_id=g["group_id"])
-                           for g in groups for i in g["run_idx"]), key=lambda r: r["idx"])
-            if writer:
-                store.initialise({
-                    "spec": spec_dict, "task": task.identity(), "metrics": metric_names,
-                    "table_metric": list(task.table_metric(spec.diagnostics)),
-                    "plan": {"groups": groups, "steps_per_epoch": max(
-                        1, task.num_train // spec.batch_size)}}, rows)
-        else:
-            _check_meta(store, "spec", spec_dict, out_dir)
-            _check_meta(store, "task", task.identity(), out_dir)
-            groups = plan["groups"]
-        finished = store.finished_groups()
-        if writer:  # checkpoints of groups stored just before a kill: no longer needed
-            for g in groups:
-                if g["group_id"] in finished:
-                    Checkpoints(out_dir, g["group_id"], writer).remove()
-        todo = [g for g in groups if g["group_id"] not in finished]
-        bar = Progress(sum(len(g["run_idx"]) * g["budget"] for g in todo), progress)
-        compiled = set()
-        try:
-            for g in todo:
-                steps = g["budget"]
-                bar.describe(f"budget {g['budget_fraction']:.0%} ({steps} steps), "
-                             f"{len(g['run_idx'])} runs")
-                ckpt = Checkpoints(out_dir, g["group_id"], writer)
-                size = max(len(h["run_idx"]) for h in groups if h["budget"] == steps)
-                results, timing = _run_group(
-                    progs[steps], g, size, runs, mesh, ckpt,
-                    checkpoint_every if checkpoint_every > 0 else 10**9, bar, metric_names)
-                compiled.add(steps)
+        runs = spec.runs()
+        spec_dict = spec.to_dict()
+        devices = list(jax.devices() if devices is None else devices)
+        mesh = core.make_mesh(devices)
+        with Store(path) as store:
+            plan = store.get_meta("plan")
+            if plan is None:
+                if max_runs_per_program is None:
+                    fits = [memory_limited_runs(progs[s], devices) for s in budgets]
+                    fits = [f for f in fits if f is not None]
+                    max_runs_per_program = min(fits) if fits else None
+                groups = plan_groups(spec, max_runs_per_program)
+                rows = sorted((dict(runs[i], idx=i, group_id=g["group_id"])
+                               for g in groups for i in g["run_idx"]), key=lambda r: r["idx"])
                 if writer:
-                    store.complete_group(g["group_id"], results, timing)
-                ckpt.remove()
-                n_div = sum(r["status"] == "diverged" for r in results)
-                bar.line(f"budget {g['budget_fraction']:>5.0%} ({steps:>6} steps) "
-                         f"{len(results):>4} runs, {timing['run_steps_per_second']:,.0f} "
-                         f"run-steps/s on {timing['devices']} device(s), "
-                         f"{timing['seconds']:.1f}s" + (f", {n_div} diverged" if n_div else "")
-                         + (" (resumed)" if timing["resumed"] else ""))
-        finally:
-            bar.close()
-        ckpt_root = os.path.join(out_dir, CHECKPOINT_DIR)
-        if writer and os.path.isdir(ckpt_root) and not os.listdir(ckpt_root):
-            os.rmdir(ckpt_root)
-        rows = store.runs()
-        group_rows = store.groups()
+                    store.initialise({
+                        "spec": spec_dict, "task": task.identity(), "metrics": metric_names,
+                        "table_metric": list(task.table_metric(spec.diagnostics)),
+                        "plan": {"groups": groups, "steps_per_epoch": max(
+                            1, task.num_train // spec.batch_size)}}, rows)
+            else:
+                _check_meta(store, "spec", spec_dict, out_dir)
+                _check_meta(store, "task", task.identity(), out_dir)
+                groups = plan["groups"]
+            finished = store.finished_groups()
+            if writer:  # checkpoints of groups stored just before a kill: no longer needed
+                for g in groups:
+                    if g["group_id"] in finished:
+                        Checkpoints(out_dir, g["group_id"], writer).remove()
+            todo = [g for g in groups if g["group_id"] not in finished]
+            bar = Progress(sum(len(g["run_idx"]) * g["budget"] for g in todo), progress)
+            compiled = set()
+            try:
+                for g in todo:
+                    steps = g["budget"]
+                    bar.describe(f"budget {g['budget_fraction']:.0%} ({steps} steps), "
+                                 f"{len(g['run_idx'])} runs")
+                    ckpt = Checkpoints(out_dir, g["group_id"], writer)
+                    size = max(len(h["run_idx"]) for h in groups if h["budget"] == steps)
+                    results, timing = _run_group(
+                        progs[steps], g, size, runs, mesh, ckpt,
+                        checkpoint_every if checkpoint_every > 0 else 10**9, bar, metric_names)
+                    compiled.add(steps)
+                    if writer:
+                        store.complete_group(g["group_id"], results, timing)
+                    ckpt.remove()
+                    n_div = sum(r["status"] == "diverged" for r in results)
+                    bar.line(f"budget {g['budget_fraction']:>5.0%} ({steps:>6} steps) "
+                             f"{len(results):>4} runs, {timing['run_steps_per_second']:,.0f} "
+                             f"run-steps/s on {timing['devices']} device(s), "
+                             f"{timing['seconds']:.1f}s" + (f", {n_div} diverged" if n_div else "")
+                             + (" (resumed)" if timing["resumed"] else ""))
+            finally:
+                bar.close()
+            ckpt_root = os.path.join(out_dir, CHECKPOINT_DIR)
+            if writer and os.path.isdir(ckpt_root) and not os.listdir(ckpt_root):
+                os.rmdir(ckpt_root)
+            rows = store.runs()
+            group_rows = store.groups()
     return SweepResult(out_dir=out_dir, spec=spec, runs=rows, groups=group_rows,
                        compiled_budgets=len(compiled), seconds=time.perf_counter() - t0,
                        metrics=metric_names)

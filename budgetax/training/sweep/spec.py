@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from budgetax import _validate, profiles, schedules
+from budgetax.training.core import DIVERGENCE_FACTOR
 from budgetax.training.optim import OptimizerSpec
 
 __all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepSpec", "SweepSpecMismatchError",
@@ -55,6 +56,27 @@ def _lr(name, value):
     return _validate.real(name, value, low=0.0, low_open=True)
 
 
+def _check_collisions(spec) -> None:
+    """Grid values that name the same run (``lr 0.01`` twice, two fractions of one budget)."""
+    steps: dict = {}
+    for f in spec.budgets:
+        steps.setdefault(schedules.steps_for_budget(full_steps=spec.full_budget, fraction=f),
+                         []).append(f)
+    same = {k: v for k, v in steps.items() if len(v) > 1}
+    if same:
+        k, v = next(iter(same.items()))
+        raise ValueError(f"budgets {v!r} are all {k} steps of full_budget={spec.full_budget}: "
+                         f"give budgets that differ in steps")
+    names: dict = {}
+    for lr in spec.peak_lrs:
+        names.setdefault(f"{lr:g}", []).append(lr)
+    same = {k: v for k, v in names.items() if len(v) > 1}
+    if same:
+        k, v = next(iter(same.items()))
+        raise ValueError(f"peak_lrs {v!r} all print as {k} (run names use 6 significant "
+                         f"digits): give learning rates that differ in them")
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
     """What a sweep trains on a task (the part that defines its results).
@@ -66,7 +88,8 @@ class SweepSpec:
         (``steps_for_budget(full_steps=full_budget, fraction=f)``).
       schedules: profile names (:data:`SWEEP_SCHEDULES`), default knobs.
       peak_lrs: peak learning rates; ``seeds``: run seeds (model init, batch order).
-      batch_size, num_evals, eval_batch_size, diagnostics: as in :func:`budgetax.training.train`.
+      batch_size, num_evals, eval_batch_size, diagnostics, divergence_factor: as in
+        :func:`budgetax.training.train`.
 
     Example:
       >>> spec = SweepSpec(full_budget=1000, budgets=(0.1, 1.0), schedules=("linear", "rex"))
@@ -86,6 +109,7 @@ class SweepSpec:
     num_evals: int = 4
     eval_batch_size: int = 1000
     diagnostics: bool = True
+    divergence_factor: float | None = DIVERGENCE_FACTOR
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -102,6 +126,10 @@ class SweepSpec:
         for name in ("batch_size", "num_evals", "eval_batch_size"):
             set_(name, _validate.positive_int(name, getattr(self, name)))
         set_("diagnostics", _validate.boolean("diagnostics", self.diagnostics))
+        if self.divergence_factor is not None:
+            set_("divergence_factor", _validate.real("divergence_factor", self.divergence_factor,
+                                                     low=1.0, low_open=True))
+        _check_collisions(self)
         # the base optimizer, normalised: schedule/peak_lr/seed are per run
         set_("optimizer", dataclasses.replace(self.optimizer, schedule=self.schedules[0],
                                               peak_lr=0.0, seed=0, schedule_kwargs=()))

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["STORE_NAME", "Store", "decode_curves", "encode_curves"]
+__all__ = ["STORE_NAME", "Store", "StoreError", "decode_curves", "encode_curves"]
 
 STORE_NAME = "results.sqlite"
 VERSION = "2"
@@ -81,19 +81,54 @@ def decode_curves(blob: bytes, names: tuple[str, ...], budget: int) -> dict[str,
     return {n: arr[i].copy() for i, n in enumerate(names)}
 
 
+class StoreError(ValueError):
+    """A results store that cannot be used (not a store, damaged, another version)."""
+
+
 class Store:
     """The SQLite results store of one sweep directory.
 
     Args:
       path: the ``.sqlite`` file (created with its tables if missing).
+      readonly: open an existing store for reading only (a sweep on read-only media).
+
+    Raises:
+      StoreError: the file is not a budgetax results store, is damaged, or was
+        written by another store version; the message names the file and what to do.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False):
         self.path = os.fspath(path)
-        self._conn = sqlite3.connect(self.path, timeout=60.0)
-        self._conn.execute("PRAGMA synchronous=FULL")
-        with self._conn:
-            self._conn.executescript(_SCHEMA)
+        try:
+            if readonly:
+                uri = "file:" + os.path.abspath(self.path) + "?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, timeout=60.0)
+            else:
+                self._conn = sqlite3.connect(self.path, timeout=60.0)
+                self._conn.execute("PRAGMA synchronous=FULL")
+                with self._conn:
+                    self._conn.executescript(_SCHEMA)
+            (check,) = self._conn.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+            version = self.get_meta("version")
+        except sqlite3.OperationalError as err:
+            if "readonly" in str(err) or "unable to open" in str(err):
+                raise StoreError(
+                    f"cannot {'open' if readonly else 'write'} {self.path} ({err}); choose a "
+                    f"writable output directory") from None
+            raise StoreError(
+                f"{self.path} is not a readable budgetax results store ({err}); move it away "
+                f"or use another output directory") from None
+        except sqlite3.DatabaseError as err:
+            raise StoreError(
+                f"{self.path} is not a readable budgetax results store ({err}); move it away "
+                f"(the sweep in that directory must then be run again) or use another "
+                f"output directory") from None
+        if version is not None and version != VERSION:
+            self._conn.close()
+            raise StoreError(f"{self.path} was written by results-store version {version}, this "
+                             f"budgetax reads version {VERSION}; use another output directory")
 
     def close(self) -> None:
         self._conn.close()
