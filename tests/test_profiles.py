@@ -180,3 +180,92 @@ def test_profiles_accept_traced_knobs():
 def test_bad_knobs_raise_naming_the_argument(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+ZERO_END = [(n, k) for n, k in CASES if n not in ("exponential", "step", "constant", "one_cycle")]
+
+
+@pytest.mark.parametrize(("name", "knobs"), ZERO_END, ids=[f"{n}-{k}" for n, k in ZERO_END])
+def test_decaying_profiles_are_exactly_zero_at_the_end_and_one_at_the_start(name, knobs):
+    f = jitted(name, knobs)
+    eager = functools.partial(profiles.get(name), **knobs)
+    for g in (f, eager):
+        assert float(g(1.0)) == 0.0
+        assert float(g(jnp.float32(1.5))) == 0.0
+        assert float(g(0.0)) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "knobs", "end"),
+    [
+        ("exponential", {"final": 0.01}, 0.01),
+        ("exponential", {"final": 0.3}, 0.3),
+        ("one_cycle", {}, 1.0 / (25.0 * 1e4)),
+        ("one_cycle", {"div_factor": 10.0, "final_div_factor": 100.0}, 1e-3),
+        ("step", {"milestones": (0.5,), "factor": 0.5}, 0.5),
+    ],
+)
+def test_non_zero_ends_are_the_float32_of_the_formula(name, knobs, end):
+    assert float(jitted(name, knobs)(1.0)) == float(np.float32(end))
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine", "sqrt"])
+@pytest.mark.parametrize("frac", [0.2, 0.25, 0.1, 0.5])
+def test_wsd_is_exactly_one_where_the_decay_starts(decay, frac):
+    # the sqrt decay is steep there: an ulp of progress would cost 2e-4
+    start = np.float32(1.0 - frac)
+    f = jitted("wsd", {"decay_fraction": frac, "decay": decay})
+    assert float(f(start)) == 1.0
+    nxt = np.nextafter(start, np.float32(1.0))
+    assert float(f(nxt)) == pytest.approx(ref.wsd(float(nxt), frac, decay), rel=1e-3)
+
+
+def test_a_profile_is_not_a_schedule():
+    import optax
+
+    params = {"w": jnp.ones(2)}
+    tx = optax.sgd(profiles.rex)  # a profile passed where a schedule is expected
+    state = tx.init(params)
+    with pytest.raises(TypeError, match="schedules.rex"):
+        tx.update(params, state)
+    with pytest.raises(TypeError, match="int32"):
+        jax.jit(tx.update)(params, state)
+    with pytest.raises(ValueError, match=r"p must be a float.*got the int 5"):
+        profiles.cosine(5)
+    with pytest.raises(TypeError, match="p must be a float"):
+        profiles.linear(True)
+    with pytest.raises(TypeError, match="schedules.step"):
+        profiles.step(jnp.arange(3))
+    assert float(profiles.linear(0)) == 1.0 and float(profiles.linear(1)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda: profiles.step(0.5, milestones=()), ValueError, "non-empty"),
+        (lambda: profiles.step(0.5, milestones=(0.0, 0.5)), ValueError, r"\(0, 1\)"),
+        (lambda: profiles.step(0.5, milestones=(0.5, 1.0)), ValueError, r"\(0, 1\)"),
+        (lambda: profiles.step(0.5, milestones=(None,)), TypeError, "milestones"),
+        (lambda: profiles.rex(0.5, beta=jnp.array(1.0)), ValueError, "beta"),
+        (lambda: profiles.exponential(0.5, final=np.float32(np.nan)), ValueError, "final"),
+        (lambda: profiles.polynomial(0.5, power=jnp.array([1.0, -1.0])), ValueError, "power"),
+        (lambda: profiles.one_cycle(0.5, pct_start=jnp.array(0.0)), ValueError, "pct_start"),
+        (lambda: profiles.step(0.5, factor=jnp.array(1 + 0j)), TypeError, "factor"),
+    ],
+)
+def test_concrete_knobs_and_milestones_are_validated(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_traced_knobs_pass_and_match_concrete_ones():
+    knobs = {"exponential": ("final", [0.01, 0.5]), "polynomial": ("power", [0.5, 3.0]),
+             "step": ("factor", [0.1, 0.5]), "one_cycle": ("div_factor", [5.0, 25.0])}
+    p = jnp.linspace(0.0, 1.0, 33)
+    for name, (knob, vals) in knobs.items():
+        fn = profiles.get(name)
+        out = jax.jit(jax.vmap(lambda v, fn=fn, knob=knob: fn(p, **{knob: v})))(
+            jnp.asarray(vals))
+        for row, v in zip(out, vals, strict=True):
+            want = [ref.PROFILES[name](float(x), **{knob: v}) for x in np.asarray(p)]
+            np.testing.assert_allclose(row, want, rtol=2e-5, atol=2e-6, err_msg=name)

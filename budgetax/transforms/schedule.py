@@ -46,7 +46,7 @@ def scale_by_profile(profile, total_steps: int, *, end_value=0.0, warmup_steps: 
 
     Args:
       profile: a profile function ``p -> multiplier`` or a profile name.
-      total_steps: the budget ``T`` (positive Python int).
+      total_steps: the budget ``T`` (a static positive Python int up to ``2**31 - 1``).
       end_value: the multiplier at the end of the budget.
       warmup_steps: linear warmup of the multiplier from 0 over these steps.
       sample_every: re-sample the multiplier every this many steps.
@@ -82,10 +82,24 @@ def _as_transform(schedule_factory):
         f"Multiplies updates by the {name} multiplier at the current count.\n\n"
         f"``budgetax.{name}(total_steps, *, end_value=0.0, warmup_steps=0, sample_every=1, "
         f"**knobs)`` is ``optax.scale_by_schedule(budgetax.schedules.{name}(total_steps, 1.0, "
-        f"...))``; the profile's knobs (see :func:`budgetax.profiles.{name}`) are keywords.\n\n"
+        f"...))``: the multiplier is ``end + (1 - end) * profile(p)`` after a linear warmup "
+        f"(see :mod:`budgetax.schedules`); the profile's knobs (see "
+        f":func:`budgetax.profiles.{name}`) are keywords.\n\n"
+        f"Args:\n"
+        f"  total_steps: the budget ``T``, a static Python int up to ``2**31 - 1``.\n"
+        f"  end_value: the multiplier at the end of the budget (float or JAX scalar).\n"
+        f"  warmup_steps: linear warmup of the multiplier over these steps (static int).\n"
+        f"  sample_every: re-sample the multiplier every this many steps (static int).\n"
+        f"  **knobs: the profile's knobs; numeric ones may be JAX arrays (with\n"
+        f"    ``optax.inject_hyperparams`` list ``total_steps``, ``warmup_steps`` and\n"
+        f"    ``sample_every`` in ``static_args``).\n\n"
+        f"Returns:\n"
+        f"  An ``optax.GradientTransformation`` with state ``optax.ScaleByScheduleState``.\n\n"
         f"Example:\n"
         f"  >>> import optax, budgetax\n"
-        f"  >>> tx = optax.chain(budgetax.{name}(1000), optax.sgd(0.1))\n"
+        f"  >>> tx = optax.chain(budgetax.{name}(1000), optax.sgd(0.1))\n\n"
+        f"References:\n"
+        f"  Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.\n"
     )
     return transform
 

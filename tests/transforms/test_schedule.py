@@ -129,3 +129,54 @@ def test_transform_signatures_show_the_profile_knobs():
     assert list(params)[0] == "total_steps" and "peak_value" not in params
     assert params["beta"].default == 0.5 and params["sample_every"].default == 1
     assert "milestones" in inspect.signature(budgetax.step).parameters
+
+
+def test_transform_knob_vmapped_as_traced_array():
+    betas = jnp.array([0.0, 0.5, 0.9])
+    g = jnp.ones(())
+
+    def multipliers(beta):
+        tx = budgetax.rex(20, beta=beta, warmup_steps=2)
+        state = tx.init(g)
+
+        def body(state, _):
+            u, state = tx.update(g, state)
+            return state, u
+
+        return jax.lax.scan(body, state, None, length=25)[1]
+
+    got = np.asarray(jax.jit(jax.vmap(multipliers))(betas))
+    for row, b in zip(got, (0.0, 0.5, 0.9), strict=True):
+        want = [ref.budgeted(ref.rex, 20, 1.0, t, warmup=2, beta=b) for t in range(25)]
+        np.testing.assert_allclose(row, want, rtol=1e-6, atol=1e-7)
+
+
+def test_transform_under_inject_hyperparams_with_static_budget():
+    g = {"w": jnp.array([1.0, -3.0])}
+    tx = optax.inject_hyperparams(
+        budgetax.wsd, static_args=("total_steps", "warmup_steps", "sample_every", "decay"))(
+        total_steps=20, decay_fraction=0.5, decay="sqrt")
+    state = tx.init(g)
+    upd = jax.jit(tx.update)
+    for t in range(22):
+        u, state = upd(g, state)
+        np.testing.assert_allclose(
+            u["w"], ref.budgeted(ref.wsd, 20, 1.0, t, decay_fraction=0.5, decay="sqrt") * g["w"],
+            rtol=2e-6, atol=1e-7)
+    assert float(u["w"][0]) == 0.0  # exactly 0 from the budget on
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda: budgetax.cosine(2**31), ValueError, "total_steps"),
+        (lambda: budgetax.cosine(10, sample_every=2**40), ValueError, "sample_every"),
+        (lambda: budgetax.step(10, milestones=()), ValueError, "milestones"),
+        (lambda: budgetax.cosine(10.0), TypeError, "total_steps"),
+        (lambda: budgetax.scale_by_profile("rex", 10, warmup_steps=2.5), TypeError,
+         "warmup_steps"),
+    ],
+)
+def test_bad_static_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
