@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 
 import numpy as np
 
@@ -46,6 +47,9 @@ class Cell:
     diverged_lrs: tuple         # lrs at which some seed diverged
     best_in_budget: bool = False
     run_ids: tuple = ()
+    lr_near_tie: bool = False   # the runner-up lr is within the seed spread of the best one
+    winner_near_tie: bool = False  # best in budget, with the runner-up within the seed spread
+    lr_at_edge: bool = False    # the best lr is the smallest or largest of the grid
 
 
 def load(out_dir: str, *, with_curves: bool = False) -> tuple[dict, list[dict], list[dict]]:
@@ -144,18 +148,34 @@ def summarize(runs: list[dict], select: str = "train_loss", metric: str = "test_
             if not scored:
                 row.append(Cell(f, steps, s, None, math.nan, math.nan, 0, diverged))
                 continue
-            lr = min(scored, key=lambda k: (scored[k], k))
+            ranked = sorted(scored, key=lambda k: (scored[k], k))
+            lr = ranked[0]
             acc = np.array([r["final"][metric] for r in ok[lr]], np.float64)
-            row.append(Cell(f, steps, s, lr, float(acc.mean()),
-                            float(acc.std(ddof=1)) if len(acc) > 1 else 0.0, len(acc), diverged,
-                            run_ids=tuple(r["run_id"] for r in ok[lr])))
-        finite = [c for c in row if np.isfinite(c.mean)]
+            cell = Cell(f, steps, s, lr, float(acc.mean()),
+                        float(acc.std(ddof=1)) if len(acc) > 1 else 0.0, len(acc), diverged,
+                        run_ids=tuple(r["run_id"] for r in ok[lr]))
+            if len(ranked) > 1:  # within the seed spread of the selection metric
+                sel = [_spread(ok[k], select) for k in ranked[:2]]
+                cell.lr_near_tie = abs(scored[ranked[1]] - scored[lr]) <= max(sel)
+            grid = sorted(by_lr)
+            cell.lr_at_edge = len(grid) > 1 and lr in (grid[0], grid[-1])
+            row.append(cell)
+        finite = sorted((c for c in row if np.isfinite(c.mean)), key=lambda c: c.mean,
+                        reverse=higher_is_better)
         if finite:
-            best = (max if higher_is_better else min)(c.mean for c in finite)
             for c in finite:
-                c.best_in_budget = c.mean == best
+                c.best_in_budget = c.mean == finite[0].mean
+            if len(finite) > 1:
+                first, second = finite[0], finite[1]
+                first.winner_near_tie = abs(first.mean - second.mean) <= max(first.std,
+                                                                            second.std)
         cells.extend(row)
     return cells
+
+
+def _spread(runs, select) -> float:
+    vals = np.array([r["final"].get(select, math.nan) for r in runs], np.float64)
+    return float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
 
 def _value(metric: str, mean: float, std: float) -> str:
@@ -170,7 +190,10 @@ def format_table(cells: list[Cell], *, markdown_bold: bool = True,
 
     Each cell is ``mean ± std`` of ``metric`` (accuracies in percent) at the
     schedule's best lr, with that lr; the best schedule of each budget is in bold
-    (or marked ``*``).
+    (or marked ``*``). Marks (explained by :data:`LEGEND`): ``~`` a winner whose
+    runner-up is within the seed spread, ``†`` a best lr whose runner-up lr is
+    within the seed spread of the selection metric, ``⇥`` a best lr at the edge of
+    the grid.
     """
     budgets = list(dict.fromkeys((c.budget_fraction, c.budget) for c in cells))
     schedules = list(dict.fromkeys(c.schedule for c in cells))
@@ -186,12 +209,35 @@ def format_table(cells: list[Cell], *, markdown_bold: bool = True,
             elif c.best_lr is None:
                 out.append("diverged")
             else:
-                text = f"{_value(metric, c.mean, c.std)} (lr {c.best_lr:g})"
+                marks = ("†" if c.lr_near_tie else "") + ("⇥" if c.lr_at_edge else "")
+                text = f"{_value(metric, c.mean, c.std)} (lr {c.best_lr:g}{marks})"
                 if c.best_in_budget:
                     text = f"**{text}**" if markdown_bold else f"{text} *"
+                    if c.winner_near_tie:
+                        text = "~" + text
                 out.append(text)
         lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
+
+
+LEGEND = ("Bold: the budget's best schedule; ~ before it: the runner-up is within the seed "
+          "spread (the larger std of the two), so the ranking of these two is not resolved by "
+          "these seeds. † after an lr: the runner-up lr scored within the seed spread of the "
+          "selection metric (a near-tie in the lr choice, which may flip on another machine). "
+          "⇥ after an lr: it is the smallest or largest lr of the grid, so a better one may "
+          "lie outside it.")
+
+
+def _cpu_name() -> str:
+    """The host CPU's model name (Linux), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _smooth(x, k):
@@ -298,7 +344,8 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         import jax
 
         d = jax.devices()
-        device = f"{len(d)} x {d[0].device_kind} ({d[0].platform})"
+        device = (f"{len(d)} x {d[0].device_kind} ({d[0].platform}; {_cpu_name()}), "
+                  f"jax {jax.__version__}")
     total_s = sum(g["seconds"] for g in groups)
     run_steps = sum(g["runs"] * g["budget"] for g in groups)
     opt = spec["optimizer"]
@@ -318,7 +365,7 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         f"{len(spec['seeds'])} seed(s), at each schedule's best peak lr (chosen by "
         f"{'lowest mean final training loss' if select == 'train_loss' else select}, "
         "over lrs at which no seed diverged); bold: the best schedule of the budget.", "",
-        table, "",
+        table, "", LEGEND, "",
         f"{len(runs) - pending} of {len(runs)} runs finished"
         + (f", {pending} pending (resume the sweep to finish them)" if pending else "")
         + f"; {len(diverged)} diverged."

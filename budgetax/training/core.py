@@ -112,6 +112,8 @@ def eval_steps(budget: int, num_evals: int) -> np.ndarray:
       >>> eval_steps(100, 4).tolist()
       [25, 50, 75, 100]
     """
+    budget = _validate.positive_int("budget", budget)
+    num_evals = _validate.positive_int("num_evals", num_evals)
     lengths, starts = segments(budget, num_evals)
     return starts + lengths
 

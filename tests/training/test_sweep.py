@@ -275,9 +275,33 @@ def test_summarize_picks_the_lr_by_train_loss_not_test_accuracy():
     by_test = {c.schedule: c for c in report.summarize(runs, select="test_accuracy")}
     assert by_test["rex"].best_lr == 0.1 and by_test["rex"].mean == pytest.approx(0.85)
     table = report.format_table(list(cells.values()))
-    assert "**65.0 ± 7.1 (lr 0.01)**" in table and "52.5 ± 3.5 (lr 0.1)" in table
+    # lr 0.01 is the smallest of rex's grid (0.01, 0.1, 1.0): marked as an edge
+    assert "**65.0 ± 7.1 (lr 0.01⇥)**" in table and "| 52.5 ± 3.5 (lr 0.1) |" in table
+    assert not cells["rex"].lr_near_tie and not cells["rex"].winner_near_tie
     with pytest.raises(ValueError, match="select must be one of"):
         report.summarize(runs, select="nope")
+
+
+def test_near_ties_and_edge_lrs_are_marked():
+    runs = [
+        # rex: lr 0.03 wins on train loss by 0.01, within the seed spread (0.1): a near-tie;
+        # 0.03 is inside the grid (0.01, 0.03, 0.1)
+        _fake_run(10, "rex", 0.01, 0, 0.70, 0.9), _fake_run(10, "rex", 0.01, 1, 0.71, 1.0),
+        _fake_run(10, "rex", 0.03, 0, 0.80, 0.40), _fake_run(10, "rex", 0.03, 1, 0.82, 0.54),
+        _fake_run(10, "rex", 0.1, 0, 0.79, 0.42), _fake_run(10, "rex", 0.1, 1, 0.81, 0.54),
+        # linear: 0.805 ± 0.035 vs rex 0.81 ± 0.014: the winner's lead is within the spread
+        _fake_run(10, "linear", 0.1, 0, 0.78, 0.5), _fake_run(10, "linear", 0.1, 1, 0.83, 0.5),
+    ]
+    cells = {c.schedule: c for c in report.summarize(runs)}
+    assert cells["rex"].best_lr == 0.03 and cells["rex"].lr_near_tie
+    assert not cells["rex"].lr_at_edge
+    assert cells["rex"].best_in_budget and cells["rex"].winner_near_tie
+    table = report.format_table(list(cells.values()))
+    assert "~**81.0 ± 1.4 (lr 0.03†)**" in table
+    # a clear winner is not marked
+    runs[6:] = [_fake_run(10, "linear", 0.1, 0, 0.5, 0.5), _fake_run(10, "linear", 0.1, 1, 0.51,
+                                                                      0.5)]
+    assert not {c.schedule: c for c in report.summarize(runs)}["rex"].winner_near_tie
 
 
 # ------------------------------------------------------------------ sharding
