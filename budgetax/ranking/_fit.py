@@ -48,6 +48,7 @@ N_ITER = 200  # Levenberg-Marquardt iterations at most
 N_NEWTON = 40  # safeguarded Newton iterations at most (bisection alone needs ~20)
 BLOCK = 512  # curves per block
 _THETA_RTOL = 5e-7  # varpro_1d: converged once a Newton step moves theta by less (x (1 + |theta|))
+_GAIN_RTOL = 1e-7  # varpro_1d: converged once a Newton step would gain less (x the SSE)
 _N_POLISH = 2  # varpro_lm: Gauss-Newton steps after the damped iterations
 _PRED_RTOL = 1e-6  # LM: converged once the predicted cost reduction is below this (relative)
 
@@ -161,7 +162,16 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
         ok = (d2 < 0) & (c0 > 0) & (newton > lo) & (newton < hi) & jnp.isfinite(newton)
         new = jnp.where(ok, newton, 0.5 * (lo + hi))
         tol = _THETA_RTOL * (1.0 + jnp.abs(theta))
-        new_done = done | (jnp.abs(new - theta) <= tol) | (hi - lo <= tol)
+        # the best fit is at an end of the range: nothing left to search
+        at_edge = ((theta <= grid[0]) & (d1 <= 0)) | ((theta >= grid[-1]) & (d1 >= 0))
+        new = jnp.where(at_edge, theta, new)
+        # or the Newton model predicts a negligible gain (Q is flat: theta hardly matters)
+        gain = d1 * d1 / (2.0 * jnp.maximum(-d2, 1e-30))
+        sse = jnp.sum(r * r, axis=-1)
+        flat_q = (((d2 < 0) & (gain <= _GAIN_RTOL * sse))
+                  | (jnp.abs(d1) * (hi - lo) <= _GAIN_RTOL * sse))  # first-order, whole bracket
+        new_done = (done | at_edge | flat_q | (jnp.abs(new - theta) <= tol)
+                    | (hi - lo <= tol))
         theta = jnp.where(done, theta, new)
         return it + 1, theta, lo, hi, new_done
 
@@ -170,7 +180,7 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
         return (it < n_iter) & ~jnp.all(done)
 
     init = (jnp.asarray(0), theta, lo, hi, flat | ~jnp.all(jnp.isfinite(y), axis=-1))
-    _, theta, lo, hi, done = jax.lax.while_loop(cond, body, init)
+    it, theta, lo, hi, done = jax.lax.while_loop(cond, body, init)
     g, _, _ = basis(theta[:, None])
     g = jnp.broadcast_to(g, y.shape)
     g_mean = jnp.mean(g, axis=-1)
