@@ -180,7 +180,7 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
         return (it < n_iter) & ~jnp.all(done)
 
     init = (jnp.asarray(0), theta, lo, hi, flat | ~jnp.all(jnp.isfinite(y), axis=-1))
-    it, theta, lo, hi, done = jax.lax.while_loop(cond, body, init)
+    _, theta, lo, hi, done = jax.lax.while_loop(cond, body, init)
     g, _, _ = basis(theta[:, None])
     g = jnp.broadcast_to(g, y.shape)
     g_mean = jnp.mean(g, axis=-1)
