@@ -246,6 +246,13 @@ def _split_profile(fn):
     return fn, None, {}
 
 
+@functools.cache
+def _check_builtin(base, static_knobs: tuple) -> None:
+    """Calls a built-in profile once with these (hashable) knobs: it raises if one is bad."""
+    with jax.ensure_compile_time_eval():
+        base(np.float32(0.0), **dict(static_knobs))
+
+
 def _milestone_steps(milestones, decay_steps: int) -> tuple[int, ...]:
     """``ceil(m * D)`` for each milestone, with ``m`` read as the decimal it prints as."""
     return tuple(math.ceil(Fraction(repr(float(m))) * decay_steps) for m in milestones)
@@ -355,9 +362,14 @@ def budgeted(
     sample_every = _static_int("sample_every", sample_every, low=1)
     peak_value = profiles.hyperparam("peak_value", peak_value)
     end_value = profiles.hyperparam("end_value", end_value)
-    probe = fn(jnp.float32(0.0))  # validates the profile's knobs now, not at trace time
-
     base, static_knobs, numeric = _split_profile(fn)
+    # Validates the profile's knobs now, not at trace time (a traced result means traced
+    # knobs inside an opaque callable); built-ins with Python knobs are checked once.
+    if static_knobs is not None and not numeric:
+        _check_builtin(base, tuple(sorted(static_knobs.items())))
+        probe = None
+    else:
+        probe = fn(jnp.float32(0.0))
     if static_knobs is None:  # an opaque callable: its knobs stay inside it
         static_knobs = {}
     milestone_steps = None
