@@ -125,6 +125,18 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("--data-dir", default=None, help="TFDS data dir (default: "
                    "$BUDGETAX_DATA_DIR or ~/.cache/budgetax/tensorflow_datasets)")
+    p.add_argument("--divergence-factor", type=float, default=spec["divergence_factor"],
+                   help="a run whose minibatch loss exceeds this multiple of its first one is "
+                        f"diverged (default: {spec['divergence_factor']:g}; 0: only NaN/inf)")
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="run the sweep in N processes on this machine (JAX's multi-controller "
+                        "runtime on localhost, CPU devices, gloo collectives)")
+    p.add_argument("--devices-per-process", type=int, default=1, metavar="K",
+                   help="CPU devices of each process with --processes (default: 1)")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first: on a TPU pod slice, under "
+                        "SLURM, or with $BUDGETAX_COORDINATOR, $BUDGETAX_NUM_PROCESSES and "
+                        "$BUDGETAX_PROCESS_ID set on every host")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,9 +187,17 @@ def _task(args):
 
 
 def run_sweep(args) -> int:
+    if args.processes is not None:
+        from budgetax import launch
+
+        return launch.processes(args)
+    import jax  # (with --distributed, main() has initialised the runtime already)
+
     from budgetax import report, training
 
+    quiet = jax.process_index() != 0  # process 0 speaks for all
     spec = training.SweepSpec(
+        divergence_factor=args.divergence_factor or None,
         full_budget=args.full_budget, budgets=tuple(args.budgets),
         schedules=tuple(args.schedules), peak_lrs=tuple(args.lrs), seeds=tuple(args.seeds),
         batch_size=args.batch_size, num_evals=args.num_evals,
@@ -187,7 +207,8 @@ def run_sweep(args) -> int:
             demon=args.demon, precision=args.precision))
     task = _task(args)
     runs = spec.runs()
-    print(f"budgetax {args.command}: task {task.name}, {spec.optimizer.optimizer}"
+    say = (lambda *a, **k: None) if quiet else print
+    say(f"budgetax {args.command}: task {task.name}, {spec.optimizer.optimizer}"
           f"{' + Demon' if spec.optimizer.demon else ''} ({spec.optimizer.precision}), "
           f"{len(spec.budgets)} budgets x {len(spec.schedules)} schedules x "
           f"{len(spec.peak_lrs)} lrs x {len(spec.seeds)} seeds = {len(runs)} runs "
@@ -197,6 +218,8 @@ def run_sweep(args) -> int:
                             max_runs_per_program=args.max_runs_per_program,
                             checkpoint_every=args.checkpoint_every,
                             progress=not args.no_progress)
+    if quiet:
+        return 0
     table = report.write_report(args.out, select=args.select, plots=not args.no_plots,
                                 command="budgetax " + " ".join(args.argv))
     print()
@@ -219,6 +242,14 @@ def run_report(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--distributed" in (sys.argv[1:] if argv is None else argv):
+        from budgetax import launch  # before anything initialises a JAX backend
+
+        try:
+            launch.initialize()
+        except (ValueError, RuntimeError) as err:
+            print(f"budgetax: error: --distributed: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -432,6 +432,13 @@ def put_keys(seeds, sharding) -> jax.Array:
     return jax.jit(jax.random.wrap_key_data, out_shardings=sharding)(raw)
 
 
+def barrier(name: str) -> None:
+    """Waits for every process (multi-process runs); a no-op in one process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
 def to_host(tree):
     """NumPy copies of (possibly sharded, possibly multi-process) arrays."""
     if jax.process_count() > 1:
@@ -492,6 +499,17 @@ class Runs:
     def abstract_carry(self) -> Carry:
         return abstract_carry(self.prog, self.padded)
 
+    def sharded_like(self, shape, dtype) -> jax.ShapeDtypeStruct:
+        """An abstract array with the run axis (the first) sharded over the mesh."""
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=self._runs)
+
+    def to_runs(self, host: np.ndarray) -> jax.Array:
+        """Host rows of the real runs, padded to ``padded`` rows, as a run-sharded array."""
+        host = np.asarray(host)
+        if host.shape[0] < self.padded:
+            host = np.concatenate([host, np.repeat(host[-1:], self.padded - host.shape[0], 0)])
+        return put(host, self._runs)
+
     def zero_carry(self) -> Carry:
         """A placeholder carry (the program initialises the runs at step 0)."""
         return jax.tree.map(lambda a: put(np.zeros(a.shape, a.dtype), self._runs),
@@ -509,7 +527,7 @@ class Runs:
         cache = _DEVICE_DATA.setdefault(task, {})
         if self.mesh not in cache:
             to_dev = lambda d: None if d is None or _task.is_source(d) else jax.tree.map(
-                lambda a: jax.device_put(np.asarray(a), self._repl), d)
+                lambda a: put(a, self._repl), d)
             cache.clear()  # one mesh at a time per task
             cache[self.mesh] = (to_dev(task.train_data), to_dev(task.eval_data))
         return cache[self.mesh]
@@ -547,12 +565,13 @@ class Runs:
             for s in range(0, n, size):
                 batch = _task.gather(data, np.arange(s, min(n, s + size)))
                 if acc is None:
-                    one = jax.tree.map(lambda a: a[0], states)
+                    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
+                                       states)
                     zero = _zero_acc(prog, kind, one, batch)
                     acc = jax.tree.map(
                         lambda z: put(np.zeros((self.padded, *z.shape), z.dtype), self._runs),
                         zero)
-                batch = jax.tree.map(lambda a: jax.device_put(a, self._repl), batch)
+                batch = jax.tree.map(lambda a: put(a, self._repl), batch)
                 acc = program(states, acc, batch, jnp.float32(min(n, s + size) - s))
             out.update(_finish_runs(kind, acc, jnp.float32(n)))
         return out

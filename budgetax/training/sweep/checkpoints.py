@@ -1,6 +1,8 @@
 """Orbax checkpoints of a group's in-flight runs, between segments, verified before use.
 
-Each saved step gets a checksum file (SHA-256 of every file orbax wrote, written
+Every process takes part, as orbax intends for multi-host: each writes the shards
+of the (run-sharded) arrays it holds, and a restore reads into the abstract,
+sharded state. Each saved step gets a checksum file (SHA-256 of every file orbax wrote, written
 atomically after the save completes). A checkpoint is restored only if the file
 is there and every checksum matches; otherwise it is discarded with a warning and
 the group is trained again from its start: a damaged or half-written checkpoint
@@ -16,6 +18,7 @@ import shutil
 import warnings
 
 from budgetax._io import atomic_write_json
+from budgetax.training.core import barrier
 
 __all__ = ["CHECKPOINT_DIR", "Checkpoints", "CheckpointWarning"]
 
@@ -43,7 +46,8 @@ def _digests(root: str) -> dict:
 class Checkpoints:
     """Orbax checkpoints of one group's in-flight state, under ``DIR/checkpoints/<group>``.
 
-    Only the writing process (process 0) saves and removes; every process restores.
+    Every process saves and restores (its own shards); the writing process (process
+    0) writes the checksum file and removes discarded or finished checkpoints.
     """
 
     def __init__(self, out_dir, group_id, writer):
@@ -81,8 +85,13 @@ class Checkpoints:
             return f"{len(bad)} file(s) differ from their checksums (e.g. {bad[0]})"
         return None
 
-    def latest(self):
-        """The latest saved tree (host arrays) if it verifies, else ``None`` (discarded)."""
+    def latest(self, target):
+        """The latest saved step and tree if it verifies, else ``None`` (discarded).
+
+        ``target(step, metadata)`` returns the abstract tree to restore into (shapes,
+        dtypes, shardings), or ``None`` when the checkpoint does not fit (planned for
+        another device count): it is then discarded.
+        """
         if not os.path.isdir(self.path):
             return None
         try:
@@ -95,25 +104,33 @@ class Checkpoints:
         if problem is not None:
             return self._discard(step, problem)
         try:
-            return self._manager().restore(step, args=self._ocp.args.StandardRestore())
+            abstract = target(step, self._manager().item_metadata(step).tree)
+            if abstract is None:
+                return self._discard(step, "it was made for another number of devices")
+            tree = self._manager().restore(step, args=self._ocp.args.StandardRestore(abstract))
         except Exception as err:  # noqa: BLE001 - verified yet unreadable: never used
             return self._discard(step, f"orbax cannot restore it ({type(err).__name__}: {err})")
+        return step, tree
 
     def _discard(self, step, why: str):
         where = self.path if step is None else os.path.join(self.path, str(step))
-        warnings.warn(f"discarding checkpoint {where}: {why}; its runs are trained again from "
-                      f"the start", CheckpointWarning, stacklevel=3)
+        if self.writer:
+            warnings.warn(f"discarding checkpoint {where}: {why}; its runs are trained again "
+                          f"from the start", CheckpointWarning, stacklevel=3)
+        barrier(f"budgetax-checkpoint-discard-{self.path}")  # every process has read it
         self.remove()
         return None
 
     def save(self, seg, tree):
+        """Saves ``tree`` (run-sharded arrays) as step ``seg``; every process calls it."""
+        self._manager().save(seg, args=self._ocp.args.StandardSave(tree), force=True)
+        self._manager().wait_until_finished()
         if self.writer:
-            self._manager().save(seg, args=self._ocp.args.StandardSave(tree), force=True)
-            self._manager().wait_until_finished()
             atomic_write_json(self._sums(seg), _digests(os.path.join(self.path, str(seg))))
             for name in os.listdir(self.path):  # checksums of steps orbax has removed
                 if name.endswith(".sha256.json") and name != os.path.basename(self._sums(seg)):
                     os.remove(os.path.join(self.path, name))
+        barrier(f"budgetax-checkpoint-{self.path}-{seg}")
 
     def remove(self):
         if self._mngr is not None:
@@ -121,3 +138,4 @@ class Checkpoints:
             self._mngr = None
         if self.writer:
             shutil.rmtree(self.path, ignore_errors=True)
+        barrier(f"budgetax-checkpoint-removed-{self.path}")

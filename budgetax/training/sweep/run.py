@@ -137,13 +137,17 @@ def memory_limited_runs(prog: core.Program, devices, fraction=0.5) -> int | None
     report no memory limit: host memory is not split.
     """
     limits = []
-    for d in devices:
+    for d in devices:  # the devices of this process (the others' are alike)
+        if getattr(d, "process_index", 0) != jax.process_index():
+            continue
         stats = d.memory_stats() if hasattr(d, "memory_stats") else None
         if not stats or "bytes_limit" not in stats:
             return None
         limits.append(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    if not limits:
+        return None
     per_run = 4 * core.carry_bytes_per_run(prog)
-    return max(1, int(fraction * min(limits) // max(per_run, 1)) * len(limits))
+    return max(1, int(fraction * min(limits) // max(per_run, 1)) * len(devices))
 
 
 def _run_group(prog, group, group_size, runs, mesh, ckpt, checkpoint_every, progress,
@@ -154,21 +158,31 @@ def _run_group(prog, group, group_size, runs, mesh, ckpt, checkpoint_every, prog
     group_runs = core.Runs(prog, mesh, [r["seed"] for r in mine], [r["peak_lr"] for r in mine],
                            [choices.index(r["schedule"]) for r in mine], pad_to=group_size)
     train_names, eval_names = metric_names["train"], metric_names["eval"]
-    restored = ckpt.latest()
-    if restored is not None and int(restored["padded_runs"]) != group_runs.padded:
-        restored = None  # planned for another device count: start the group again
+    real, lengths, starts = group_runs.real, group_runs.lengths, group_runs.starts
+    carry_like = jax.tree.leaves(group_runs.abstract_carry())
+
+    def target(step, metadata):
+        """The abstract, run-sharded tree of checkpoint ``step`` (None if it does not fit)."""
+        if jax.tree.leaves(metadata["carry"])[0].shape[0] != group_runs.padded:
+            return None  # planned for another device count: start the group again
+        sds = group_runs.sharded_like
+        done = int(starts[step]) if step < len(starts) else prog.budget
+        return {"carry": {f"{i:05d}": sds(a.shape, a.dtype) for i, a in enumerate(carry_like)},
+                "train": {k: sds((group_runs.padded, done), np.float32) for k in train_names},
+                "eval": {k: sds((group_runs.padded, step), np.float32) for k in eval_names}}
+
+    restored = ckpt.latest(target)
     if restored is not None:
-        start_seg = int(restored["seg"])
-        n_leaves = len(jax.tree.leaves(group_runs.abstract_carry()))
-        carry = group_runs.carry_from_host([restored["carry"][f"{i:05d}"]
-                                            for i in range(n_leaves)])
-        train_hist = {k: [np.asarray(restored["train"][k])] for k in train_names}
-        eval_hist = {k: [np.asarray(restored["eval"][k])] for k in eval_names}
+        start_seg, tree = restored
+        carry = jax.tree.unflatten(jax.tree.structure(group_runs.abstract_carry()),
+                                   [tree["carry"][f"{i:05d}"] for i in range(len(carry_like))])
+        hist = core.to_host({k: tree[k] for k in ("train", "eval")})
+        train_hist = {k: [hist["train"][k][:real]] for k in train_names}
+        eval_hist = {k: [hist["eval"][k][:real]] for k in eval_names}
     else:
         start_seg, carry = 0, None
         train_hist = {k: [] for k in train_names}
         eval_hist = {k: [] for k in eval_names}
-    real, lengths, starts = group_runs.real, group_runs.lengths, group_runs.starts
     budget = prog.budget
     steps_done = int(starts[start_seg]) if start_seg < len(starts) else budget
     if progress is not None:
@@ -184,13 +198,12 @@ def _run_group(prog, group, group_size, runs, mesh, ckpt, checkpoint_every, prog
             progress.advance(real * int(lengths[seg]))
         done = seg + 1
         if done < len(lengths) and done % checkpoint_every == 0:
-            host_carry = core.to_host(jax.tree.leaves(carry))
+            to_runs = group_runs.to_runs
             ckpt.save(done, {
-                "seg": np.asarray(done, np.int32),
-                "padded_runs": np.asarray(group_runs.padded, np.int32),
-                "carry": {f"{i:05d}": a for i, a in enumerate(host_carry)},
-                "train": {k: np.concatenate(train_hist[k], axis=1) for k in train_names},
-                "eval": {k: np.concatenate(eval_hist[k], axis=1) for k in eval_names}})
+                "carry": {f"{i:05d}": a for i, a in enumerate(jax.tree.leaves(carry))},
+                "train": {k: to_runs(np.concatenate(train_hist[k], axis=1))
+                          for k in train_names},
+                "eval": {k: to_runs(np.concatenate(eval_hist[k], axis=1)) for k in eval_names}})
     seconds = time.perf_counter() - t_start
     dstep = core.to_host(carry.diverged_step)
     train_all = {k: np.concatenate(v, axis=1) for k, v in train_hist.items()}
@@ -297,33 +310,34 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
         spec_dict = spec.to_dict()
         devices = list(jax.devices() if devices is None else devices)
         mesh = core.make_mesh(devices)
-        with Store(path) as store:
-            plan = store.get_meta("plan")
-            if plan is None:
-                if max_runs_per_program is None:
-                    fits = [memory_limited_runs(progs[s], devices) for s in budgets]
-                    fits = [f for f in fits if f is not None]
-                    max_runs_per_program = min(fits) if fits else None
-                groups = plan_groups(spec, max_runs_per_program)
-                rows = sorted((dict(runs[i], idx=i, group_id=g["group_id"])
-                               for g in groups for i in g["run_idx"]), key=lambda r: r["idx"])
-                if writer:
+        if writer:  # process 0 plans the sweep and writes the store; the others read it
+            with Store(path) as store:
+                if store.get_meta("plan") is None:
+                    if max_runs_per_program is None:
+                        fits = [memory_limited_runs(progs[s], devices) for s in budgets]
+                        fits = [f for f in fits if f is not None]
+                        max_runs_per_program = min(fits) if fits else None
+                    groups = plan_groups(spec, max_runs_per_program)
+                    rows = sorted((dict(runs[i], idx=i, group_id=g["group_id"])
+                                   for g in groups for i in g["run_idx"]),
+                                  key=lambda r: r["idx"])
                     store.initialise({
                         "spec": spec_dict, "task": task.identity(), "metrics": metric_names,
                         "table_metric": list(task.table_metric(spec.diagnostics)),
                         "plan": {"groups": groups, "steps_per_epoch": max(
                             1, task.num_train // spec.batch_size)}}, rows)
-            else:
-                _check_meta(store, "spec", spec_dict, out_dir)
-                _check_meta(store, "task", task.identity(), out_dir)
-                groups = plan["groups"]
+        core.barrier("budgetax-sweep-planned")
+        with Store(path, readonly=not writer) as store:
+            _check_meta(store, "spec", spec_dict, out_dir)
+            _check_meta(store, "task", task.identity(), out_dir)
+            groups = store.get_meta("plan")["groups"]
             finished = store.finished_groups()
-            if writer:  # checkpoints of groups stored just before a kill: no longer needed
-                for g in groups:
-                    if g["group_id"] in finished:
-                        Checkpoints(out_dir, g["group_id"], writer).remove()
+            for g in groups:  # checkpoints of groups stored just before a kill: not needed
+                if g["group_id"] in finished:
+                    Checkpoints(out_dir, g["group_id"], writer).remove()
             todo = [g for g in groups if g["group_id"] not in finished]
-            bar = Progress(sum(len(g["run_idx"]) * g["budget"] for g in todo), progress)
+            bar = Progress(sum(len(g["run_idx"]) * g["budget"] for g in todo),
+                           progress and writer)
             compiled = set()
             try:
                 for g in todo:
@@ -342,14 +356,18 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
                     n_div = sum(r["status"] == "diverged" for r in results)
                     bar.line(f"budget {g['budget_fraction']:>5.0%} ({steps:>6} steps) "
                              f"{len(results):>4} runs, {timing['run_steps_per_second']:,.0f} "
-                             f"run-steps/s on {timing['devices']} device(s), "
-                             f"{timing['seconds']:.1f}s" + (f", {n_div} diverged" if n_div else "")
+                             f"run-steps/s on {timing['devices']} device(s)"
+                             + (f" in {jax.process_count()} processes"
+                                if jax.process_count() > 1 else "")
+                             + f", {timing['seconds']:.1f}s"
+                             + (f", {n_div} diverged" if n_div else "")
                              + (" (resumed)" if timing["resumed"] else ""))
             finally:
                 bar.close()
             ckpt_root = os.path.join(out_dir, CHECKPOINT_DIR)
             if writer and os.path.isdir(ckpt_root) and not os.listdir(ckpt_root):
                 os.rmdir(ckpt_root)
+            core.barrier("budgetax-sweep-stored")
             rows = store.runs()
             group_rows = store.groups()
     return SweepResult(out_dir=out_dir, spec=spec, runs=rows, groups=group_rows,
