@@ -49,6 +49,7 @@ N_NEWTON = 40  # safeguarded Newton iterations at most (bisection alone needs ~2
 BLOCK = 512  # curves per block
 _THETA_RTOL = 5e-7  # varpro_1d: converged once a Newton step moves theta by less (x (1 + |theta|))
 _GAIN_RTOL = 1e-7  # varpro_1d: converged once a Newton step would gain less (x the SSE)
+_GAIN_FLOOR = 1e-9  # ... plus this fraction of sum((y - mean y)^2)
 _N_POLISH = 2  # varpro_lm: Gauss-Newton steps after the damped iterations
 _PRED_RTOL = 1e-6  # LM: converged once the predicted cost reduction is below this (relative)
 
@@ -139,6 +140,7 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
     lo = grid[jnp.maximum(best - 1, 0)]
     hi = grid[jnp.minimum(best + 1, n_grid - 1)]
     flat = jnp.max(q_grid, axis=-1) <= 0  # amp = 0 everywhere: the best fit is the constant
+    yy = jnp.sum(yc * yc, axis=-1)
     edge_tol = jnp.asarray(1e-6, dtype) * (1.0 + jnp.abs(grid[0]) + jnp.abs(grid[-1]))
 
     def body(carry):
@@ -167,9 +169,10 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
         new = jnp.where(at_edge, theta, new)
         # or the Newton model predicts a negligible gain (Q is flat: theta hardly matters)
         gain = d1 * d1 / (2.0 * jnp.maximum(-d2, 1e-30))
-        sse = jnp.sum(r * r, axis=-1)
-        flat_q = (((d2 < 0) & (gain <= _GAIN_RTOL * sse))
-                  | (jnp.abs(d1) * (hi - lo) <= _GAIN_RTOL * sse))  # first-order, whole bracket
+        # (float32 cannot resolve Q better than a fraction of sum(y~^2) either)
+        negligible = _GAIN_RTOL * jnp.sum(r * r, axis=-1) + _GAIN_FLOOR * yy
+        flat_q = (((d2 < 0) & (gain <= negligible))
+                  | (jnp.abs(d1) * (hi - lo) <= negligible))  # first-order, whole bracket
         new_done = (done | at_edge | flat_q | (jnp.abs(new - theta) <= tol)
                     | (hi - lo <= tol))
         theta = jnp.where(done, theta, new)
