@@ -65,6 +65,19 @@ def _names(text: str) -> list[str]:
     return [v.strip() for v in _parse_list(text, str, "names")]
 
 
+def _diagnostics(text: str):
+    if text in ("full", "none"):
+        return text == "full"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected full, none or a number of examples, "
+                                         f"got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of examples, got {text!r}")
+    return value
+
+
 def _join(values) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
@@ -110,6 +123,12 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
     p.add_argument("--num-evals", type=int, default=spec["num_evals"],
                    help="evaluations (and checkpoint opportunities) per run "
                         f"(default: {spec['num_evals']})")
+    p.add_argument("--diagnostics", type=_diagnostics, default=spec["diagnostics"],
+                   metavar="full|none|N",
+                   help="at every evaluation, also the loss, metrics and full-gradient norm "
+                        "on the training set: the whole set (full, the default; costs about "
+                        "one pass over it per evaluation and run), none, or a fixed random "
+                        "subset of N examples")
     p.add_argument("--select", default=None,
                    help="the metric that picks a cell's best lr: train_loss (default), or any "
                         "evaluation metric of the task, e.g. test_accuracy (tunes on the test set)")
@@ -200,7 +219,7 @@ def run_sweep(args) -> int:
         divergence_factor=args.divergence_factor or None,
         full_budget=args.full_budget, budgets=tuple(args.budgets),
         schedules=tuple(args.schedules), peak_lrs=tuple(args.lrs), seeds=tuple(args.seeds),
-        batch_size=args.batch_size, num_evals=args.num_evals,
+        batch_size=args.batch_size, num_evals=args.num_evals, diagnostics=args.diagnostics,
         optimizer=training.OptimizerSpec(
             optimizer=args.optimizer, schedule=args.schedules[0], momentum=args.momentum,
             weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,

@@ -159,7 +159,7 @@ def _exact_progress(count, total_steps: int) -> jax.Array:
     zeros = jnp.zeros(c.shape, jnp.uint32)
     rem, bits, n, _ = jax.lax.fori_loop(
         0, total_steps.bit_length() + 25, _long_division_step,
-        (c, zeros, jnp.zeros(c.shape, jnp.int32), big))
+        (c, zeros, jnp.zeros(c.shape, jnp.int32), big), unroll=True)
     mant = bits >> 1
     round_up = (bits & 1) & ((rem != 0) | (mant & 1)).astype(jnp.uint32)
     p = jnp.ldexp((mant + round_up).astype(jnp.float32), 1 - n)
@@ -172,8 +172,9 @@ def progress(count, total_steps: int) -> jax.Array:
     XLA's float32 division is not correctly rounded on every backend (on CPU it
     is often an ulp off, and ``T / T`` can come out below 1), which would leave
     a profile short of its end value. This computes the quotient by binary long
-    division on unsigned integers (``T.bit_length() + 25`` shift-subtract steps
-    in a ``fori_loop``) and rounds to nearest even, so ``p`` is exact wherever
+    division on unsigned integers (``T.bit_length() + 25`` shift-subtract steps,
+    unrolled: straight-line integer code, no loop in the compiled program) and
+    rounds to nearest even, so ``p`` is exact wherever
     float32 can be, e.g. ``progress(300, 1000) == float32(0.3)``, and
     ``progress(T, T) == 1``.
 

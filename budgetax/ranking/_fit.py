@@ -105,7 +105,7 @@ def _linear_params(y_mean, c, v, g_mean, offset):
 
 
 def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = True,
-              n_iter: int = N_NEWTON):
+              active: jax.Array | None = None, n_iter: int = N_NEWTON):
     r"""Least squares ``y ~ off + amp * g(theta)`` with ``amp >= 0`` for a block of curves.
 
     Args:
@@ -114,6 +114,9 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
         (broadcasting from ``[1, n]`` is fine).
       grid: ``[G]`` increasing values of theta; its ends bound theta.
       offset: fit the offset ``off`` (else it is 0).
+      active: ``[B]`` bool, the curves to search for (default all); the others
+        keep their best grid point, and a block without an active curve does
+        not iterate.
       n_iter: Newton iterations at most (static).
 
     Returns:
@@ -182,7 +185,10 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
         it, _, _, _, done = carry
         return (it < n_iter) & ~jnp.all(done)
 
-    init = (jnp.asarray(0), theta, lo, hi, flat | ~jnp.all(jnp.isfinite(y), axis=-1))
+    skip = flat | ~jnp.all(jnp.isfinite(y), axis=-1)
+    if active is not None:
+        skip = skip | ~active
+    init = (jnp.asarray(0), theta, lo, hi, skip)
     _, theta, lo, hi, done = jax.lax.while_loop(cond, body, init)
     g, _, _ = basis(theta[:, None])
     g = jnp.broadcast_to(g, y.shape)

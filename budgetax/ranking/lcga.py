@@ -140,42 +140,32 @@ def _basis(kn, *, offset):
     return basis
 
 
-def _fit_block(y, *, kn, spe, variant):
-    """Fits ``amp / (c + kn) + b3`` (``amp, c, b3 >= 0``) to every normalised curve of a block."""
-    dtype = y.dtype
-    scale = jnp.mean(y[:, :spe], axis=-1)
-    finite = jnp.all(jnp.isfinite(y), axis=-1) & jnp.isfinite(scale) & (scale > 0)
-    yn = jnp.where(finite[:, None], y / jnp.where(finite, scale, 1.0)[:, None], 1.0)
-    grid = jnp.linspace(jnp.log(_C_RANGE[0]), jnp.log(_C_RANGE[1]), _GRID, dtype=dtype)
-    theta, amp, off, converged, _ = _fit.varpro_1d(yn, _basis(kn, offset=True), grid)
-    b3 = off - amp / (jnp.exp(theta) + kn[0])  # off is the level at kn[0]
-    infeasible = b3 < 0  # then b3 = 0 at the constrained optimum: fit without the offset
+def _fit_all(yn, kn):
+    """``(theta = log c, amp, b3, converged)`` of ``amp / (c + kn) + b3``, all ``>= 0``.
 
-    def without_offset(_):
-        th, a, _, conv, _ = _fit.varpro_1d(yn, _basis(kn, offset=False), grid, offset=False)
-        return (jnp.where(infeasible, th, theta), jnp.where(infeasible, a, amp),
-                jnp.where(infeasible, 0.0, b3), jnp.where(infeasible, conv, converged))
+    The offset fit is done for every curve; where its ``b3`` comes out negative,
+    the constrained optimum has ``b3 = 0``, and those curves (gathered first, so
+    that blocks without any do not iterate) are fitted again without the offset.
+    """
+    grid = jnp.linspace(jnp.log(_C_RANGE[0]), jnp.log(_C_RANGE[1]), _GRID, dtype=yn.dtype)
 
-    theta, amp, b3, converged = jax.lax.cond(
-        jnp.any(infeasible), without_offset, lambda _: (theta, amp, b3, converged), None)
-    c = jnp.exp(theta)[:, None]
-    amp_ = amp[:, None]
-    if variant == "ratio":  # L'/sqrt(L'') = -1/sqrt(2 (b1 + b2 k)) = -sqrt(amp / (2 (c + kn)))
-        score = jnp.mean(-jnp.sqrt(amp_ / (2.0 * (c + kn))), axis=-1)
-    else:  # L' = -b2 / (b1 + b2 k)^2, with k in epochs = kn * k_last
-        score = jnp.mean(-amp_ / (c + kn) ** 2, axis=-1)  # divided by k_last by the caller
-    drop = amp * (1.0 / (c[:, 0] + kn[0]) - 1.0 / (c[:, 0] + kn[-1]))
-    flat = drop < _FLAT
-    score = jnp.where(flat, jnp.zeros_like(score), score)
-    # normalised (b1, b2) = (c / amp, 1 / amp) in units of kn; a flat fit is the constant 1/b1
-    level = jnp.mean(yn, axis=-1)
-    inv_amp = 1.0 / jnp.where(flat, 1.0, amp)
-    b1 = jnp.where(flat, 1.0 / level, c[:, 0] * inv_amp)
-    b2 = jnp.where(flat, 0.0, inv_amp)
-    b3 = jnp.where(flat, 0.0, b3)
-    nan = jnp.asarray(jnp.nan, dtype)
-    score = jnp.where(finite, score, nan)
-    return score, jnp.stack([b1, b2, b3], axis=-1), converged & finite & jnp.isfinite(score), scale
+    def with_offset(y):
+        theta, amp, off, converged, _ = _fit.varpro_1d(y, _basis(kn, offset=True), grid)
+        return theta, amp, off - amp / (jnp.exp(theta) + kn[0]), converged  # b3
+
+    def without_offset(y, active):
+        theta, amp, _, converged, _ = _fit.varpro_1d(y, _basis(kn, offset=False), grid,
+                                                     offset=False, active=active)
+        return theta, amp, converged
+
+    theta, amp, b3, converged = _fit.map_blocks(with_offset, yn)
+    infeasible = b3 < 0
+    order = jnp.argsort(~infeasible, stable=True)
+    undo = jnp.argsort(order)
+    th0, amp0, conv0 = (a[undo] for a in _fit.map_blocks(without_offset, yn[order],
+                                                          infeasible[order]))
+    return (jnp.where(infeasible, th0, theta), jnp.where(infeasible, amp0, amp),
+            jnp.where(infeasible, 0.0, b3), jnp.where(infeasible, conv0, converged))
 
 
 def lcga(losses: Any, steps_per_epoch: int, *, burn_in_epochs: int = 1,
@@ -244,18 +234,35 @@ def lcga(losses: Any, steps_per_epoch: int, *, burn_in_epochs: int = 1,
 
 @functools.partial(jax.jit, static_argnames=("spe", "start", "stop", "variant"))
 def _lcga(x, *, spe, start, stop, variant):
+    dtype = x.dtype
     y = x[..., start:stop]
-    k = (jnp.arange(start, stop, dtype=x.dtype) + 1.0) / spe  # training time in epochs
     batch = y.shape[:-1]
-    fit = functools.partial(_fit_block, kn=k / k[-1], spe=spe, variant=variant)
-    score, params, converged, scale = _fit.map_blocks(fit, y.reshape(-1, y.shape[-1]))
-    # kn = k / k_last: b2 in epochs is b2 / k_last; raw losses are scale times the normalised ones
-    k_last, s = k[-1], scale[:, None]
-    params = jnp.stack([params[:, 0] / s[:, 0], params[:, 1] / (k_last * s[:, 0]),
-                        params[:, 2] * s[:, 0]], axis=-1)
-    if variant == "slope":
-        score = score / k_last
-    ok = jnp.isfinite(score) & jnp.all(jnp.isfinite(params), axis=-1)
+    y = y.reshape(-1, y.shape[-1])
+    k = (jnp.arange(start, stop, dtype=dtype) + 1.0) / spe  # training time in epochs
+    kn = k / k[-1]  # the fit runs in kn: b1 / b2 = c * k_last, 1 / b2 = amp * k_last
+    scale = jnp.mean(y[:, :spe], axis=-1)
+    finite = jnp.all(jnp.isfinite(y), axis=-1) & jnp.isfinite(scale) & (scale > 0)
+    scale = jnp.where(finite, scale, 1.0)
+    yn = jnp.where(finite[:, None], y / scale[:, None], 1.0)
+    theta, amp, b3, converged = _fit_all(yn, kn)
+    c = jnp.exp(theta)[:, None]
+    amp_ = amp[:, None]
+    if variant == "ratio":  # L'/sqrt(L'') = -1/sqrt(2 (b1 + b2 k)) = -sqrt(amp / (2 (c + kn)))
+        score = jnp.mean(-jnp.sqrt(amp_ / (2.0 * (c + kn))), axis=-1)
+    else:  # L' = -b2 / (b1 + b2 k)^2 = -amp / (k_last (c + kn)^2)
+        score = jnp.mean(-amp_ / (c + kn) ** 2, axis=-1) / k[-1]
+    drop = amp * (1.0 / (c[:, 0] + kn[0]) - 1.0 / (c[:, 0] + kn[-1]))
+    flat = drop < _FLAT
+    score = jnp.where(flat, jnp.zeros_like(score), score)
+    # a flat fit is reported as the constant 1/b1 (b2 = b3 = 0) at the mean normalised loss
+    inv_amp = 1.0 / jnp.where(flat, 1.0, amp)
+    b1 = jnp.where(flat, 1.0 / jnp.mean(yn, axis=-1), c[:, 0] * inv_amp)
+    b2 = jnp.where(flat, 0.0, inv_amp / k[-1])
+    b3 = jnp.where(flat, 0.0, b3)
+    # normalised -> raw losses: L_raw = scale * L
+    params = jnp.stack([b1 / scale, b2 / scale, b3 * scale], axis=-1)
+    ok = finite & jnp.isfinite(score) & jnp.all(jnp.isfinite(params), axis=-1)
+    score = jnp.where(finite, score, jnp.nan)
     params = jnp.where(ok[:, None], params, jnp.nan)
     return LCGAFit(score=score.reshape(batch), params=params.reshape(*batch, 3),
-                   converged=converged.reshape(batch))
+                   converged=(converged & ok).reshape(batch))

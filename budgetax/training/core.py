@@ -19,7 +19,9 @@ skipped with ``lax.cond``) and initialises them when it starts at step 0, so a
 budget is one compilation and the host can checkpoint between segments. After
 each segment the runs are evaluated (``test_*`` metrics on the task's held-out
 data, and with ``diagnostics`` the full-training-set ``train_*`` metrics and the
-norm of the full gradient, the budgeted-convergence diagnostics of Li et al.).
+norm of the full gradient, the budgeted-convergence diagnostics of Li et al.; an
+int ``diagnostics=N`` computes them on a fixed random subset of N training
+examples, the same for every run, which is much cheaper on large training sets).
 
 Data: an in-memory training set is put on the device once and batches are drawn
 inside the program (:func:`budgetax.data.device_batch_indices`); a random-access
@@ -152,7 +154,7 @@ class Program:
     batch_size: int
     num_evals: int
     eval_batch_size: int
-    diagnostics: bool
+    diagnostics: bool | int
     divergence_factor: float | None = DIVERGENCE_FACTOR
 
     @property
@@ -165,9 +167,27 @@ class Program:
         return {"train": names["train"] + STEP_METRICS, "eval": names["eval"]}
 
 
+def check_diagnostics(value) -> bool | int:
+    """``diagnostics``: ``True`` (whole training set), ``False`` or a positive int (a subset)."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, int) or value < 1:
+        raise (TypeError if not isinstance(value, int) else ValueError)(
+            f"diagnostics must be a bool or a positive int (examples), got {value!r}")
+    return value
+
+
+def diagnostic_indices(task: Task, diagnostics) -> np.ndarray | None:
+    """The training examples of the diagnostics: ``None`` for all, else a fixed sorted subset."""
+    if diagnostics is True or diagnostics >= task.num_train:
+        return None
+    perm = np.random.default_rng(0).permutation(task.num_train)
+    return np.sort(perm[:diagnostics])
+
+
 def make_program(task: Task, budget: int, optimizer: OptimizerSpec | None, *,
                  schedules: tuple | None = None, batch_size: int = 100, num_evals: int = 4,
-                 eval_batch_size: int = 1000, diagnostics: bool = True,
+                 eval_batch_size: int = 1000, diagnostics: bool | int = True,
                  divergence_factor: float | None = DIVERGENCE_FACTOR) -> Program:
     """A validated :class:`Program` (every argument checked now, not when traced).
 
@@ -180,7 +200,7 @@ def make_program(task: Task, budget: int, optimizer: OptimizerSpec | None, *,
     batch_size = check_batch_size(batch_size, task.num_train)
     num_evals = _validate.positive_int("num_evals", num_evals)
     eval_batch_size = _validate.positive_int("eval_batch_size", eval_batch_size)
-    diagnostics = _validate.boolean("diagnostics", diagnostics)
+    diagnostics = check_diagnostics(diagnostics)
     if divergence_factor is not None:
         divergence_factor = _validate.real("divergence_factor", divergence_factor, low=1.0,
                                            low_open=True)
@@ -352,14 +372,17 @@ def _finish(kind: str, acc, count) -> dict:
 _finish_runs = jax.jit(jax.vmap(_finish, in_axes=(None, 0, None)), static_argnums=0)
 
 
-def _evaluate_one(prog: Program, state, eval_data, train_data) -> dict:
-    """Every evaluation metric of one run on in-memory data (batches of ``eval_batch_size``)."""
+def _evaluate_one(prog: Program, state, eval_data, diag_data) -> dict:
+    """Every evaluation metric of one run on in-memory data (batches of ``eval_batch_size``).
+
+    ``diag_data``: the training examples of the diagnostics (all, or a fixed subset).
+    """
     out = {}
     parts = []
     if eval_data is not None:
         parts.append(("test", eval_data))
     if prog.diagnostics:
-        parts.append(("train", train_data))
+        parts.append(("train", diag_data))
     for kind, data in parts:
         n = jax.tree.leaves(data)[0].shape[0]
         size = min(prog.eval_batch_size, n)
@@ -522,15 +545,23 @@ class Runs:
 
     # ------------------------------------------------------------- data
     def _device_data(self):
-        """The task's in-memory data on the mesh (replicated), uploaded once per task and mesh."""
-        task = self.prog.task
+        """``(train, eval, diagnostics)`` in-memory data on the mesh (replicated).
+
+        Uploaded once per task, mesh and diagnostics setting.
+        """
+        task, diagnostics = self.prog.task, self.prog.diagnostics
         cache = _DEVICE_DATA.setdefault(task, {})
-        if self.mesh not in cache:
+        key = (self.mesh, diagnostics)
+        if key not in cache:
             to_dev = lambda d: None if d is None or _task.is_source(d) else jax.tree.map(
                 lambda a: put(a, self._repl), d)
             cache.clear()  # one mesh at a time per task
-            cache[self.mesh] = (to_dev(task.train_data), to_dev(task.eval_data))
-        return cache[self.mesh]
+            train = to_dev(task.train_data)
+            idx = diagnostic_indices(task, diagnostics) if diagnostics else None
+            diag = train if idx is None or train is None else to_dev(
+                _task.gather(task.train_data, idx))
+            cache[key] = (train, to_dev(task.eval_data), diag)
+        return cache[key]
 
     def _chunks(self, seg: int) -> list[tuple[int, int]]:
         start, length = int(self.starts[seg]), int(self.lengths[seg])
@@ -558,12 +589,14 @@ class Runs:
         if prog.diagnostics:
             parts.append(("train", task.train_data))
         for kind, data in parts:
-            n = _task.source_len(data)
+            idx = (diagnostic_indices(task, prog.diagnostics) if kind == "train" else None)
+            idx = np.arange(_task.source_len(data)) if idx is None else idx
+            n = len(idx)
             size = min(prog.eval_batch_size, n)
             program = _accumulate_program(prog, self.mesh, kind)
             acc = None
             for s in range(0, n, size):
-                batch = _task.gather(data, np.arange(s, min(n, s + size)))
+                batch = _task.gather(data, idx[s:s + size])
                 if acc is None:
                     one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
                                        states)
@@ -587,7 +620,7 @@ class Runs:
         prog = self.prog
         if carry is None:
             carry = self.zero_carry()
-        train_dev, eval_dev = self._device_data()
+        train_dev, eval_dev, diag_dev = self._device_data()
         if prog.streamed:
             lmax = min(STREAM_CHUNK, int(self.lengths.max()))
         else:
@@ -620,7 +653,7 @@ class Runs:
                 if prog.streamed:
                     ev = self._evaluate_streamed(carry.states)
                 else:
-                    ev = _evaluate_program(prog, self.mesh)(carry.states, eval_dev, train_dev)
+                    ev = _evaluate_program(prog, self.mesh)(carry.states, eval_dev, diag_dev)
                 host_m, ev = to_host(([m for m, _ in parts], ev))
                 train_m = {k: np.concatenate([hm[k][:self.real, :length] for hm, (_, length)
                                               in zip(host_m, parts, strict=True)], axis=1)

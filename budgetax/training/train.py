@@ -154,7 +154,8 @@ def _drive(prog, devices, seeds, lrs, optimizer):
 
 def train(task, *, budget: int, batch_size: int = 100, optimizer: OptimizerSpec | None = None,
           seed: int = 0, peak_lr: float | None = None, num_evals: int = 4,
-          eval_batch_size: int = 1000, diagnostics: bool = True, model: str | None = None,
+          eval_batch_size: int = 1000, diagnostics: bool | int = True,
+          model: str | None = None,
           model_kwargs: dict | None = None, data: str = "auto",
           data_dir: str | None = None,
           divergence_factor: float | None = core.DIVERGENCE_FACTOR) -> History:
@@ -177,7 +178,8 @@ def train(task, *, budget: int, batch_size: int = 100, optimizer: OptimizerSpec 
       num_evals: evaluations, evenly spaced over the budget; the last at its end.
       eval_batch_size: batch size of evaluation passes.
       diagnostics: also evaluate on the whole training set (``train_*`` metrics and
-        the full-gradient norm).
+        the full-gradient norm); an int N: on a fixed random subset of N training
+        examples (the same for every run; much cheaper on a large training set).
       model, model_kwargs, data, data_dir: for a built-in dataset (see
         :func:`budgetax.training.preset`).
       divergence_factor: a minibatch loss above this multiple of the run's first
@@ -206,7 +208,7 @@ def train(task, *, budget: int, batch_size: int = 100, optimizer: OptimizerSpec 
 
 def train_many(task, *, seeds=(0,), peak_lrs=None, budget: int, batch_size: int = 100,
                optimizer: OptimizerSpec | None = None, num_evals: int = 4,
-               eval_batch_size: int = 1000, diagnostics: bool = True,
+               eval_batch_size: int = 1000, diagnostics: bool | int = True,
                model: str | None = None, model_kwargs: dict | None = None,
                data: str = "auto", data_dir: str | None = None, devices=None,
                divergence_factor: float | None = core.DIVERGENCE_FACTOR) -> list[History]:

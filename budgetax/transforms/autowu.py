@@ -275,7 +275,9 @@ def gp_posterior(x, y, noise, valid, ratio, scale2):
     mu, resid, _ = _gls(chol, y, valid)
     k = jnp.where(valid[:, None] & valid[None, :], _rbf(x, x), 0.0)
     mean = mu + k @ _solve(chol, resid)
-    v = solve_triangular(chol, k, lower=True)
+    # one vector solve per column: a matrix right-hand side makes LAPACK's trsm start
+    # BLAS threads that then compete with the training step for the CPU
+    v = jax.vmap(lambda col: solve_triangular(chol, col, lower=True), in_axes=1, out_axes=1)(k)
     cov = scale2 * (_rbf(x, x) - v.T @ v)
     return mean, cov
 

@@ -169,3 +169,19 @@ def test_a_loss_returning_a_vector_or_a_bad_model_is_refused_before_training():
                          train_data=tasks.regression_data(8, 0))
     with pytest.raises(training.TaskError, match="must return an nnx.Module"):
         training.train(task, budget=2, batch_size=4)
+
+
+def test_diagnostics_on_a_fixed_subset_of_the_training_set(task):
+    h = training.train(task, optimizer=SGD, seed=3, **dict(RUN, num_evals=1), diagnostics=100)
+    idx = training.core.diagnostic_indices(task, 100)
+    assert len(idx) == len(set(idx.tolist())) == 100 and idx.max() < task.num_train
+    model = tasks.Regressor(nnx.Rngs(0))
+    nnx.update(model, h.params)
+    x, y = (jnp.asarray(task.train_data[k][idx]) for k in ("x", "y"))
+    assert h.final["train_loss"] == pytest.approx(float(jnp.mean((model(x) - y) ** 2)),
+                                                  rel=1e-5)
+    full = training.train(task, optimizer=SGD, seed=3, **dict(RUN, num_evals=1))
+    np.testing.assert_array_equal(full.train["loss"], h.train["loss"])  # training unchanged
+    assert full.final["train_loss"] != h.final["train_loss"]
+    with pytest.raises(ValueError, match="diagnostics must be a bool or a positive int"):
+        training.train(task, optimizer=SGD, diagnostics=0, **RUN)

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from budgetax import _validate, profiles, schedules
-from budgetax.training.core import DIVERGENCE_FACTOR
+from budgetax.training.core import DIVERGENCE_FACTOR, check_diagnostics
 from budgetax.training.optim import OptimizerSpec
 
 __all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepSpec", "SweepSpecMismatchError",
@@ -108,7 +108,7 @@ class SweepSpec:
     batch_size: int = 100
     num_evals: int = 4
     eval_batch_size: int = 1000
-    diagnostics: bool = True
+    diagnostics: bool | int = True
     divergence_factor: float | None = DIVERGENCE_FACTOR
 
     def __post_init__(self):
@@ -125,7 +125,7 @@ class SweepSpec:
         set_("seeds", _tuple("seeds", self.seeds, _validate.seed))
         for name in ("batch_size", "num_evals", "eval_batch_size"):
             set_(name, _validate.positive_int(name, getattr(self, name)))
-        set_("diagnostics", _validate.boolean("diagnostics", self.diagnostics))
+        set_("diagnostics", check_diagnostics(self.diagnostics))
         if self.divergence_factor is not None:
             set_("divergence_factor", _validate.real("divergence_factor", self.divergence_factor,
                                                      low=1.0, low_open=True))
