@@ -244,7 +244,8 @@ def _closed_form(y, h, offset):
 
 
 def varpro_lm(basis: Callable[[jax.Array], jax.Array], theta0: jax.Array, y: jax.Array,
-              lower: jax.Array, upper: jax.Array, *, offset: bool = True, n_iter: int = N_ITER):
+              lower: jax.Array, upper: jax.Array, *, offset: bool = True,
+              active: jax.Array | None = None, n_iter: int = N_ITER):
     r"""Least squares ``y ~ off + amp * h(theta)``, ``amp >= 0``, for every curve of a block.
 
     Levenberg-Marquardt on the nonlinear ``theta`` only: at every ``theta`` the
@@ -259,6 +260,9 @@ def varpro_lm(basis: Callable[[jax.Array], jax.Array], theta0: jax.Array, y: jax
       lower, upper: ``[P]`` bounds on theta; a step is clipped to them, so a fit
         drifting towards a degenerate limit of its family stops at the bound.
       offset: fit the offset (else it is 0).
+      active: ``[B]`` bool, the curves to iterate on (default all); the others
+        only get the final Gauss-Newton polish, and a block without an active
+        curve does not iterate.
       n_iter: iterations at most (static).
 
     Returns:
@@ -290,6 +294,9 @@ def varpro_lm(basis: Callable[[jax.Array], jax.Array], theta0: jax.Array, y: jax
         jtr = jnp.stack([s(jp * r) for jp in j], axis=-1)
         return 0.5 * s(r * r), jtj, jtr, amp
 
+    yy = 0.5 * jnp.sum((y - jnp.mean(y, axis=-1, keepdims=True)) ** 2 if offset else y * y,
+                       axis=-1)  # the cost of the best constant (or of 0)
+
     def body(carry):
         it, theta, cost, h, g, lam, done = carry
         d = jnp.diagonal(h, axis1=-2, axis2=-1)
@@ -300,7 +307,7 @@ def varpro_lm(basis: Callable[[jax.Array], jax.Array], theta0: jax.Array, y: jax
         new_cost, new_h, new_g, _ = evaluate(new_theta)
         ok = (new_cost < cost) & jnp.all(jnp.isfinite(new_theta), axis=-1) & ~done
         pred = -jnp.sum(g * step, axis=-1) - 0.5 * jnp.einsum("bp,bpq,bq->b", step, h, step)
-        small = jnp.isfinite(pred) & (pred <= _PRED_RTOL * cost)
+        small = jnp.isfinite(pred) & (pred <= _PRED_RTOL * cost + _GAIN_FLOOR * yy)
         theta = jnp.where(ok[:, None], new_theta, theta)
         cost = jnp.where(ok, new_cost, cost)
         h = jnp.where(ok[:, None, None], new_h, h)
@@ -315,7 +322,10 @@ def varpro_lm(basis: Callable[[jax.Array], jax.Array], theta0: jax.Array, y: jax
     theta0 = jnp.clip(theta0, lower, upper)
     cost0, h0, g0, amp0 = evaluate(theta0)
     lam0 = jnp.full(cost0.shape, 1e-3, dtype)
-    init = (jnp.asarray(0), theta0, cost0, h0, g0, lam0, ~jnp.isfinite(cost0) | (amp0 <= 0))
+    skip = ~jnp.isfinite(cost0) | (amp0 <= 0)
+    if active is not None:
+        skip = skip | ~active
+    init = (jnp.asarray(0), theta0, cost0, h0, g0, lam0, skip)
     _, theta, cost, h, g, _, done = jax.lax.while_loop(cond, body, init)
     # polish: Gauss-Newton steps kept unless they raise the cost beyond its rounding; the
     # acceptance test above cannot see the last float32 digits of the cost, the gradient can

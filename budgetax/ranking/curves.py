@@ -68,6 +68,7 @@ class CurveFit(NamedTuple):
 # log_power by Levenberg-Marquardt on internal parametrisations in u = k / n and y / s,
 # with unconstrained theta.
 
+_FIRST_PASS = 20  # exp4, log_power: iterations for every curve before the stragglers go on
 ALPHA_MIN, ALPHA_MAX = 1e-3, 10.0  # the range of the pow3 exponent
 _POW3_GRID = 48
 
@@ -209,7 +210,20 @@ def _fit_lm(y, target, family):
     _, _, sse = _fit.linear_fit(basis(grid)[0], yn, offset=offset)
     theta0 = grid[jnp.argmin(sse, axis=-1)]
     lower, upper = _bounds(family, n, dtype)
-    theta, amp, off, converged = _fit.varpro_lm(basis, theta0, yn, lower, upper, offset=offset)
+
+    def solve(theta, y, active, n_iter):
+        return _fit.varpro_lm(basis, theta, y, lower, upper, offset=offset, active=active,
+                              n_iter=n_iter)
+
+    # most curves converge within _FIRST_PASS iterations; the others are gathered first and
+    # continued, so that blocks of converged curves do not iterate while a few drift
+    theta, amp, off, converged = _fit.map_blocks(
+        functools.partial(solve, n_iter=_FIRST_PASS), theta0, yn, jnp.ones_like(finite))
+    order = jnp.argsort(converged, stable=True)
+    undo = jnp.argsort(order)
+    rest = _fit.map_blocks(functools.partial(solve, n_iter=_fit.N_ITER - _FIRST_PASS),
+                           theta[order], yn[order], ~converged[order])
+    theta, amp, off, converged = (a[undo] for a in rest)
     log_target = jnp.log(target) - centre
     prediction = s * (off + amp * make_basis(log_target)(theta)[0][:, 0])
     if family == "exp4":
@@ -222,22 +236,20 @@ def _fit_lm(y, target, family):
     return prediction, params, converged, finite
 
 
-def _fit_block(y, target, *, family):
-    if family == "pow3":
-        prediction, params, converged, finite = _fit_pow3(y, target)
-    else:
-        prediction, params, converged, finite = _fit_lm(y, target, family)
-    nan = jnp.asarray(jnp.nan, y.dtype)
-    ok = finite & jnp.isfinite(prediction) & jnp.all(jnp.isfinite(params), axis=-1)
-    return (jnp.where(ok, prediction, nan), jnp.where(ok[:, None], params, nan), converged & ok)
-
-
 @functools.partial(jax.jit, static_argnames=("family",))
 def _extrapolate(x, target, *, family):
     batch = x.shape[:-1]
     target = jnp.asarray(target, x.dtype)
-    fit = functools.partial(_fit_block, target=target, family=family)
-    prediction, params, converged = _fit.map_blocks(fit, x.reshape(-1, x.shape[-1]))
+    y = x.reshape(-1, x.shape[-1])
+    if family == "pow3":
+        fit = functools.partial(_fit_pow3, target=target)
+        prediction, params, converged, finite = _fit.map_blocks(fit, y)
+    else:
+        prediction, params, converged, finite = _fit_lm(y, target, family)
+    ok = finite & jnp.isfinite(prediction) & jnp.all(jnp.isfinite(params), axis=-1)
+    prediction = jnp.where(ok, prediction, jnp.nan)
+    params = jnp.where(ok[:, None], params, jnp.nan)
+    converged = converged & ok
     return CurveFit(prediction=prediction.reshape(batch),
                     params=params.reshape(*batch, N_PARAMS[family]),
                     converged=converged.reshape(batch))
