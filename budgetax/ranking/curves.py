@@ -68,7 +68,8 @@ class CurveFit(NamedTuple):
 # log_power by Levenberg-Marquardt on internal parametrisations in u = k / n and y / s,
 # with unconstrained theta.
 
-_FIRST_PASS = 20  # exp4, log_power: iterations for every curve before the stragglers go on
+_PASSES = (20, 20, 40, 120)  # exp4, log_power: Levenberg-Marquardt iterations per pass
+_LATE_BLOCK = 128  # curves per block after the first pass
 ALPHA_MIN, ALPHA_MAX = 1e-3, 10.0  # the range of the pow3 exponent
 _POW3_GRID = 48
 
@@ -211,19 +212,31 @@ def _fit_lm(y, target, family):
     theta0 = grid[jnp.argmin(sse, axis=-1)]
     lower, upper = _bounds(family, n, dtype)
 
-    def solve(theta, y, active, n_iter):
-        return _fit.varpro_lm(basis, theta, y, lower, upper, offset=offset, active=active,
-                              n_iter=n_iter)
+    def solve(theta, y, n_iter):
+        return _fit.varpro_lm(basis, theta, y, lower, upper, offset=offset, n_iter=n_iter)
 
-    # most curves converge within _FIRST_PASS iterations; the others are gathered first and
-    # continued, so that blocks of converged curves do not iterate while a few drift
-    theta, amp, off, converged = _fit.map_blocks(
-        functools.partial(solve, n_iter=_FIRST_PASS), theta0, yn, jnp.ones_like(finite))
-    order = jnp.argsort(converged, stable=True)
-    undo = jnp.argsort(order)
-    rest = _fit.map_blocks(functools.partial(solve, n_iter=_fit.N_ITER - _FIRST_PASS),
-                           theta[order], yn[order], ~converged[order])
-    theta, amp, off, converged = (a[undo] for a in rest)
+    def resume(theta, amp, off, converged, y, n_iter):
+        # only the unconverged curves go on; a block without any is passed through
+        def run(_):
+            out = _fit.varpro_lm(basis, theta, y, lower, upper, offset=offset,
+                                 active=~converged, n_iter=n_iter)
+            return tuple(jnp.where(converged.reshape(-1, *([1] * (new.ndim - 1))), old, new)
+                         for old, new in zip((theta, amp, off, converged), out))
+
+        return jax.lax.cond(jnp.all(converged), lambda _: (theta, amp, off, converged), run,
+                            None)
+
+    # most curves converge within a few iterations: every curve gets the first pass, then
+    # the unconverged ones are gathered first and go on in smaller blocks, so that the
+    # converged blocks do not iterate while a few curves drift
+    fit = _fit.map_blocks(functools.partial(solve, n_iter=_PASSES[0]), theta0, yn)
+    for n_iter in _PASSES[1:]:
+        order = jnp.argsort(fit[3], stable=True)
+        undo = jnp.argsort(order)
+        fit = _fit.map_blocks(functools.partial(resume, n_iter=n_iter),
+                              *(a[order] for a in fit), yn[order], block=_LATE_BLOCK)
+        fit = tuple(a[undo] for a in fit)
+    theta, amp, off, converged = fit
     log_target = jnp.log(target) - centre
     prediction = s * (off + amp * make_basis(log_target)(theta)[0][:, 0])
     if family == "exp4":
