@@ -413,104 +413,253 @@ def _make(profile_fn, total_steps, peak_value, end_value, warmup_steps, sample_e
                     warmup_steps=warmup_steps, sample_every=sample_every)
 
 
+_COMMON_ARGS = """total_steps: the budget ``T``, a static Python int up to ``2**31 - 1``.
+      peak_value: the learning rate at the end of warmup (a float or a JAX scalar).
+      end_value: the value the profile anneals to at the budget (a float or a JAX scalar).
+      warmup_steps: linear warmup over the first steps, a static int ``< total_steps``;
+        it rises from 0 to the profile's own start.
+      sample_every: re-sample the value every this many steps (a static int)."""
+
+_RETURNS = """Returns:
+      An ``optax.Schedule``: integer ``count -> learning rate`` (float32), exactly the
+      end of the budget's value from ``count = total_steps`` on."""
+
+
+def _shortcut_doc(fn):
+    fn.__doc__ = fn.__doc__.replace("{args}", _COMMON_ARGS).replace("{returns}", _RETURNS)
+    return fn
+
+
+@_shortcut_doc
 def linear(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1):
-    """Linear decay to ``end_value`` at the budget: ``budgeted(profiles.linear, ...)``.
+    r"""Linear decay to ``end_value`` at the budget: ``budgeted(profiles.linear, ...)``.
+
+    :math:`\eta = \text{end} + (\text{peak} - \text{end})(1 - p)`; equals
+    ``optax.linear_schedule(peak, end, T)``.
+
+    Args:
+      {args}
+
+    {returns}
 
     Example:
       >>> round(float(linear(100, 0.1)(25)), 6)
       0.075
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
     return _make(profiles.linear, total_steps, peak_value, end_value, warmup_steps, sample_every)
 
 
+@_shortcut_doc
 def rex(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
         beta=0.5):
-    """REX decay: ``budgeted(partial(profiles.rex, beta=beta), ...)``.
+    r"""REX decay: ``budgeted(partial(profiles.rex, beta=beta), ...)``.
+
+    :math:`\eta = \text{end} + (\text{peak} - \text{end})\,\frac{1 - p}{1 - \beta p}`.
+
+    Args:
+      {args}
+      beta: curvature, ``0 <= beta < 1`` (0.5: the paper's curve; 0: linear).
+
+    {returns}
 
     Example:
       >>> round(float(rex(100, 1.0)(50)), 6)
       0.666667
+
+    References:
+      Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
     return _make(profiles.rex, total_steps, peak_value, end_value, warmup_steps, sample_every,
                  beta=beta)
 
 
+@_shortcut_doc
 def cosine(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1):
-    """Cosine decay over the budget: ``budgeted(profiles.cosine, ...)``.
+    r"""Cosine decay over the budget: ``budgeted(profiles.cosine, ...)``.
+
+    :math:`\eta = \text{end} + (\text{peak} - \text{end})\,\tfrac12(1 + \cos \pi p)`;
+    equals ``optax.cosine_decay_schedule(peak, T, alpha=end / peak)`` (with a
+    warmup: ``optax.warmup_cosine_decay_schedule(0, peak, w, T, end)``).
+
+    Args:
+      {args}
+
+    {returns}
 
     Example:
       >>> round(float(cosine(100, 1.0)(50)), 6)
       0.5
+
+    References:
+      Loshchilov, Hutter. SGDR. ICLR 2017. arXiv:1608.03983.
     """
     return _make(profiles.cosine, total_steps, peak_value, end_value, warmup_steps, sample_every)
 
 
+@_shortcut_doc
 def exponential(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
                 final=1e-2):
-    """Exponential decay reaching ``final`` of the way to ``end_value`` at the budget.
+    r"""Exponential decay reaching ``final`` of the way to ``end_value`` at the budget.
+
+    :math:`\eta = \text{end} + (\text{peak} - \text{end})\,\text{final}^{\,p}`.
+
+    Args:
+      {args}
+      final: the multiplier at the budget, ``0 < final <= 1``.
+
+    {returns}
 
     Example:
       >>> round(float(exponential(100, 1.0)(50)), 6)
       0.1
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
     return _make(profiles.exponential, total_steps, peak_value, end_value, warmup_steps,
                  sample_every, final=final)
 
 
+@_shortcut_doc
 def step(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
          milestones=(0.3, 0.6, 0.9), factor=0.1):
-    """Step decay at fractions of the budget (30-60-90 by default).
+    r"""Step decay at fractions of the budget (30-60-90 by default).
+
+    :math:`\eta = \text{end} + (\text{peak} - \text{end})\,\text{factor}^{k(t)}` where
+    :math:`k(t)` counts the milestone steps :math:`w + \lceil m (T - w) \rceil \le t`,
+    compared as integers (``torch.optim.lr_scheduler.MultiStepLR`` with those
+    milestones; ``optax.piecewise_constant_schedule``): on time for every budget
+    up to ``2**31 - 1``.
+
+    Args:
+      {args}
+      milestones: a non-empty, strictly increasing sequence of fractions in (0, 1),
+        read as the decimals they print as (0.1 is 1/10).
+      factor: the multiplier applied at each milestone, ``0 < factor <= 1``.
+
+    {returns}
 
     Example:
-      >>> round(float(step(100, 1.0)(30)), 6)
-      0.1
+      >>> [round(float(step(100, 1.0)(t)), 6) for t in (29, 30, 90)]
+      [1.0, 0.1, 0.001]
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
     return _make(profiles.step, total_steps, peak_value, end_value, warmup_steps, sample_every,
                  milestones=milestones, factor=factor)
 
 
+@_shortcut_doc
 def polynomial(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
                power=2.0):
-    """Polynomial decay ``(1 - p) ** power``.
+    r"""Polynomial decay ``(1 - p) ** power``.
+
+    :math:`\eta = \text{end} + (\text{peak} - \text{end})(1 - p)^{\text{power}}`; equals
+    ``optax.polynomial_schedule(peak, end, power, T)``.
+
+    Args:
+      {args}
+      power: the exponent, ``> 0``.
+
+    {returns}
 
     Example:
       >>> round(float(polynomial(100, 1.0)(50)), 6)
       0.25
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
     return _make(profiles.polynomial, total_steps, peak_value, end_value, warmup_steps,
                  sample_every, power=power)
 
 
+@_shortcut_doc
 def constant(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1):
-    """Constant learning rate after the warmup (the no-decay baseline).
+    r"""Constant learning rate after the warmup (the no-decay baseline).
+
+    :math:`\eta = \text{end} + (\text{peak} - \text{end}) \cdot 1`: the peak (to float32
+    rounding) after the warmup.
+
+    Args:
+      {args}
+
+    {returns}
 
     Example:
       >>> round(float(constant(100, 0.1)(99)), 6)
       0.1
+
+    References:
+      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
     return _make(profiles.constant, total_steps, peak_value, end_value, warmup_steps,
                  sample_every)
 
 
+@_shortcut_doc
 def wsd(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
         decay_fraction=0.2, decay="linear"):
-    """Warmup-stable-decay: hold the peak, then decay over the last ``decay_fraction``.
+    r"""Warmup-stable-decay: hold the peak, then decay over the last ``decay_fraction``.
+
+    See :func:`budgetax.profiles.wsd` for the decays. When ``decay_fraction * (T - w)``
+    is an integer this is HF transformers' ``get_wsd_schedule`` with
+    ``num_decay_steps = decay_fraction * (T - w)``, ``min_lr_ratio = end / peak``
+    (from ``end = 0`` warmups agree too) and ``decay_type`` "linear", "cosine" or
+    "1-sqrt" (``decay="sqrt"``).
+
+    Args:
+      {args}
+      decay_fraction: the fraction of the budget after warmup spent decaying, in (0, 1].
+      decay: ``"linear"``, ``"cosine"`` or ``"sqrt"``.
+
+    {returns}
 
     Example:
       >>> round(float(wsd(100, 1.0)(90)), 6)
       0.5
+
+    References:
+      Hu et al. MiniCPM. 2024. arXiv:2404.06395.
     """
     return _make(profiles.wsd, total_steps, peak_value, end_value, warmup_steps, sample_every,
                  decay_fraction=decay_fraction, decay=decay)
 
 
+@_shortcut_doc
 def one_cycle(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
               pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
-    """OneCycle (cosine up, cosine down) over the budget.
+    r"""OneCycle (cosine up, cosine down) over the budget.
+
+    See :func:`budgetax.profiles.one_cycle` for the maths. Convention (as optax's
+    ``cosine_onecycle_schedule(T, peak)``, which this equals when ``pct_start * T``
+    is an integer): the peak is at ``t = pct_start * T`` and the minimum
+    ``peak / (div_factor * final_div_factor)`` at ``t = T``. PyTorch's
+    ``OneCycleLR(total_steps=T)`` peaks at ``t = pct_start * T - 1`` and reaches
+    its minimum at ``t = T - 1``. With ``warmup_steps = w`` the linear warmup rises
+    to ``peak / div_factor`` (OneCycle's own start), and the cycle spans the
+    ``T - w`` steps after it.
+
+    Args:
+      {args}
+      pct_start: the fraction of the cycle spent rising, in (0, 1).
+      div_factor: the cycle starts at ``peak / div_factor``, ``>= 1``.
+      final_div_factor: it ends at ``peak / (div_factor * final_div_factor)``, ``>= 1``.
+
+    {returns}
 
     Example:
       >>> round(float(one_cycle(100, 1.0)(30)), 6)
       1.0
+      >>> [round(float(one_cycle(100, 1.0, warmup_steps=10)(t)), 4) for t in (5, 10, 37)]
+      [0.02, 0.04, 1.0]
+
+    References:
+      Smith, Topin. Super-Convergence. 2017. arXiv:1708.07120.
     """
     return _make(profiles.one_cycle, total_steps, peak_value, end_value, warmup_steps,
                  sample_every, pct_start=pct_start, div_factor=div_factor,
