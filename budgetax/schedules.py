@@ -194,10 +194,15 @@ def progress(count, total_steps: int) -> jax.Array:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
     total_steps = _static_int("total_steps", total_steps, low=1)
-    count, _ = _check_count(count)
-    if not isinstance(count, jax.Array | jax.core.Tracer):
+    count, traced = _check_count(count)
+    if traced:
+        return _exact_progress(count, total_steps)
+    if not isinstance(count, jax.Array):
         count = np.clip(count, 0, total_steps).astype(np.int32)
-    return _exact_progress(count, total_steps)
+    return _progress_compiled(count, total_steps)  # eagerly: one compiled function per T
+
+
+_progress_compiled = jax.jit(_exact_progress, static_argnums=1)
 
 
 # --------------------------------------------------------------------------- configuration
