@@ -40,7 +40,7 @@ from pathlib import Path
 
 import jax
 
-from budgetax import data, training
+from budgetax import data, launch, training
 from budgetax._io import atomic_write_json, atomic_write_text
 
 
@@ -53,12 +53,16 @@ def grid_spec(args) -> training.SweepSpec:
         optimizer=training.OptimizerSpec("adam"))
 
 
-def time_engine(spec, task, repeats):
-    """(cold seconds, [warm seconds]) of the engine on this process's devices."""
+def time_engine(spec, task, repeats, workdir=None):
+    """(cold seconds, [warm seconds]) of the engine on the devices of every process.
+
+    ``workdir``: a directory every process sees (several processes); default a temp dir.
+    """
     cold = warm = None
     times = []
     for i in range(repeats + 1):
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = os.path.join(workdir or tmp, f"repeat{i}")
             t0 = time.perf_counter()
             training.sweep(task, spec, d, progress=False, checkpoint_every=0)
             dt = time.perf_counter() - t0
@@ -89,12 +93,58 @@ def time_sequential(spec, task, repeats):
 
 
 def child(args):
-    """Runs in a subprocess with N emulated devices: times the engine, prints JSON."""
+    """Runs in a subprocess (N emulated devices, maybe one of several processes): prints JSON."""
+    if args.workdir:
+        launch.initialize()
     task = training.preset(data.load("mnist1d"), args.model)
     spec = grid_spec(args)
-    cold, warm, times = time_engine(spec, task, args.repeats)
-    print(json.dumps({"devices": len(jax.devices()), "cold": cold, "warm": warm,
-                      "warm_all": times}))
+    cold, warm, times = time_engine(spec, task, args.repeats, args.workdir)
+    if jax.process_index() == 0:
+        print(json.dumps({"devices": len(jax.devices()), "processes": jax.process_count(),
+                          "cold": cold, "warm": warm, "warm_all": times}))
+
+
+def _child_cmd(args):
+    return [sys.executable, __file__, "--child", "--model", args.model, "--steps",
+            str(args.steps), "--schedules", args.schedules, "--lrs", args.lrs, "--seeds",
+            args.seeds, "--repeats", str(args.repeats)]
+
+
+def processes_row(args, n, k):
+    """The engine in ``n`` processes of ``k`` CPU devices (localhost coordinator, gloo)."""
+    port = launch._free_port()
+    with tempfile.TemporaryDirectory() as work:
+        procs = []
+        for i in range(n):
+            env = dict(os.environ, JAX_PLATFORMS="cpu", BUDGETAX_COORDINATOR=f"127.0.0.1:{port}",
+                       BUDGETAX_NUM_PROCESSES=str(n), BUDGETAX_PROCESS_ID=str(i),
+                       XLA_FLAGS=f"--xla_force_host_platform_device_count={k}")
+            procs.append(subprocess.Popen(_child_cmd(args) + ["--workdir", work], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                          text=True))
+        outs = [p.communicate()[0] for p in procs]
+        if any(p.returncode for p in procs):
+            raise RuntimeError(f"a benchmark process failed: {[p.returncode for p in procs]}")
+    r = json.loads(outs[0].strip().splitlines()[-1])
+    return {"mode": f"engine, {n} processes x {k} device(s)", "devices": r["devices"],
+            "processes": n, "cold_s": r["cold"], "warm_s": r["warm"], "warm_all_s": r["warm_all"]}
+
+
+def baseline_rows(args, tree):
+    """The same grid measured by this script as it was in an older checkout ``tree``."""
+    with tempfile.TemporaryDirectory() as out:
+        env = dict(os.environ, PYTHONPATH=tree)
+        cmd = [sys.executable, os.path.join(tree, "benchmarks", "sweep_throughput.py"),
+               "--model", args.model, "--steps", str(args.steps), "--schedules", args.schedules,
+               "--lrs", args.lrs, "--seeds", args.seeds, "--repeats", str(args.repeats),
+               "--devices", "", "--out", out]
+        subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=tree)
+        name = "sweep_throughput" if args.model == "mlp" else f"sweep_throughput_{args.model}"
+        with open(os.path.join(out, f"{name}.json")) as f:
+            rows = json.load(f)["results"]
+    for r in rows:
+        r["mode"] = f"before: {r['mode']}"
+    return rows
 
 
 def main(argv=None):
@@ -106,7 +156,13 @@ def main(argv=None):
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--devices", default="2,4", help="emulated device counts to also measure")
+    p.add_argument("--processes", default="1x2,2x1",
+                   help="NxK: also measure N processes of K CPU devices each (comma-separated)")
+    p.add_argument("--baseline-tree", default=None,
+                   help="a checkout of an earlier version: measure its engine and sequential "
+                        "runs on the same grid in the same run")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
     if args.child:
@@ -132,14 +188,20 @@ def main(argv=None):
     for n in [int(v) for v in args.devices.split(",") if v.strip()]:
         print(f"  engine, {n} emulated devices ...", flush=True)
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-        cmd = [sys.executable, __file__, "--child", "--model", args.model, "--steps",
-               str(args.steps), "--schedules", args.schedules, "--lrs", args.lrs, "--seeds",
-               args.seeds, "--repeats", str(args.repeats)]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(_child_cmd(args), env=env, capture_output=True, text=True,
+                             check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append({"mode": "engine (emulated devices)", "devices": r["devices"],
                      "cold_s": r["cold"], "warm_s": r["warm"], "warm_all_s": r["warm_all"]})
+    for spec_nk in [v for v in args.processes.split(",") if v.strip()]:
+        n, k = (int(v) for v in spec_nk.lower().split("x"))
+        print(f"  engine, {n} processes x {k} devices ...", flush=True)
+        rows.append(processes_row(args, n, k))
+    if args.baseline_tree:
+        print(f"  before: {args.baseline_tree} ...", flush=True)
+        rows.extend(baseline_rows(args, args.baseline_tree))
     for r in rows:
+        r.setdefault("processes", 1)
         r["cold_run_steps_per_s"] = run_steps / r["cold_s"]
         r["warm_run_steps_per_s"] = run_steps / r["warm_s"]
         r["cold_speedup_vs_sequential"] = s_cold / r["cold_s"]
@@ -162,12 +224,13 @@ def main(argv=None):
         "share the same CPU cores: they exercise the sharded path, they add no compute.", "",
         "Grid: schedules " + args.schedules + ", peak lrs " + args.lrs + ", seeds " + args.seeds
         + "; Adam, MNIST-1D, batch 100, 4 evaluations with full-training-set diagnostics.", "",
-        "| mode | devices | cold s (compile incl.) | warm s (median) | warm run-steps/s | "
-        "speed-up vs sequential, cold | speed-up vs sequential, warm |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | processes | devices | cold s (compile incl.) | warm s (median) | "
+        "warm run-steps/s | speed-up vs sequential, cold | speed-up vs sequential, warm |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['devices']} | {r['cold_s']:.2f} | {r['warm_s']:.2f} | "
+        lines.append(f"| {r['mode']} | {r['processes']} | {r['devices']} | {r['cold_s']:.2f} | "
+                     f"{r['warm_s']:.2f} | "
                      f"{r['warm_run_steps_per_s']:,.0f} | {r['cold_speedup_vs_sequential']:.2f}x"
                      f" | {r['warm_speedup_vs_sequential']:.2f}x |")
     lines += [""]

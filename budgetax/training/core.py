@@ -280,6 +280,7 @@ def _init_carry(prog: Program, keys, lrs, sched_idx):
                  jnp.full((r,), -1, jnp.int32), jnp.full((r,), jnp.nan, jnp.float32))
 
 
+@functools.lru_cache(maxsize=256)
 def abstract_carry(prog: Program, runs: int) -> Carry:
     """The shapes and dtypes of the carry of ``runs`` runs (traced, never computed)."""
     return jax.eval_shape(functools.partial(_init_carry, prog),
