@@ -68,7 +68,7 @@ class CurveFit(NamedTuple):
 # log_power by Levenberg-Marquardt on internal parametrisations in u = k / n and y / s,
 # with unconstrained theta.
 
-_PASSES = (20, 20, 40, 120)  # exp4, log_power: Levenberg-Marquardt iterations per pass
+_PASSES = (10, 20, 40, 130)  # exp4, log_power: Levenberg-Marquardt iterations per pass
 _LATE_BLOCK = 128  # curves per block after the first pass
 ALPHA_MIN, ALPHA_MAX = 1e-3, 10.0  # the range of the pow3 exponent
 _POW3_GRID = 48
