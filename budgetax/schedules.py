@@ -234,11 +234,15 @@ class _Config:
                                  **dict(zip(self.knob_names, knob_values, strict=True)))
 
 
+def _is_builtin(fn) -> bool:
+    return any(fn is b for b in _BUILTIN)  # by identity: a user's callable may be unhashable
+
+
 def _split_profile(fn):
     """``(base, static_knobs, {numeric knobs})`` for built-ins and their partials, else opaque."""
-    if fn in _BUILTIN:
+    if _is_builtin(fn):
         return fn, {}, {}
-    if (isinstance(fn, functools.partial) and fn.func in _BUILTIN and not fn.args
+    if (isinstance(fn, functools.partial) and _is_builtin(fn.func) and not fn.args
             and set(fn.keywords) <= set(_defaults(fn.func))):
         static, numeric = {}, {}
         for k, v in fn.keywords.items():

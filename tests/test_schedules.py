@@ -623,3 +623,39 @@ def test_vmap_over_traced_end_value_and_knob_together():
     out = jax.vmap(lambda e, b: schedules.rex(50, 1.0, end_value=e, beta=b)(25))(ends, betas)
     want = [ref.budgeted(ref.rex, 50, 1.0, 25, end=e, beta=b) for e, b in ((0.0, 0.3), (0.1, 0.9))]
     np.testing.assert_allclose(out, want, rtol=1e-6)
+
+
+class _UnhashableProfile:
+    """A user profile object that defines __eq__ (so it is not hashable)."""
+
+    def __init__(self, power):
+        self.power = power
+
+    def __eq__(self, other):
+        return isinstance(other, _UnhashableProfile) and other.power == self.power
+
+    def __call__(self, p):
+        return (1.0 - jnp.clip(p, 0.0, 1.0)) ** self.power
+
+
+@pytest.mark.parametrize("prof", [_UnhashableProfile(1.5), lambda p: jnp.cos(p) ** 2])
+def test_user_profiles_eager_equals_traced(prof):
+    sched = schedules.budgeted(prof, 50, 0.2, end_value=0.01, warmup_steps=5, sample_every=2)
+    ts = np.arange(0, 60)
+    eager = np.array([np.asarray(sched(int(t))) for t in ts])
+    np.testing.assert_array_equal(eager, values(sched, ts))
+    want = [ref.budgeted(lambda p: float(np.asarray(prof(np.float32(p)))), 50, 0.2, int(t),
+                         end=0.01, warmup=5, sample_every=2) for t in ts]
+    np.testing.assert_allclose(eager, want, rtol=1e-5, atol=1e-7)
+
+
+def test_user_profile_closing_over_a_traced_knob():
+    @jax.jit
+    def curve(power):
+        sched = schedules.budgeted(lambda p: (1.0 - p) ** power, 40, 1.0)
+        return jax.vmap(sched)(jnp.arange(41)), sched(20)  # a concrete count, traced knob
+
+    got, mid = curve(2.0)
+    np.testing.assert_allclose(got, [(1 - t / 40) ** 2 for t in range(41)], rtol=1e-6,
+                               atol=1e-7)
+    assert float(mid) == pytest.approx(0.25)
