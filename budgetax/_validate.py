@@ -22,12 +22,20 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+INT32_MAX = 2**31 - 1
+
+
 def positive_int(name: str, value: Any) -> int:
-    """Returns ``value`` as an int, or raises naming ``name`` unless it is an int >= 1."""
+    """Returns ``value`` as an int, or raises naming ``name`` unless it is an int in [1, 2**31).
+
+    Counts (steps, sizes) are int32 inside compiled programs: a larger one would overflow.
+    """
     if not _is_int(value):
         raise TypeError(f"{name} must be a positive int, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if value > INT32_MAX:
+        raise ValueError(f"{name} must be below 2**31 (an int32 count), got {value!r}")
     return int(value)
 
 
@@ -45,6 +53,8 @@ def nonnegative_int(name: str, value: Any) -> int:
         raise TypeError(f"{name} must be a non-negative int, got {value!r}")
     if value < 0:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if value > INT32_MAX:
+        raise ValueError(f"{name} must be below 2**31 (an int32 count), got {value!r}")
     return int(value)
 
 

@@ -221,7 +221,7 @@ def run_sweep(args) -> int:
         schedules=tuple(args.schedules), peak_lrs=tuple(args.lrs), seeds=tuple(args.seeds),
         batch_size=args.batch_size, num_evals=args.num_evals, diagnostics=args.diagnostics,
         optimizer=training.OptimizerSpec(
-            optimizer=args.optimizer, schedule=args.schedules[0], momentum=args.momentum,
+            optimizer=args.optimizer, momentum=args.momentum,
             weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
             demon=args.demon, precision=args.precision))
     task = _task(args)

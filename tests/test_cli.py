@@ -62,3 +62,8 @@ def test_task_and_dataset_are_exclusive(tmp_path, capsys):
     rc = cli.main(["sweep", "--task", "tests.tasks:make_task", "--model", "mlp",
                    "--out", str(tmp_path / "x")])
     assert rc == 2 and "either --task or --dataset/--model" in capsys.readouterr().err
+
+
+def test_a_schedule_typo_gets_a_suggestion(tmp_path, capsys):
+    rc = cli.main(["sweep", "--schedules", "linear,cosin", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "did you mean 'cosine'?" in capsys.readouterr().err

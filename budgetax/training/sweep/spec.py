@@ -8,6 +8,7 @@ from :class:`SweepSpec`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 
@@ -42,9 +43,11 @@ def _tuple(name, values, check):
 
 def _schedule_name(name, value):
     if value not in SWEEP_SCHEDULES:
+        close = difflib.get_close_matches(str(value), SWEEP_SCHEDULES, n=1)
+        hint = (f"did you mean {close[0]!r}? " if close else "")
         raise ValueError(f"{name} must name profiles from {list(SWEEP_SCHEDULES)}, got "
-                         f"{value!r} (AutoWU has no peak lr to sweep and its own state: train it "
-                         f"with budgetax.training.train)")
+                         f"{value!r} ({hint}AutoWU has no peak lr to sweep and its own state: "
+                         f"train it with budgetax.training.train)")
     return value
 
 
