@@ -270,16 +270,35 @@ def gp_posterior(x, y, noise, valid, ratio, scale2):
     """
     x, y, noise = (jnp.asarray(v, jnp.float32) for v in (x, y, noise))
     valid = jnp.asarray(valid, bool)
+    mean, v = _posterior_mean_and_factor(x, y, noise, valid, ratio)
+    cov = scale2 * (_rbf(x, x) - v.T @ v)
+    return mean, cov
+
+
+def _solve_columns(chol, b):
+    """``L^{-1} b`` one column at a time.
+
+    A matrix right-hand side (or a ``vmap`` over columns, which becomes one) makes
+    LAPACK's ``trsm`` start BLAS threads, which keep spinning and compete with the
+    training step for the CPU; vector solves stay on the calling thread.
+    """
+
+    def body(j, v):
+        col = lax.dynamic_index_in_dim(b, j, axis=1, keepdims=False)
+        return lax.dynamic_update_index_in_dim(
+            v, solve_triangular(chol, col, lower=True), j, axis=1)
+
+    return lax.fori_loop(0, b.shape[1], body, jnp.zeros_like(b))
+
+
+def _posterior_mean_and_factor(x, y, noise, valid, ratio):
+    """Posterior mean and ``V = L^{-1} K`` (so that ``C = σ² (K - V^T V)``)."""
     y = jnp.where(valid, y, 0.0)
     chol = _factor(x, noise, valid, ratio)
     mu, resid, _ = _gls(chol, y, valid)
     k = jnp.where(valid[:, None] & valid[None, :], _rbf(x, x), 0.0)
     mean = mu + k @ _solve(chol, resid)
-    # one vector solve per column: a matrix right-hand side makes LAPACK's trsm start
-    # BLAS threads that then compete with the training step for the CPU
-    v = jax.vmap(lambda col: solve_triangular(chol, col, lower=True), in_axes=1, out_axes=1)(k)
-    cov = scale2 * (_rbf(x, x) - v.T @ v)
-    return mean, cov
+    return mean, _solve_columns(chol, k)
 
 
 def _gp_test(loss_sum, loss_count, step_sum, k, key):
@@ -304,12 +323,14 @@ def _gp_test(loss_sum, loss_count, step_sum, k, key):
     score = jnp.where(valid, jax.random.uniform(key, valid.shape), -1.0)
     _, idx = lax.top_k(score, m)
     ratio, scale2, _, _ = gp_fit(x[idx], y[idx], noise[idx], valid[idx])
-    mean, cov = gp_posterior(x, y, noise, valid, ratio, scale2)
+    mean, v = _posterior_mean_and_factor(x, y, noise, valid, ratio)
 
     pos = jnp.arange(valid.shape[0])
     now = jnp.argmax(jnp.where(valid, pos, -1))
-    var = jnp.diag(cov)
-    diff_var = jnp.maximum(var[now] + var - 2.0 * cov[now], 1e-12)
+    # only the diagonal and the row `now` of C = s2 (K - V^T V) are needed
+    var = scale2 * (1.0 - jnp.sum(v * v, axis=0))
+    cov_now = scale2 * (_rbf(x[now][None], x)[0] - v[:, now] @ v)
+    diff_var = jnp.maximum(var[now] + var - 2.0 * cov_now, 1e-12)
     prob = ndtr((mean[now] - mean) / jnp.sqrt(diff_var))
     prob = jnp.max(jnp.where(valid & (pos < now), prob, 0.0))
     best = jnp.argmin(jnp.where(valid, mean, jnp.inf))
