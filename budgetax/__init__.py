@@ -12,30 +12,72 @@ Example:
 
 __version__ = "0.1.0"
 
-from budgetax import batch_size, profiles, ranking, schedules
-from budgetax.batch_size import legw_warmup_epochs, legw_warmup_steps, scale_lr
-from budgetax.schedules import steps_for_budget
-from budgetax.transforms.adamp import adamp, scale_invariant_projection, sgdp
-from budgetax.transforms.autowu import autowu, autowu_adamp, autowu_lamb
-from budgetax.transforms.demon import demon, demon_adam, demon_sgd, scale_by_demon_adam
-from budgetax.transforms.precision import (
-    kahan_summation,
-    persistent_bytes_per_param,
-    precision_chain,
-    stochastic_rounding,
-)
-from budgetax.transforms.schedule import (
-    constant,
-    cosine,
-    exponential,
-    linear,
-    one_cycle,
-    polynomial,
-    rex,
-    scale_by_profile,
-    step,
-    wsd,
-)
+import importlib
+from typing import TYPE_CHECKING
+
+# The public names, imported on first use (PEP 562) so that `budgetax --help` and
+# `import budgetax` do not pay for importing JAX until something needs it.
+_MODULES = ("batch_size", "profiles", "ranking", "schedules")
+_NAMES = {
+    "budgetax.batch_size": ("legw_warmup_epochs", "legw_warmup_steps", "scale_lr"),
+    "budgetax.schedules": ("steps_for_budget",),
+    "budgetax.transforms.adamp": ("adamp", "scale_invariant_projection", "sgdp"),
+    "budgetax.transforms.autowu": ("autowu", "autowu_adamp", "autowu_lamb"),
+    "budgetax.transforms.demon": ("demon", "demon_adam", "demon_sgd", "scale_by_demon_adam"),
+    "budgetax.transforms.precision": ("kahan_summation", "persistent_bytes_per_param",
+                                      "precision_chain", "stochastic_rounding"),
+    "budgetax.transforms.schedule": ("constant", "cosine", "exponential", "linear",
+                                     "one_cycle", "polynomial", "rex", "scale_by_profile",
+                                     "step", "wsd"),
+}
+_WHERE = {name: module for module, names in _NAMES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        value = importlib.import_module(f"budgetax.{name}")
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    else:
+        raise AttributeError(f"module 'budgetax' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from budgetax import batch_size, profiles, ranking, schedules  # noqa: F401
+    from budgetax.batch_size import legw_warmup_epochs, legw_warmup_steps, scale_lr  # noqa: F401
+    from budgetax.schedules import steps_for_budget  # noqa: F401
+    from budgetax.transforms.adamp import adamp, scale_invariant_projection, sgdp  # noqa: F401
+    from budgetax.transforms.autowu import autowu, autowu_adamp, autowu_lamb  # noqa: F401
+    from budgetax.transforms.demon import (  # noqa: F401
+        demon,
+        demon_adam,
+        demon_sgd,
+        scale_by_demon_adam,
+    )
+    from budgetax.transforms.precision import (  # noqa: F401
+        kahan_summation,
+        persistent_bytes_per_param,
+        precision_chain,
+        stochastic_rounding,
+    )
+    from budgetax.transforms.schedule import (  # noqa: F401
+        constant,
+        cosine,
+        exponential,
+        linear,
+        one_cycle,
+        polynomial,
+        rex,
+        scale_by_profile,
+        step,
+        wsd,
+    )
 
 __all__ = [
     "__version__",

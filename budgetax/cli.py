@@ -158,7 +158,12 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
                         "$BUDGETAX_PROCESS_ID set on every host")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(options: bool = True) -> argparse.ArgumentParser:
+    """The ``budgetax`` parser; without ``options`` the subcommands carry no options yet.
+
+    ``budgetax --help`` lists the commands from that light parser: the sweep's options
+    read their defaults from the spec dataclasses, which imports JAX.
+    """
     parser = argparse.ArgumentParser(
         prog="budgetax",
         description="Budget-aware training for JAX/Optax: which schedule wins at my budget?",
@@ -173,13 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "devices), stores one row per run in OUT/results.sqlite, prints the table of "
                     "the task's metric at each schedule's best lr and writes OUT/results.md and "
                     "plots. Re-running into an existing OUT resumes it.")
-    _add_sweep_args(sw, "budgetax-sweep", {})
+    if options:
+        _add_sweep_args(sw, "budgetax-sweep", {})
     demo = sub.add_parser(
         "demo", help="a small sweep: 4 budgets x 4 schedules, one lr and one seed",
         description="The sweep with one seed and one peak lr, at four budgets and four "
                     "schedules (learning rate annealed to its end at each budget); prints "
                     "the table. Every sweep option applies.")
-    _add_sweep_args(demo, "budgetax-demo", DEMO)
+    if options:
+        _add_sweep_args(demo, "budgetax-demo", DEMO)
 
     rep = sub.add_parser("report", help="rebuild the table, results.md and plots of a sweep",
                          description="Reads DIR/results.sqlite and rewrites DIR/results.md and "
@@ -269,9 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, RuntimeError) as err:
             print(f"budgetax: error: --distributed: {err}", file=sys.stderr)
             return 2
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(options=command in ("sweep", "demo"))
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 0
