@@ -267,9 +267,9 @@ def varpro_lm(basis: Callable[[jax.Array], jax.Array], theta0: jax.Array, y: jax
 
     Returns:
       ``(theta [B, P], amp [B], off [B], converged [B])``: converged when the fit is
-      finite and the predicted reduction of a step fell below ``1e-6`` of the cost
-      (or ``amp = 0``: no member of the family beats a constant) before the last
-      iteration.
+      finite, strictly inside the bounds, and the predicted reduction of a step
+      fell below ``1e-6`` of the cost before the last iteration; or when
+      ``amp = 0`` (no member of the family beats a constant).
     """
     dtype = theta0.dtype
     n_params = theta0.shape[-1]
@@ -339,8 +339,9 @@ def varpro_lm(basis: Callable[[jax.Array], jax.Array], theta0: jax.Array, y: jax
         h = jnp.where(ok[:, None, None], new_h, h)
         g = jnp.where(ok[:, None], new_g, g)
     amp, off = _closed_form(y, basis(theta)[0], offset)
+    interior = jnp.all((theta > lower) & (theta < upper), axis=-1)  # else: a degenerate limit
     converged = done & jnp.all(jnp.isfinite(theta), axis=-1) & jnp.isfinite(cost)
-    return theta, amp, off, converged
+    return theta, amp, off, converged & (interior | (amp <= 0))
 
 
 def linear_fit(basis: jax.Array, y: jax.Array, *, offset: bool,

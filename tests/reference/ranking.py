@@ -201,3 +201,46 @@ def kendall(scores, truth):
                 discordant += 1
     return (concordant - discordant) / math.sqrt(
         (concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+
+
+# ----------------------------------------------------------------------------- curve_fit baseline
+# One scipy.optimize.curve_fit per curve from a data-driven start, within the family's bounds
+# (method "trf"): the per-curve loop that the batched fits of budgetax replace.
+
+CURVE_FIT_BOUNDS = {
+    "pow3": ([-np.inf, 0.0, 1e-6], [np.inf, np.inf, 10.0]),
+    "exp4": ([-np.inf, 0.0, 1e-6, -np.inf], [np.inf, np.inf, 5.0, np.inf]),
+    "log_power": ([0.0, -np.inf, 1e-6], [np.inf, np.inf, 10.0]),
+    "lcga": ([1e-12, 1e-12, 0.0], [np.inf, np.inf, np.inf]),
+}
+
+
+def _curve_fit_start(family, y):
+    if family == "pow3":
+        return (0.0, max(y[0] - y[-1], 1e-3), 0.5)
+    if family == "exp4":
+        return (y.min(), 1e-2, 0.5, math.log(max(y[0] - y.min(), 1e-3)))
+    if family == "log_power":
+        return (y[0], math.log(len(y) / 10), 1.0)
+    return (0.3, 0.1, 0.0)
+
+
+def lcga_model(params, k):
+    b1, b2, b3 = params
+    return 1.0 / (b1 + b2 * np.asarray(k, np.float64)) + b3
+
+
+def curve_fit_sse(family, k, y):
+    """SSE of ``scipy.optimize.curve_fit`` of ``family`` ("lcga" included) to ``y`` at ``k``."""
+    from scipy.optimize import curve_fit
+
+    y = np.asarray(y, np.float64)
+    k = np.asarray(k, np.float64)
+    lower, upper = CURVE_FIT_BOUNDS[family]
+    model = lcga_model if family == "lcga" else (lambda p, kk: curve_model(family, p, kk))
+    p0 = np.clip(_curve_fit_start(family, y), lower, upper)
+    try:
+        p, _ = curve_fit(lambda kk, *p: model(p, kk), k, y, p0=p0, bounds=(lower, upper))
+    except (RuntimeError, ValueError):
+        return math.inf
+    return float(np.sum((model(p, k) - y) ** 2))
