@@ -185,3 +185,34 @@ def test_diagnostics_on_a_fixed_subset_of_the_training_set(task):
     assert full.final["train_loss"] != h.final["train_loss"]
     with pytest.raises(ValueError, match="diagnostics must be a bool or a positive int"):
         training.train(task, optimizer=SGD, diagnostics=0, **RUN)
+
+
+def test_a_users_own_jitted_step_with_budgetax_transforms_compiles_once(task):
+    """The way a user writes a step: optax chain with a budgetax schedule, jitted once."""
+    import chex
+    import optax
+
+    import budgetax
+
+    model = tasks.Regressor(nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    tx = optax.chain(optax.scale_by_adam(), budgetax.rex(50), optax.scale(-1e-2))
+    opt_state = tx.init(params)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(params, opt_state, batch):
+        def loss(p):
+            return tasks.mse(nnx.merge(graphdef, p), batch)[0]
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    losses = []
+    for t in range(50):
+        idx = np.arange(t * 8, t * 8 + 32) % task.num_train
+        batch = {k: jnp.asarray(v[idx]) for k, v in task.train_data.items()}
+        params, opt_state, value = step(params, opt_state, batch)
+        losses.append(float(value))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
