@@ -147,6 +147,10 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
     p.add_argument("--divergence-factor", type=float, default=spec["divergence_factor"],
                    help="a run whose minibatch loss exceeds this multiple of its first one is "
                         f"diverged (default: {spec['divergence_factor']:g}; 0: only NaN/inf)")
+    p.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="JAX's persistent compilation cache: a second run of the same sweep "
+                        "skips compilation (default: $BUDGETAX_COMPILE_CACHE or "
+                        "~/.cache/budgetax/jax; 'off' to disable)")
     p.add_argument("--processes", type=int, default=None, metavar="N",
                    help="run the sweep in N processes on this machine (JAX's multi-controller "
                         "runtime on localhost, CPU devices, gloo collectives)")
@@ -201,6 +205,13 @@ def build_parser(options: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def compile_cache_dir(option: str | None) -> str | None:
+    """The persistent compilation cache directory (``None``: off)."""
+    value = option or os.environ.get("BUDGETAX_COMPILE_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "budgetax", "jax")
+    return None if value == "off" else os.path.expanduser(value)
+
+
 def _task(args):
     from budgetax import training
 
@@ -218,6 +229,11 @@ def run_sweep(args) -> int:
 
         return launch.processes(args)
     import jax  # (with --distributed, main() has initialised the runtime already)
+
+    cache = compile_cache_dir(args.compile_cache)
+    if cache is not None:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
     from budgetax import report, training
 

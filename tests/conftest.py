@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import jax
 import pytest
+
+
+# the CLI's persistent compilation cache stays off in tests (no files under ~/.cache)
+os.environ.setdefault("BUDGETAX_COMPILE_CACHE", "off")
 
 
 class TraceCounter:

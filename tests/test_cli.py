@@ -67,3 +67,25 @@ def test_task_and_dataset_are_exclusive(tmp_path, capsys):
 def test_a_schedule_typo_gets_a_suggestion(tmp_path, capsys):
     rc = cli.main(["sweep", "--schedules", "linear,cosin", "--out", str(tmp_path / "x")])
     assert rc == 2 and "did you mean 'cosine'?" in capsys.readouterr().err
+
+
+def test_the_sweep_fills_a_persistent_compilation_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "budgetax.cli", "sweep", "--task", "tests.tasks:make_task",
+           "--full-budget", "4", "--budgets", "1", "--schedules", "linear", "--lrs", "0.01",
+           "--seeds", "0", "--batch-size", "32", "--no-progress", "--no-plots",
+           "--compile-cache", str(cache)]
+    subprocess.run(cmd + ["--out", str(tmp_path / "a")], check=True, capture_output=True,
+                   cwd=root)
+    assert cache.is_dir() and any(cache.iterdir())
+    off = tmp_path / "off"
+    subprocess.run(cmd[:-1] + ["off", "--out", str(tmp_path / "b")], check=True,
+                   capture_output=True, cwd=root)
+    assert not off.exists()
+    assert cli.compile_cache_dir("off") is None
+    assert cli.compile_cache_dir(str(cache)) == str(cache)
