@@ -7,8 +7,8 @@ Nothing here imports a private budgetax name.
 
     budgetax sweep --task examples.transformer_lm:make_task \\
         --out examples/results/transformer_lm --full-budget 200 --budgets 0.5,1 \\
-        --schedules constant,linear,cosine,wsd --lrs 3e-3,1e-2 --seeds 0,1 --batch-size 16 \\
-        --diagnostics 256
+        --schedules constant,linear,cosine,wsd --lrs 3e-3,1e-2,3e-2 --seeds 0,1 \\
+        --batch-size 16 --diagnostics 256
 
 The corpus depends on the Python version's standard library: its SHA-256 is in the
 task's config, so a results directory made from another corpus is not resumed.
