@@ -92,7 +92,14 @@ def _spec_cases():
     return cases
 
 
-CASES = _factory_cases() + _spec_cases()
+def _ranking_cases():
+    from budgetax import ranking
+
+    return [("ranking.goodness_ranks", ranking.goodness_ranks, {"values": [1.0, 2.0]},
+             "higher_is_better", v) for v in BOOL_BAD]
+
+
+CASES = _factory_cases() + _spec_cases() + _ranking_cases()
 
 
 def _outcome(fn, base, name, value) -> str:

@@ -43,6 +43,7 @@ def goodness_ranks(values: Any, *, higher_is_better: bool) -> np.ndarray:
       >>> ranking.goodness_ranks([0.3, float("nan"), 0.1], higher_is_better=False).tolist()
       [2.0, 1.0, 3.0]
     """
+    _validate.boolean("higher_is_better", higher_is_better)
     v = np.asarray(values, np.float64)
     good = v if higher_is_better else -v
     good = np.where(np.isfinite(v), good, -np.inf)
