@@ -19,22 +19,31 @@ closed form, and the fit reduces to maximising
 :math:`V = \sum_k g_k^2`), since the residual sum of squares is
 :math:`\sum_k \tilde y_k^2 - Q(\theta)`. A grid over :math:`\theta` (one matrix
 product for the whole batch) brackets the best maximum, and safeguarded Newton
-steps on :math:`Q` (exact first and second derivatives from
-:math:`\partial g/\partial\theta` and :math:`\partial^2 g/\partial\theta^2`;
-bisection of the bracket when a Newton step leaves it) locate it to
-``~1e-6`` in :math:`\theta`, typically in 3-6 iterations. Working with
-:math:`Q` rather than with the cost avoids the float32 cancellation of
-:math:`\sum\tilde y^2 - Q`.
+steps on :math:`Q` (bisection of the bracket when a Newton step leaves it)
+locate it, typically in 3-8 iterations. The first derivative is taken from the
+residual, :math:`Q' = -2\,\mathrm{amp}\sum_k r_k\,\partial g_k/\partial\theta`
+(the envelope theorem), not from the formula for :math:`Q'`, which cancels to
+float32 rounding at the optimum; the second from
+:math:`\partial g/\partial\theta` and :math:`\partial^2 g/\partial\theta^2`.
+A curve stops when a Newton step would move :math:`\theta` by less than
+``5e-7 (1 + |theta|)``, or gain less than ``1e-7`` of its SSE plus ``1e-9`` of
+:math:`\sum\tilde y^2` (below float32's resolution), or when the best fit is
+at an end of the range.
 
-**Levenberg-Marquardt** (:func:`levenberg_marquardt`, used by ``exp4`` and
-``log_power``) on unconstrained parameters. Each iteration solves
+**Levenberg-Marquardt with variable projection** (:func:`varpro_lm`, used by
+``exp4`` and ``log_power``): the model is ``off + amp * h(theta, k)`` with a
+few nonlinear ``theta``, the linear ``(off, amp)`` are solved in closed form at
+every ``theta``, and the Jacobian is Kaufman's (the columns of
+:math:`\mathrm{amp}\,\partial h/\partial\theta` projected off
+:math:`\mathrm{span}\{1, h\}`). Each iteration solves
 :math:`(J^\top J + \lambda\,\mathrm{diag}(J^\top J))\,\delta = -J^\top r`
-(Marquardt's scaling); the trial point's residual and Jacobian are computed in
-one pass and kept when the step lowers the cost (then :math:`\lambda` is
-divided by 3, else multiplied by 4). A step with a NaN/inf cost is rejected.
-A curve stops once a step's predicted cost reduction falls below ``1e-6`` of
-the cost; a block stops when all its curves have, or after :data:`N_ITER`
-iterations.
+(Marquardt's scaling), clipped to bounds on ``theta``; the trial point's
+residual and Jacobian are computed in one pass and kept when the step lowers
+the cost (then :math:`\lambda` is divided by 3, else multiplied by 4). A step
+with a NaN/inf cost is rejected. A curve stops once a step's predicted cost
+reduction falls below ``1e-6`` of the cost (plus ``1e-9`` of the cost of a
+constant fit); a block stops when all its curves have, or after ``n_iter``
+iterations; two Gauss-Newton steps polish the result.
 """
 
 from __future__ import annotations

@@ -13,11 +13,24 @@ accuracy forms flipped), with ``k`` the 1-based step number (the loss of the
   :math:`a \ge 0, c > 0` (decays to 0); params ``(a, b, c)``.
 
 Each curve is fitted by least squares to all its steps, in JAX, for all curves
-at once: time is rescaled to ``u = k / steps`` and the losses by their mean
-absolute value, a grid over the nonlinear parameters with the linear ones in
-closed form gives the start, and Levenberg-Marquardt iterations refine it (see
-:mod:`budgetax.ranking._fit`). The returned parameters are converted back to
+at once, with the losses divided by their mean absolute value. Every family is
+linear in some of its parameters (``pow3``: ``c, a``; ``exp4``: ``c, e^b``;
+``log_power``: ``a``), which are solved in closed form for given nonlinear ones
+(variable projection, see :mod:`budgetax.ranking._fit`): ``pow3`` is then a
+1-D search over :math:`\alpha \in [10^{-3}, 10]` (a grid, then safeguarded
+Newton steps), ``exp4`` and ``log_power`` 2-D Levenberg-Marquardt fits from a
+grid start, within bounds (``exp4``: :math:`\alpha \in [10^{-3}, 5]`;
+``log_power``: :math:`c \in [10^{-3}, 10]`, the knee :math:`e^b` within
+:math:`e^{\pm 10}` of the observed steps). A curve stops iterating once it has
+converged, a batch once all its curves have. The returned parameters are in
 step units and raw losses, so :func:`curve` reproduces the fitted curve.
+
+A curve that no member of the family fits better than a constant (a flat or
+rising curve: every member is non-increasing) gets that constant, the mean
+loss: ``a = 0`` for ``pow3`` and ``log_power``'s best is its limit of a knee
+beyond the last step; ``exp4`` reports its amplitude :math:`e^b` at the
+smallest positive float, so that ``b`` stays finite. This is the bounded
+least-squares solution SciPy finds too.
 
 References:
   Domhan, Springenberg, Hutter. Speeding up Automatic Hyperparameter
@@ -51,11 +64,11 @@ class CurveFit(NamedTuple):
         better); NaN for a curve containing NaN/inf.
       params: ``[..., P]`` in step units and raw losses (see the module docstring
         for their order); NaN where the prediction is NaN.
-      converged: ``[...]`` bool, False when the fit was still moving at the end
-        (typically drifting towards a degenerate limit such as ``alpha -> 0``
-        when the family does not suit the curve; the prediction is then the
-        best one found, usually still close to the least-squares limit),
-        produced a non-finite value, or the curve was not finite.
+      converged: ``[...]`` bool, False when the best fit lies at a bound of the
+        family's range (a degenerate limit, such as ``alpha -> 0`` for a
+        straight line: the prediction is that of the bound, close to the
+        least-squares limit), when the fit was still moving after its last
+        iteration, produced a non-finite value, or the curve was not finite.
     """
 
     prediction: jax.Array
@@ -64,9 +77,8 @@ class CurveFit(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- families
-# pow3 is fitted by variable projection (one nonlinear parameter, log alpha); exp4 and
-# log_power by Levenberg-Marquardt on internal parametrisations in u = k / n and y / s,
-# with unconstrained theta.
+# pow3: variable projection over theta = log alpha; exp4 and log_power: Levenberg-Marquardt
+# over their two nonlinear parameters (their linear ones in closed form), on y / s.
 
 _PASSES = (10, 20, 40, 130)  # exp4, log_power: Levenberg-Marquardt iterations per pass
 _LATE_BLOCK = 128  # curves per block after the first pass
@@ -285,7 +297,8 @@ def extrapolate(losses: Any, target_step: Any, *, family: str = "pow3") -> Curve
     Returns:
       A :class:`CurveFit` ``(prediction [...], params [..., P], converged [...])``;
       lower prediction = predicted better. A curve with NaN/inf gives a NaN
-      prediction and ``converged=False`` without affecting the others.
+      prediction and ``converged=False`` without affecting the others; a flat
+      or rising curve gets the constant fit (its mean), finite.
 
     Example:
       >>> import jax.numpy as jnp

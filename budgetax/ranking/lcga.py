@@ -43,9 +43,13 @@ ranks best of the training-loss rankers (+0.85, +0.89, +0.90; TSE: +0.78,
 paper defines; prefer ``"slope"`` for ranking.
 
 The fit is done for all curves at once in JAX (see
-:mod:`budgetax.ranking._fit`): a grid over :math:`b_1/b_2` with the linear
-parameters in closed form, then Levenberg-Marquardt iterations on
-:math:`\log b_i` (positivity by an ``exp`` reparametrisation).
+:mod:`budgetax.ranking._fit`) by variable projection: for a given
+:math:`c = b_1/b_2` the curve is linear in :math:`1/b_2` and :math:`b_3`, which
+are solved in closed form, so the fit is a 1-D search over :math:`c` (a grid,
+then safeguarded Newton steps); where the best :math:`b_3` would be negative
+the curve is fitted again with :math:`b_3 = 0`. A flat fit (no descent, e.g. a
+flat or rising curve) is the constant mean loss, reported as
+:math:`(b_1, b_2, b_3) = (1/\bar L, 0, 0)`.
 
 References:
   Zhao, Frey, Gadepally, Samsi. Loss Curve Approximations for Fast Neural
@@ -81,7 +85,8 @@ class LCGAFit(NamedTuple):
         (or a non-positive first fitted epoch).
       params: ``[..., 3]``, ``(b1, b2, b3) >= 0`` of
         ``L(k) = 1/(b1 + b2 k) + b3`` in the units of the *raw* losses and with
-        ``k`` in epochs (see :func:`lcga_curve`); NaN where the score is NaN.
+        ``k`` in epochs (see :func:`lcga_curve`); NaN where the score is NaN. A
+        flat fit (score 0) is the constant mean loss ``1/b1``, ``b2 = b3 = 0``.
       converged: ``[...]`` bool, False when the fit stalled away from a minimum
         or the curve was not finite.
     """
