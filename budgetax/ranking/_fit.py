@@ -57,7 +57,7 @@ N_ITER = 200  # Levenberg-Marquardt iterations at most
 N_NEWTON = 40  # safeguarded Newton iterations at most (bisection alone needs ~20)
 BLOCK = 512  # curves per block
 _THETA_RTOL = 5e-7  # varpro_1d: converged once a Newton step moves theta by less (x (1 + |theta|))
-_GAIN_RTOL = 1e-7  # varpro_1d: converged once a Newton step would gain less (x the SSE)
+_GAIN_RTOL = 1e-9  # varpro_1d: converged once a Newton step would gain less (x the SSE)
 _GAIN_FLOOR = 1e-9  # ... plus this fraction of sum((y - mean y)^2)
 _N_POLISH = 2  # varpro_lm: Gauss-Newton steps after the damped iterations
 _PRED_RTOL = 1e-6  # LM: converged once the predicted cost reduction is below this (relative)
@@ -68,11 +68,11 @@ def map_blocks(fn: Callable, *arrays: jax.Array, block: int = BLOCK):
 
     The rows are padded (with copies of the first row) to a whole number of
     blocks, the blocks run one after another (``lax.map``), and the padding is
-    dropped from the result.
+    dropped from the result. A single curve is padded to a block too: every
+    curve then runs through the same compiled code, and fits the same (to the
+    bit) in any batch, whatever float32 rounding XLA picks for a shape.
     """
     n = arrays[0].shape[0]
-    if n <= block:
-        return fn(*arrays)
     n_blocks = -(-n // block)
     pad = n_blocks * block - n
 
@@ -81,6 +81,9 @@ def map_blocks(fn: Callable, *arrays: jax.Array, block: int = BLOCK):
             a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad, *a.shape[1:]))])
         return a.reshape(n_blocks, block, *a.shape[1:])
 
+    if n_blocks == 1:
+        out = fn(*(split(a)[0] for a in arrays))
+        return jax.tree.map(lambda a: a[:n], out)
     out = jax.lax.map(lambda xs: fn(*xs), tuple(split(a) for a in arrays))
     return jax.tree.map(lambda a: a.reshape(n_blocks * block, *a.shape[2:])[:n], out)
 
@@ -148,9 +151,15 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
     q_grid = jnp.where(c_grid > 0, c_grid * c_grid / jnp.where(v_grid > 0, v_grid, 1.0), 0.0)
     best = jnp.argmax(q_grid, axis=-1)
     n_grid = grid.shape[0]
-    theta = grid[best]
-    lo = grid[jnp.maximum(best - 1, 0)]
-    hi = grid[jnp.minimum(best + 1, n_grid - 1)]
+    i_lo, i_hi = jnp.maximum(best - 1, 0), jnp.minimum(best + 1, n_grid - 1)
+    lo, theta, hi = grid[i_lo], grid[best], grid[i_hi]
+    # start at the vertex of the parabola through the best grid point and its neighbours
+    rows = jnp.arange(y.shape[0])
+    q_lo, q_mid, q_hi = q_grid[rows, i_lo], q_grid[rows, best], q_grid[rows, i_hi]
+    curv = q_lo - 2.0 * q_mid + q_hi  # < 0 at an interior maximum (uniform grid)
+    vertex = theta + 0.5 * (hi - theta) * (q_lo - q_hi) / jnp.where(curv < 0, curv, -1.0)
+    interior_best = (best > 0) & (best < n_grid - 1) & (curv < 0)
+    theta = jnp.where(interior_best & (vertex > lo) & (vertex < hi), vertex, theta)
     flat = jnp.max(q_grid, axis=-1) <= 0  # amp = 0 everywhere: the best fit is the constant
     yy = jnp.sum(yc * yc, axis=-1)
     edge_tol = jnp.asarray(1e-6, dtype) * (1.0 + jnp.abs(grid[0]) + jnp.abs(grid[-1]))
@@ -185,6 +194,7 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
         negligible = _GAIN_RTOL * jnp.sum(r * r, axis=-1) + _GAIN_FLOOR * yy
         flat_q = (((d2 < 0) & (gain <= negligible))
                   | (jnp.abs(d1) * (hi - lo) <= negligible))  # first-order, whole bracket
+        new = jnp.where(flat_q & ~ok, theta, new)  # a last step only if it is Newton's
         new_done = (done | at_edge | flat_q | (jnp.abs(new - theta) <= tol)
                     | (hi - lo <= tol))
         theta = jnp.where(done, theta, new)
