@@ -216,12 +216,16 @@ def _fit_lm(y, target, family):
     # (a better conditioned fit in float32); log_power in u = k / n
     centre = jnp.mean(log_k) if family == "exp4" else jnp.log(jnp.asarray(n, dtype))
     basis = make_basis(log_k - centre)
-    yn, s, finite = _normalise(y)
     grid = make_grid(dtype)
     if family == "exp4":  # the grid's rates are given in u = k / n
         grid = grid.at[:, 0].add(jnp.exp(grid[:, 1]) * (centre - jnp.log(jnp.asarray(n, dtype))))
-    _, _, sse = _fit.linear_fit(basis(grid)[0], yn, offset=offset)
-    theta0 = grid[jnp.argmin(sse, axis=-1)]
+
+    def start(y):  # in blocks, like the fits: the same rounding for a curve in any batch
+        yn, s, finite = _normalise(y)
+        _, _, sse = _fit.linear_fit(basis(grid)[0], yn, offset=offset)
+        return yn, s, finite, grid[jnp.argmin(sse, axis=-1)]
+
+    yn, s, finite, theta0 = _fit.map_blocks(start, y)
     lower, upper = _bounds(family, n, dtype)
 
     def solve(theta, y, n_iter):

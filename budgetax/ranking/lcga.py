@@ -245,29 +245,37 @@ def _lcga(x, *, spe, start, stop, variant):
     y = y.reshape(-1, y.shape[-1])
     k = (jnp.arange(start, stop, dtype=dtype) + 1.0) / spe  # training time in epochs
     kn = k / k[-1]  # the fit runs in kn: b1 / b2 = c * k_last, 1 / b2 = amp * k_last
-    scale = jnp.mean(y[:, :spe], axis=-1)
-    finite = jnp.all(jnp.isfinite(y), axis=-1) & jnp.isfinite(scale) & (scale > 0)
-    scale = jnp.where(finite, scale, 1.0)
-    yn = jnp.where(finite[:, None], y / scale[:, None], 1.0)
-    theta, amp, b3, converged = _fit_all(yn, kn)
-    c = jnp.exp(theta)[:, None]
-    amp_ = amp[:, None]
-    if variant == "ratio":  # L'/sqrt(L'') = -1/sqrt(2 (b1 + b2 k)) = -sqrt(amp / (2 (c + kn)))
-        score = jnp.mean(-jnp.sqrt(amp_ / (2.0 * (c + kn))), axis=-1)
-    else:  # L' = -b2 / (b1 + b2 k)^2 = -amp / (k_last (c + kn)^2)
-        score = jnp.mean(-amp_ / (c + kn) ** 2, axis=-1) / k[-1]
-    drop = amp * (1.0 / (c[:, 0] + kn[0]) - 1.0 / (c[:, 0] + kn[-1]))
-    flat = drop < _FLAT
-    score = jnp.where(flat, jnp.zeros_like(score), score)
-    # a flat fit is reported as the constant 1/b1 (b2 = b3 = 0) at the mean normalised loss
-    inv_amp = 1.0 / jnp.where(flat, 1.0, amp)
-    b1 = jnp.where(flat, 1.0 / jnp.mean(yn, axis=-1), c[:, 0] * inv_amp)
-    b2 = jnp.where(flat, 0.0, inv_amp / k[-1])
-    b3 = jnp.where(flat, 0.0, b3)
-    # normalised -> raw losses: L_raw = scale * L
-    params = jnp.stack([b1 / scale, b2 / scale, b3 * scale], axis=-1)
-    ok = finite & jnp.isfinite(score) & jnp.all(jnp.isfinite(params), axis=-1)
-    score = jnp.where(finite, score, jnp.nan)
-    params = jnp.where(ok[:, None], params, jnp.nan)
+
+    def normalise(y):
+        scale = jnp.mean(y[:, :spe], axis=-1)
+        finite = jnp.all(jnp.isfinite(y), axis=-1) & jnp.isfinite(scale) & (scale > 0)
+        scale = jnp.where(finite, scale, 1.0)
+        return jnp.where(finite[:, None], y / scale[:, None], 1.0), scale, finite
+
+    def finish(theta, amp, b3, converged, yn, scale, finite):
+        c = jnp.exp(theta)[:, None]
+        amp_ = amp[:, None]
+        if variant == "ratio":  # L'/sqrt(L'') = -1/sqrt(2 (b1 + b2 k)) = -sqrt(amp/(2 (c + kn)))
+            score = jnp.mean(-jnp.sqrt(amp_ / (2.0 * (c + kn))), axis=-1)
+        else:  # L' = -b2 / (b1 + b2 k)^2 = -amp / (k_last (c + kn)^2)
+            score = jnp.mean(-amp_ / (c + kn) ** 2, axis=-1) / k[-1]
+        drop = amp * (1.0 / (c[:, 0] + kn[0]) - 1.0 / (c[:, 0] + kn[-1]))
+        flat = drop < _FLAT
+        score = jnp.where(flat, jnp.zeros_like(score), score)
+        # a flat fit is reported as the constant 1/b1 (b2 = b3 = 0) at the mean normalised loss
+        inv_amp = 1.0 / jnp.where(flat, 1.0, amp)
+        b1 = jnp.where(flat, 1.0 / jnp.mean(yn, axis=-1), c[:, 0] * inv_amp)
+        b2 = jnp.where(flat, 0.0, inv_amp / k[-1])
+        b3 = jnp.where(flat, 0.0, b3)
+        # normalised -> raw losses: L_raw = scale * L
+        params = jnp.stack([b1 / scale, b2 / scale, b3 * scale], axis=-1)
+        ok = finite & jnp.isfinite(score) & jnp.all(jnp.isfinite(params), axis=-1)
+        score = jnp.where(finite, score, jnp.nan)
+        params = jnp.where(ok[:, None], params, jnp.nan)
+        return score, params, converged & ok
+
+    # in blocks throughout, so that a curve gets the same float32 rounding in any batch
+    yn, scale, finite = _fit.map_blocks(normalise, y)
+    score, params, converged = _fit.map_blocks(finish, *_fit_all(yn, kn), yn, scale, finite)
     return LCGAFit(score=score.reshape(batch), params=params.reshape(*batch, 3),
-                   converged=(converged & ok).reshape(batch))
+                   converged=converged.reshape(batch))
