@@ -97,3 +97,20 @@ def test_a_curve_fits_the_same_in_any_batch(family):
     one = ranking.extrapolate(batch[-3], 1000, family=family)
     for a, b in zip(big, one):
         np.testing.assert_array_equal(a[-3], b)
+
+
+def test_vmap_over_curves_and_target_step():
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.asarray(CURVES[4:])  # noisy, oscillating
+    for family in ranking.CURVE_FAMILIES:
+        want = ranking.extrapolate(x, 1000.0, family=family).prediction
+        got = jax.vmap(lambda c, f=family: ranking.extrapolate(c, 1000.0, family=f).prediction)(x)
+        np.testing.assert_array_equal(got, want)
+    targets = jnp.asarray([500.0, 1000.0])
+    got = jax.vmap(lambda t: ranking.extrapolate(x, t).prediction)(targets)
+    for i, t in enumerate([500.0, 1000.0]):
+        np.testing.assert_array_equal(got[i], ranking.extrapolate(x, t).prediction)
+    got = jax.vmap(lambda c: ranking.lcga(c, SPE).score)(x)
+    np.testing.assert_array_equal(got, ranking.lcga(x, SPE).score)
