@@ -8,7 +8,6 @@ import os
 import jax
 import pytest
 
-
 # the CLI's persistent compilation cache stays off in tests (no files under ~/.cache)
 os.environ.setdefault("BUDGETAX_COMPILE_CACHE", "off")
 
