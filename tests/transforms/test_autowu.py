@@ -463,3 +463,243 @@ def test_traced_max_lr_in_a_vmapped_sweep():
     swept = jax.jit(jax.vmap(lrs))(jnp.asarray([0.1, 1.0]))
     np.testing.assert_allclose(swept[1], jax.jit(lambda: lrs(1.0))(), rtol=1e-6)
     assert float(swept[0, -1]) == pytest.approx(1e-3 * 100 ** (3 / 20), rel=1e-5)
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        (dict(total_steps=2**40), ValueError, "total_steps"),
+        (dict(total_steps=True), TypeError, "total_steps"),
+        (dict(total_steps=jnp.int32(100)), TypeError, "static_args"),
+        (dict(test_every=2**40), ValueError, "test_every"),
+        (dict(patience=2**40), ValueError, "patience"),
+        (dict(patience=True), TypeError, "patience"),
+        (dict(seed=2**40), ValueError, "seed"),
+        (dict(min_lr=jnp.float32(0.0)), ValueError, "min_lr"),
+        (dict(min_lr=jnp.asarray([1e-5, 1e-4])), ValueError, "min_lr"),
+        (dict(min_lr=jnp.asarray(True)), TypeError, "min_lr"),
+        (dict(min_lr=jnp.float32(2.0), max_lr=jnp.float32(1.0)), ValueError, "min_lr"),
+        (dict(confidence=jnp.float32(1.0)), ValueError, "confidence"),
+        (dict(max_warmup_fraction=np.float64(1.5)), ValueError, "max_warmup_fraction"),
+        (dict(cooldown_fraction=jnp.float32(0.0)), ValueError, "cooldown_fraction"),
+    ],
+)
+def test_bad_arguments_more(kwargs, exc, name):
+    kwargs = {"total_steps": 100, **kwargs}
+    total = kwargs.pop("total_steps")
+    with pytest.raises(exc, match=name):
+        budgetax.autowu(total, **kwargs)
+
+
+def test_largest_int32_budget_runs_under_jit():
+    big = 2**31 - 1
+    tx = budgetax.autowu(big, test_every=big, patience=big)
+    params = {"w": jnp.ones(())}
+    u, state = jax.jit(tx.update)(params, tx.init(params), value=jnp.float32(1.0))
+    assert float(u["w"]) == pytest.approx(1e-5)
+    assert np.isfinite(float(state.lr)) and int(state.phase) == 0 and int(state.count) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        (dict(b1=1.0), ValueError, "b1"),
+        (dict(b1=-0.1), ValueError, "b1"),
+        (dict(b2=1.0), ValueError, "b2"),
+        (dict(eps=-1.0), ValueError, "eps"),
+        (dict(eps=0.0), ValueError, "eps"),
+        (dict(eps_root=-1e-8), ValueError, "eps_root"),
+        (dict(weight_decay=-0.1), ValueError, "weight_decay"),
+        (dict(b1="0.9"), TypeError, "b1"),
+        (dict(b1=True), TypeError, "b1"),
+        (dict(b1=jnp.float32(1.0)), ValueError, "b1"),
+        (dict(eps=jnp.float32(-1.0)), ValueError, "eps"),
+        (dict(min_lr=0.0), ValueError, "min_lr"),
+        (dict(patience=2**40), ValueError, "patience"),
+    ],
+)
+def test_autowu_lamb_validates_its_arguments(kwargs, exc, name):
+    with pytest.raises(exc, match=name):
+        budgetax.autowu_lamb(100, **kwargs)
+
+
+def test_autowu_lamb_message_shows_the_value():
+    with pytest.raises(ValueError, match=r"b1 must be in \[0.0, 1.0\), got 1.0"):
+        budgetax.autowu_lamb(100, b1=1.0)
+    with pytest.raises(ValueError, match=r"eps must be in \(0.0, inf\], got -1"):
+        budgetax.autowu_lamb(100, eps=-1)
+
+
+def _updates_over(tx, steps=4):
+    params = {"w": jnp.arange(6.0).reshape(2, 3) + 1.0}
+    state = tx.init(params)
+    out = []
+    step = jax.jit(tx.update)
+    for t in range(steps):
+        grads = jax.tree.map(lambda p, t=t: jnp.sin(p + t) + 0.5, params)
+        u, state = step(grads, state, params, value=jnp.float32(1.0 / (t + 1)))
+        params = optax.apply_updates(params, u)
+        out.append(u["w"])
+    return np.stack(out), state
+
+
+_STATIC = ("total_steps", "test_every", "patience", "decay", "seed")
+
+
+def test_autowu_lamb_under_inject_hyperparams():
+    injected = optax.inject_hyperparams(budgetax.autowu_lamb, static_args=_STATIC)(
+        50, b1=0.8, weight_decay=0.01, min_lr=1e-3)
+    plain = budgetax.autowu_lamb(50, b1=0.8, weight_decay=0.01, min_lr=1e-3)
+    u_inj, state = _updates_over(injected)
+    u_plain, _ = _updates_over(plain)
+    np.testing.assert_allclose(u_inj, u_plain, rtol=1e-5)
+    assert set(state.hyperparams) >= {"b1", "b2", "eps", "min_lr", "max_lr", "confidence"}
+    # a hyperparameter changed in the state acts like the factory argument
+    params = {"w": jnp.ones((2, 3))}
+    s = injected.init(params)
+    s.hyperparams["b1"] = jnp.asarray(0.5)
+    other = budgetax.autowu_lamb(50, b1=0.5, weight_decay=0.01, min_lr=1e-3)
+    g = {"w": jnp.full((2, 3), 0.3)}
+    u1, _ = jax.jit(injected.update)(g, s, params, value=jnp.float32(1.0))
+    u2, _ = other.update(g, other.init(params), params, value=jnp.float32(1.0))
+    np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-5)
+
+
+def test_autowu_lamb_vmapped_over_b1_and_eps():
+    b1s = jnp.asarray([0.5, 0.9])
+    epss = jnp.asarray([1e-6, 1e-3])
+    swept = jax.jit(jax.vmap(_traced_updates))(b1s, epss)
+    for i in range(2):
+        plain = budgetax.autowu_lamb(50, b1=float(b1s[i]), eps=float(epss[i]), min_lr=1e-3)
+        np.testing.assert_allclose(swept[i], _updates_over(plain)[0], rtol=1e-5)
+
+
+def _traced_updates(b1, eps, steps=4):
+    tx = budgetax.autowu_lamb(50, b1=b1, eps=eps, min_lr=1e-3)
+    params = {"w": jnp.arange(6.0).reshape(2, 3) + 1.0}
+    state = tx.init(params)
+    out = []
+    for t in range(steps):
+        grads = jax.tree.map(lambda p, t=t: jnp.sin(p + t) + 0.5, params)
+        u, state = tx.update(grads, state, params, value=jnp.float32(1.0 / (t + 1)))
+        params = optax.apply_updates(params, u)
+        out.append(u["w"])
+    return jnp.stack(out)
+
+
+def test_traced_fractions_and_confidence_match_static_ones():
+    """max_warmup_fraction, cooldown_fraction and confidence may be traced (vmapped)."""
+    losses = jnp.asarray(1.0 + 0.3 * ((np.arange(200) - 50) / 30) ** 2
+                         + 0.05 * np.random.default_rng(3).normal(size=200), jnp.float32)
+    ones = {"w": jnp.ones(())}
+
+    def lrs(frac, cool, conf, decay):
+        tx = aw.autowu(200, max_warmup_fraction=frac, cooldown_fraction=cool, confidence=conf,
+                       test_every=2, decay=decay)
+
+        def body(state, loss):
+            u, state = tx.update(ones, state, value=loss)
+            return state, u["w"]
+
+        state, out = jax.lax.scan(body, tx.init(ones), losses)
+        return out, state.switch_step
+
+    grid = [(0.3, 0.5, 0.9), (0.02, 0.2, 0.95), (1.0, 0.3, 0.99)]
+    for decay in ("cosine", "constant_then_cosine"):
+        fr, co, cf = (jnp.asarray(v, jnp.float32) for v in zip(*grid))
+        swept, switches = jax.jit(jax.vmap(functools.partial(lrs, decay=decay)))(fr, co, cf)
+        for i, (f, c, conf) in enumerate(grid):
+            ref, sw = jax.jit(functools.partial(lrs, f, c, conf, decay))()
+            assert int(switches[i]) == int(sw), (decay, grid[i])
+            np.testing.assert_allclose(swept[i], ref, rtol=1e-5, atol=1e-7 * float(ref.max()))
+
+
+# ------------------------------------------------------------------ passing the loss
+
+
+def test_value_missing_or_malformed_gives_a_clear_error():
+    tx = budgetax.autowu(10)
+    params = {"w": jnp.ones(())}
+    state = tx.init(params)
+    with pytest.raises(TypeError, match=r"value=loss"):
+        tx.update(params, state)
+    with pytest.raises(ValueError, match=r"value must be .* scalar.*shape \(3,\)"):
+        tx.update(params, state, value=jnp.ones(3))
+    with pytest.raises(TypeError, match="value"):
+        tx.update(params, state, value="1.0")
+    with pytest.raises(TypeError, match="value"):
+        tx.update(params, state, value=jnp.asarray(True))
+    # inside a chain and under jit too
+    chained = budgetax.autowu_adamp(10)
+    with pytest.raises(TypeError, match=r"value=loss"):
+        jax.jit(chained.update)(params, chained.init(params), params)
+    u, _ = tx.update(params, state, value=jnp.ones((1,)))  # one element is a scalar
+    assert float(u["w"]) == pytest.approx(1e-5)
+
+
+def _linen_setup():
+    from flax.training import train_state
+
+    params = {"w": jnp.asarray([1.0, -2.0, 0.5])}
+
+    def loss_fn(p):
+        return jnp.sum((p["w"] - 1.0) ** 2)
+
+    tx = budgetax.autowu_adamp(40, min_lr=1e-3, max_lr=0.5, test_every=2)
+    return train_state.TrainState.create(apply_fn=None, params=params, tx=tx), loss_fn
+
+
+def test_flax_linen_train_state_apply_gradients_explains_how_to_pass_the_loss():
+    state, loss_fn = _linen_setup()
+    grads = jax.grad(loss_fn)(state.params)
+    with pytest.raises(TypeError, match="TrainState"):
+        state.apply_gradients(grads=grads)
+
+
+def test_flax_linen_train_state_custom_step(counting_jit):
+    """The documented linen step: tx.update with value=loss, then state.replace."""
+    state, loss_fn = _linen_setup()
+
+    def train_step(state):
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
+        return state.replace(step=state.step + 1, opt_state=opt_state,
+                             params=optax.apply_updates(state.params, updates)), loss
+
+    step = counting_jit(train_step)
+    tx, params, opt_state = state.tx, state.params, state.tx.init(state.params)
+    for _ in range(40):
+        state, _ = step(state)
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        u, opt_state = tx.update(grads, opt_state, params, value=loss)
+        params = optax.apply_updates(params, u)
+    assert step.traces == 1
+    assert int(state.step) == 40
+    np.testing.assert_allclose(state.params["w"], params["w"], rtol=1e-5)
+    assert int(state.opt_state[-1].phase) == 1  # it switched to the decay
+
+
+def test_flax_nnx_optimizer_forwards_value():
+    from flax import nnx
+
+    model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+    tx = budgetax.autowu_adamp(20, min_lr=1e-3, test_every=2)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    x = jnp.ones((4, 3))
+
+    def loss_fn(m):
+        return jnp.mean(m(x) ** 2)
+
+    k0, b0 = np.array(model.kernel[...]), np.array(model.bias[...])
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads, value=loss)
+    # the same update computed with the transform directly
+    params = {"kernel": jnp.asarray(k0), "bias": jnp.asarray(b0)}
+    g = {"kernel": grads["kernel"][...], "bias": grads["bias"][...]}
+    u, _ = tx.update(g, tx.init(params), params, value=loss)
+    np.testing.assert_allclose(model.kernel[...], k0 + np.asarray(u["kernel"]), rtol=1e-6)
+    np.testing.assert_allclose(model.bias[...], b0 + np.asarray(u["bias"]), rtol=1e-6)
+    assert not np.allclose(model.kernel[...], k0)
