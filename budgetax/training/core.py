@@ -296,8 +296,12 @@ def carry_bytes_per_run(prog: Program) -> int:
 
 
 # ------------------------------------------------------------------ programs
-def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, data):
-    """Advances every run by ``length <= lmax`` steps from step ``t0`` (initialising at 0).
+def _advance(prog: Program, lmin: int, lmax: int, keys, lrs, sched_idx, carry, t0, length,
+             data):
+    """Advances every run by ``lmin <= length <= lmax`` steps from ``t0`` (initialising at 0).
+
+    The first ``lmin`` steps run unconditionally; only steps past them test
+    ``i < length`` (a ``lax.cond`` around every step made a CNN's training 1.4x slower).
 
     ``data`` is the on-device training set (in-memory tasks) or the runs' batches
     ``[lmax, R, batch, ...]`` (streamed tasks). Returns ``(carry, {name: [R, lmax]})``,
@@ -323,23 +327,26 @@ def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, 
     names = prog.metric_names()["train"]
     nan_metrics = {k: jnp.full((keys.shape[0],), jnp.nan, jnp.float32) for k in names}
 
-    def body(c, i):
-        def run(c):
-            t = t0 + i
-            if prog.streamed:
-                perms, batch = c.perms, jax.tree.map(lambda a: a[i], data)
-            else:
-                perms, idx = device_batch_indices(data_keys, c.perms, t, n, prog.batch_size)
-                batch = jax.tree.map(lambda a: a[idx], data)
-            alive = c.diverged_step < 0
-            states, ok, first, m = jax.vmap(step_one)(c.states, alive, c.first_loss, lrs,
-                                                      sched_idx, batch)
-            dstep = jnp.where(alive & ~ok, t, c.diverged_step)
-            return Carry(states, perms, dstep, first), m
+    def run_step(c, i):
+        t = t0 + i
+        if prog.streamed:
+            perms, batch = c.perms, jax.tree.map(lambda a: a[i], data)
+        else:
+            perms, idx = device_batch_indices(data_keys, c.perms, t, n, prog.batch_size)
+            batch = jax.tree.map(lambda a: a[idx], data)
+        alive = c.diverged_step < 0
+        states, ok, first, m = jax.vmap(step_one)(c.states, alive, c.first_loss, lrs,
+                                                  sched_idx, batch)
+        dstep = jnp.where(alive & ~ok, t, c.diverged_step)
+        return Carry(states, perms, dstep, first), m
 
-        return jax.lax.cond(i < length, run, lambda c: (c, nan_metrics), c)
+    def maybe_step(c, i):
+        return jax.lax.cond(i < length, lambda c: run_step(c, i), lambda c: (c, nan_metrics), c)
 
-    carry, metrics = jax.lax.scan(body, carry, jnp.arange(lmax))
+    carry, metrics = jax.lax.scan(run_step, carry, jnp.arange(lmin))
+    if lmax > lmin:
+        carry, more = jax.lax.scan(maybe_step, carry, jnp.arange(lmin, lmax))
+        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, more)
     return carry, {k: v.T for k, v in metrics.items()}
 
 
@@ -404,10 +411,10 @@ def _evaluate_one(prog: Program, state, eval_data, diag_data) -> dict:
 
 
 @functools.lru_cache(maxsize=64)
-def _advance_program(prog: Program, mesh, lmax: int):
+def _advance_program(prog: Program, mesh, lmin: int, lmax: int):
     runs, repl = NamedSharding(mesh, P("runs")), NamedSharding(mesh, P())
     data_sh = NamedSharding(mesh, P(None, "runs")) if prog.streamed else repl
-    return jax.jit(functools.partial(_advance, prog, lmax),
+    return jax.jit(functools.partial(_advance, prog, lmin, lmax),
                    in_shardings=(runs, runs, runs, runs, repl, repl, data_sh),
                    out_shardings=(runs, runs), donate_argnums=(3,))
 
@@ -623,10 +630,11 @@ class Runs:
             carry = self.zero_carry()
         train_dev, eval_dev, diag_dev = self._device_data()
         if prog.streamed:
-            lmax = min(STREAM_CHUNK, int(self.lengths.max()))
+            lens = [n for seg in range(len(self.lengths)) for _, n in self._chunks(seg)]
         else:
-            lmax = int(self.lengths.max())
-        advance = _advance_program(prog, self.mesh, lmax)
+            lens = [int(n) for n in self.lengths]
+        lmin, lmax = min(lens), max(lens)
+        advance = _advance_program(prog, self.mesh, lmin, lmax)
         repl = self._repl
         scalar = lambda v: put(np.int32(v), repl)
         pool = concurrent.futures.ThreadPoolExecutor(1) if prog.streamed else None
