@@ -449,6 +449,20 @@ def _accumulate_program(prog: Program, mesh, kind: str):
     return jax.jit(program, donate_argnums=(1,))
 
 
+@functools.lru_cache(maxsize=64)
+def _zero_program(prog: Program, mesh, runs: int):
+    """A jitted ``() -> Carry`` of zeros (PRNG keys included), sharded over the runs."""
+
+    def zeros(a):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # e.g. AutoWU's key
+            return jnp.broadcast_to(jax.random.key(0), a.shape)
+        return jnp.zeros(a.shape, a.dtype)
+
+    shapes = abstract_carry(prog, runs)
+    return jax.jit(lambda: jax.tree.map(zeros, shapes),
+                   out_shardings=NamedSharding(mesh, P("runs")))
+
+
 # ------------------------------------------------------------------ host side
 def put(array, sharding) -> jax.Array:
     """A global array from host data, built shard by shard (multi-process friendly)."""
@@ -543,13 +557,7 @@ class Runs:
 
     def zero_carry(self) -> Carry:
         """A placeholder carry (the program initialises the runs at step 0)."""
-        return jax.tree.map(lambda a: put(np.zeros(a.shape, a.dtype), self._runs),
-                            self.abstract_carry())
-
-    def carry_from_host(self, leaves) -> Carry:
-        """A carry from host arrays (a checkpoint), sharded over the mesh."""
-        treedef = jax.tree.structure(self.abstract_carry())
-        return treedef.unflatten([put(a, self._runs) for a in leaves])
+        return _zero_program(self.prog, self.mesh, self.padded)()
 
     # ------------------------------------------------------------- data
     def _device_data(self):

@@ -426,3 +426,12 @@ def test_history_early_stop_replays_the_elasticity_rule_with_the_runs_epochs():
 
 def test_config_records_steps_per_epoch(run_a):
     assert run_a.config["steps_per_epoch"] == 4000 // run_a.config["batch_size"]
+
+
+def test_autowu_trains_through_the_core(mnist1d):
+    """AutoWU keeps a PRNG key in its state: the core's carry holds typed keys too."""
+    spec = training.OptimizerSpec("adamp", "autowu", schedule_kwargs={"min_lr": 1e-4})
+    h = training.train(mnist1d, budget=30, optimizer=spec, seed=0, **SMALL)
+    lr = h.train["lr"]
+    assert lr[0] == pytest.approx(1e-4) and lr[1] > lr[0]  # exponential warmup from min_lr
+    assert lr[-1] < 1e-6 and np.isfinite(h.train["loss"]).all()  # decayed to 0 at the budget
