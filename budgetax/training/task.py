@@ -246,7 +246,7 @@ class Task:
             return split_loss(self.name, self.loss(self.build_model(nnx.Rngs(0)), b))
 
         try:
-            loss, metrics = jax.eval_shape(train_out, batch_sd)
+            _, metrics = jax.eval_shape(train_out, batch_sd)
         except TaskError:
             raise
         except Exception as err:  # noqa: BLE001 - any failure of the user's code, with context
@@ -264,7 +264,6 @@ class Task:
                                 f"{type(err).__name__}: {err}") from err
             _check_metrics(self.name, "eval_metrics", out)
             evals = ("loss", *(k for k in out if k != "loss"))
-        del loss
         return {"train": train, "eval_base": evals}
 
     def metric_names(self, diagnostics: bool = True) -> dict:
