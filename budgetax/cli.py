@@ -328,5 +328,20 @@ def _message(err: BaseException, args) -> str:
     return f"{err.strerror or err}: {where}; {todo}"
 
 
+def entry() -> None:
+    """The console script: ``main()``, then exit with its code.
+
+    After Ctrl-C the process leaves at once (``os._exit``): JAX may still be running
+    dispatched work, and tearing the interpreter down under it can crash. Nothing is
+    lost: the store is transactional and checkpoints are written atomically.
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

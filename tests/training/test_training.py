@@ -400,8 +400,9 @@ def test_device_arrays_are_uploaded_once(mnist1d, run_a):
     assert training.preset(mnist1d, "mlp", model_kwargs={"hidden": (16,)}) is task
     first = dict(core._DEVICE_DATA[task])  # filled by run_a
     training.train(mnist1d, budget=30, optimizer=SGD, seed=1, **SMALL)
-    (mesh, (train_dev, eval_dev)), = core._DEVICE_DATA[task].items()
-    assert first[mesh][0] is train_dev and first[mesh][1] is eval_dev
+    (key, (train_dev, eval_dev, diag_dev)), = core._DEVICE_DATA[task].items()
+    assert first[key][0] is train_dev and first[key][1] is eval_dev
+    assert diag_dev is train_dev  # full-set diagnostics: the same arrays, not a copy
     assert isinstance(train_dev["x"], jax.Array)
     np.testing.assert_array_equal(np.asarray(train_dev["x"]), mnist1d.x_train)
     np.testing.assert_array_equal(np.asarray(eval_dev["y"]), mnist1d.y_test)

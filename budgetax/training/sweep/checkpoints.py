@@ -62,8 +62,10 @@ class Checkpoints:
     def _manager(self):
         if self._mngr is None:
             ocp = self._ocp
-            self._mngr = ocp.CheckpointManager(self.path, options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, enable_async_checkpointing=False, create=True))
+            self._mngr = ocp.CheckpointManager(
+                self.path, item_handlers=ocp.StandardCheckpointHandler(),
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1, enable_async_checkpointing=False, create=True))
         return self._mngr
 
     def _sums(self, step: int) -> str:
