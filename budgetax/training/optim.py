@@ -92,7 +92,7 @@ class OptimizerSpec:
         (Kahan-compensated updates).
       seed: seed of the stochastic-rounding transform when the spec is built
         directly with :meth:`build`. The training loop (``train``,
-        ``train_many``, ``make_core``) ignores it: each run derives its rounding
+        ``train_many``, ``sweep``) ignores it: each run derives its rounding
         stream from its own key (the run's ``seed``), so every vmapped run has its
         own stream and the seed is never compiled in.
 
