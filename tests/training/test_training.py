@@ -398,7 +398,8 @@ def test_device_arrays_are_uploaded_once(mnist1d, run_a):
     """Repeated train() calls of one task reuse its device arrays: the data is uploaded once."""
     task = training.preset(mnist1d, "mlp", model_kwargs={"hidden": (16,)})
     assert training.preset(mnist1d, "mlp", model_kwargs={"hidden": (16,)}) is task
-    first = dict(core._DEVICE_DATA[task])  # filled by run_a
+    training.train(mnist1d, budget=30, optimizer=SGD, seed=2, **SMALL)
+    first = dict(core._DEVICE_DATA[task])
     training.train(mnist1d, budget=30, optimizer=SGD, seed=1, **SMALL)
     (key, (train_dev, eval_dev, diag_dev)), = core._DEVICE_DATA[task].items()
     assert first[key][0] is train_dev and first[key][1] is eval_dev
