@@ -227,7 +227,9 @@ def test_a_full_disk_is_one_line_and_a_report_can_go_elsewhere(task, tmp_path, c
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
     code = textwrap.dedent("""
-        import sys
+        import signal, sys
+        # as on a terminal: a background job (e.g. CI started with `&`) inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from budgetax import cli
         sys.argv = ["budgetax", "sweep", "--task", "tests.tasks:make_task", "--out",
                     sys.argv[1], "--full-budget", "10000000", "--budgets", "1", "--lrs", "0.01",
