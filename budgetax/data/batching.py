@@ -45,7 +45,7 @@ import numpy as np
 from budgetax import _validate
 
 __all__ = ["Prefetcher", "batch_indices", "batch_position", "check_batch_size",
-           "device_batch_indices", "epoch_permutation"]
+           "device_batch_indices", "epoch_permutation", "steps_batch_indices"]
 
 _POLL_SECONDS = 0.05
 
@@ -222,6 +222,25 @@ def _check_chunks(chunks) -> list[tuple[int, int]]:
     return out
 
 
+def steps_batch_indices(key: jax.Array, start: int, length: int, num_examples: int,
+                        batch_size: int) -> np.ndarray:
+    """Host ``[length, batch_size]`` indices of steps ``start .. start + length - 1``.
+
+    Row ``i`` is ``batch_indices(key, start + i, num_examples, batch_size)``, the
+    batches the on-device sampler draws; each epoch's permutation is drawn once.
+    """
+    steps = np.arange(start, start + length)
+    epochs, _ = batch_position(steps, num_examples, batch_size)
+    out = np.empty((length, batch_size), np.int64)
+    for e in np.unique(epochs):
+        sel = epochs == e
+        perm = epoch_permutation(key, int(e), num_examples)  # once per epoch
+        take = functools.partial(batch_indices, key, num_examples=num_examples,
+                                 batch_size=batch_size, permutation=perm)
+        out[sel] = np.asarray(jax.vmap(take)(jnp.asarray(steps[sel], jnp.int32)))
+    return out
+
+
 class _Failure:
     """An exception raised by the worker, on its way to the consumer."""
 
@@ -294,16 +313,7 @@ class Prefetcher:
         self._closed = False
 
     def _indices(self, start: int, length: int) -> np.ndarray:
-        steps = np.arange(start, start + length)
-        epochs, _ = batch_position(steps, self._n, self._b)
-        out = np.empty((length, self._b), np.int64)
-        for e in np.unique(epochs):
-            sel = epochs == e
-            perm = epoch_permutation(self._key, int(e), self._n)  # once per epoch
-            take = functools.partial(batch_indices, self._key, num_examples=self._n,
-                                     batch_size=self._b, permutation=perm)
-            out[sel] = np.asarray(jax.vmap(take)(jnp.asarray(steps[sel], jnp.int32)))
-        return out
+        return steps_batch_indices(self._key, start, length, self._n, self._b)
 
     def _work(self, q: queue.Queue, stop: threading.Event):
         try:

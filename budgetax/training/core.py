@@ -64,10 +64,9 @@ from jax.sharding import PartitionSpec as P
 
 from budgetax import _validate, profiles
 from budgetax.data.batching import (
-    batch_indices,
     check_batch_size,
-     device_batch_indices,
-    epoch_permutation,
+    device_batch_indices,
+    steps_batch_indices,
 )
 from budgetax.training import task as _task
 from budgetax.training.optim import OptimizerSpec
@@ -492,23 +491,6 @@ def to_host(tree):
     return jax.tree.map(np.asarray, tree)
 
 
-def host_batch_indices(data_key, start: int, length: int, n: int, b: int) -> np.ndarray:
-    """``[length, b]`` example indices of steps ``start .. start+length-1`` of one run.
-
-    The same batches as the on-device sampler: ``batch_indices(data_key, t, n, b)``.
-    """
-    steps = np.arange(start, start + length)
-    epochs = steps // (n // b)
-    out = np.empty((length, b), np.int64)
-    for e in np.unique(epochs):
-        sel = epochs == e
-        perm = epoch_permutation(data_key, int(e), n)  # once per epoch
-        take = functools.partial(batch_indices, data_key, num_examples=n, batch_size=b,
-                                 permutation=perm)
-        out[sel] = np.asarray(jax.vmap(take)(jnp.asarray(steps[sel], jnp.int32)))
-    return out
-
-
 _DEVICE_DATA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -587,8 +569,8 @@ class Runs:
     def _gather_chunk(self, start: int, length: int, lmax: int):
         """The runs' batches of steps ``start..start+length-1``: ``[lmax, R, b, ...]``."""
         task, n, b = self.prog.task, self.prog.task.num_train, self.prog.batch_size
-        idx = np.stack([host_batch_indices(jax.random.split(jax.random.key(s))[1], start,
-                                           length, n, b) for s in self.seeds], axis=1)
+        idx = np.stack([steps_batch_indices(jax.random.split(jax.random.key(s))[1], start,
+                                            length, n, b) for s in self.seeds], axis=1)
         flat = _task.gather(task.train_data, idx.reshape(-1))
         out = jax.tree.map(lambda a: a.reshape(length, len(self.seeds), b, *a.shape[1:]), flat)
         if length < lmax:
