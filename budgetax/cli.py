@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import errno
 import os
+import re
 import sys
 
 import budgetax
@@ -33,6 +34,19 @@ import budgetax
 # the demo is a preset of the sweep: these replace the sweep's defaults
 DEMO = {"budgets": (0.1, 0.25, 0.5, 1.0), "schedules": ("constant", "linear", "cosine", "rex"),
         "peak_lrs": (1e-2,), "seeds": (0,)}
+
+
+# the default full budget, in epochs of the task's training set: 3000 steps of the
+# default task (MNIST-1D's 4000 training examples at batch 100), the same length in
+# epochs for any other task or batch size
+DEFAULT_EPOCHS = 75
+
+
+def default_full_budget(num_train: int, batch_size) -> int | None:
+    """:data:`DEFAULT_EPOCHS` epochs in steps (None when the batch size is invalid)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        return None  # the spec's own check says what is wrong
+    return max(1, round(DEFAULT_EPOCHS * num_train / batch_size))
 
 
 def _parse_list(text: str, cast, kind: str) -> list:
@@ -63,6 +77,26 @@ def _ints(text: str) -> list[int]:
 
 def _names(text: str) -> list[str]:
     return [v.strip() for v in _parse_list(text, str, "names")]
+
+
+# list options whose value may start with "-" (a negative number): argparse would read
+# "--budgets -0.5,1" as an option without its value, so such a pair is joined into
+# "--budgets=-0.5,1" and the value reaches the option's own check
+_NUMBER_LISTS = ("--budgets", "--lrs", "--seeds")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if (a in _NUMBER_LISTS and i + 1 < len(argv)
+                and re.match(r"-\.?\d", argv[i + 1])):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
 
 
 def _diagnostics(text: str):
@@ -98,8 +132,11 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
                    help="built-in preset: mnist1d, digits or tfds:NAME (default: mnist1d)")
     p.add_argument("--model", default=None,
                    help="built-in preset: mlp, cnn1d or resnet (default: mlp)")
-    p.add_argument("--full-budget", type=int, default=spec["full_budget"],
-                   help=f"steps of the full budget (default: {spec['full_budget']})")
+    p.add_argument("--full-budget", type=int, default=None,
+                   help=f"steps of the full budget (default: {DEFAULT_EPOCHS} epochs of the "
+                        f"task's training set at --batch-size, rounded; "
+                        f"{spec['full_budget']} steps for the default mnist1d at batch "
+                        f"{spec['batch_size']})")
     p.add_argument("--budgets", type=_fractions, default=list(spec["budgets"]),
                    help=f"fractions of the full budget (default: {_join(spec['budgets'])})")
     p.add_argument("--schedules", type=_names, default=list(spec["schedules"]),
@@ -110,9 +147,11 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
                    help=f"seeds (default: {_join(spec['seeds'])})")
     p.add_argument("--optimizer", default=opt.optimizer,
                    help=f"sgd, momentum, adam, adamw, lamb, adamp, sgdp (default: "
-                        f"{opt.optimizer})")
+                        f"{opt.optimizer}); sgd is SGD with --momentum, so {opt.momentum:g} "
+                        f"unless you pass --momentum 0 for plain SGD (momentum is an alias)")
     p.add_argument("--momentum", type=float, default=opt.momentum,
-                   help=f"momentum / b1, also for --optimizer sgd (default: {opt.momentum})")
+                   help=f"SGD momentum (sgd, momentum, sgdp) or Adam's b1 (adam, adamw, lamb, "
+                        f"adamp) (default: {opt.momentum:g}, also for --optimizer sgd)")
     p.add_argument("--weight-decay", type=float, default=opt.weight_decay)
     p.add_argument("--warmup-fraction", type=float, default=opt.warmup_fraction,
                    help="linear warmup as a fraction of each budget (default: 0)")
@@ -238,23 +277,32 @@ def run_sweep(args) -> int:
     from budgetax import report, training
 
     quiet = jax.process_index() != 0  # process 0 speaks for all
+    task = _task(args)
+    full_budget, derived = args.full_budget, args.full_budget is None
+    if derived:
+        full_budget = default_full_budget(task.num_train, args.batch_size)
+        if full_budget is None:
+            full_budget = training.SweepSpec.full_budget
     spec = training.SweepSpec(
         divergence_factor=args.divergence_factor or None,
-        full_budget=args.full_budget, budgets=tuple(args.budgets),
+        full_budget=full_budget, budgets=tuple(args.budgets),
         schedules=tuple(args.schedules), peak_lrs=tuple(args.lrs), seeds=tuple(args.seeds),
         batch_size=args.batch_size, num_evals=args.num_evals, diagnostics=args.diagnostics,
         optimizer=training.OptimizerSpec(
             optimizer=args.optimizer, momentum=args.momentum,
             weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
             demon=args.demon, precision=args.precision))
-    task = _task(args)
     runs = spec.runs()
     say = (lambda *a, **k: None) if quiet else print
-    say(f"budgetax {args.command}: task {task.name}, {spec.optimizer.optimizer}"
-          f"{' + Demon' if spec.optimizer.demon else ''} ({spec.optimizer.precision}), "
+    say(f"budgetax {args.command}: task {task.name}, "
+          f"{report.optimizer_text(dataclasses.asdict(spec.optimizer))}, "
           f"{len(spec.budgets)} budgets x {len(spec.schedules)} schedules x "
           f"{len(spec.peak_lrs)} lrs x {len(spec.seeds)} seeds = {len(runs)} runs "
           f"-> {args.out}", flush=True)
+    if derived:
+        say(f"full budget {spec.full_budget} steps: {DEFAULT_EPOCHS} epochs of "
+            f"{task.num_train} training examples at batch {spec.batch_size} (the default; "
+            f"--full-budget to choose)", flush=True)
     result = training.sweep(task, spec, args.out, resume=not args.no_resume,
                             overwrite=args.overwrite,
                             max_runs_per_program=args.max_runs_per_program,
@@ -292,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, RuntimeError) as err:
             print(f"budgetax: error: --distributed: {err}", file=sys.stderr)
             return 2
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(options=command in ("sweep", "demo"))
     args = parser.parse_args(argv)

@@ -25,8 +25,8 @@ import numpy as np
 from budgetax._io import atomic_write_json, atomic_write_text
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves
 
-__all__ = ["SELECT", "Cell", "elasticity_stops", "format_table", "load", "summarize",
-           "write_report"]
+__all__ = ["SELECT", "Cell", "elasticity_stops", "format_table", "load", "optimizer_text",
+           "summarize", "write_report"]
 
 SELECT = ("train_loss", "test_accuracy", "test_loss")
 PLOTS = ("metric_vs_budget.png", "lr_curves.png", "loss_curves.png")
@@ -228,6 +228,25 @@ LEGEND = ("Bold: the budget's best schedule; ~ before it: the runner-up is withi
           "lie outside it.")
 
 
+def optimizer_text(opt: dict) -> str:
+    """The optimizer of a stored spec in words, its momentum always named.
+
+    ``--optimizer sgd`` is SGD with momentum 0.9 unless ``momentum=0`` is given: the
+    report says so rather than "sgd".
+    """
+    name, m = opt["optimizer"], opt.get("momentum", 0.9)
+    if name in ("sgd", "momentum", "sgdp"):
+        text = (f"{name} with momentum {m:g}" + (" (Nesterov)" if opt.get("nesterov") else "")
+                if m else f"{name} without momentum")
+    else:
+        text = f"{name} (b1 {m:g}, b2 {opt.get('b2', 0.999):g})"
+    if opt.get("demon"):
+        text += " + Demon (momentum decayed from that value)"
+    if opt.get("weight_decay"):
+        text += f", weight decay {opt['weight_decay']:g}"
+    return text + f", precision {opt.get('precision', 'float32')}"
+
+
 def _cpu_name() -> str:
     """The host CPU's model name (Linux), else the platform's processor string."""
     try:
@@ -352,9 +371,7 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
     lines = [
         "# Sweep results", "",
         f"Task `{spec['task']['name']}` ({json.dumps(spec['task']['config'])}), "
-        f"{opt['optimizer']}"
-        + (" + Demon" if opt.get("demon") else "") + f", precision {opt['precision']}, "
-        f"batch {spec['batch_size']}, full budget {spec['full_budget']} steps; "
+        f"{optimizer_text(opt)}, batch {spec['batch_size']}, full budget {spec['full_budget']} steps; "
         f"peak lrs {spec['peak_lrs']}, seeds {spec['seeds']}.", "",
     ]
     if command:

@@ -89,3 +89,46 @@ def test_the_sweep_fills_a_persistent_compilation_cache(tmp_path):
     assert not off.exists()
     assert cli.compile_cache_dir("off") is None
     assert cli.compile_cache_dir(str(cache)) == str(cache)
+
+
+def test_a_negative_budget_reaches_the_budget_check(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--budgets", "-0.5,1"])
+    err = capsys.readouterr().err
+    assert "budget fractions must be in (0, 1], got '-0.5,1'" in err, err
+    rc = cli.main(["sweep", "--seeds", "-1", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "seeds must be in [0, 2**32)" in capsys.readouterr().err
+
+
+def test_help_says_sgd_has_momentum(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "sgd is SGD with --momentum, so 0.9 unless you pass --momentum 0" in text
+    assert "75 epochs of the task's training set" in text
+
+
+def test_the_report_names_the_momentum_of_sgd():
+    from budgetax import report
+
+    assert report.optimizer_text({"optimizer": "sgd", "momentum": 0.9}).startswith(
+        "sgd with momentum 0.9")
+    assert report.optimizer_text({"optimizer": "sgd", "momentum": 0.0}).startswith(
+        "sgd without momentum")
+    assert "b1 0.9" in report.optimizer_text({"optimizer": "adam", "momentum": 0.9})
+
+
+def test_the_default_full_budget_is_75_epochs_of_the_task(tmp_path, capsys):
+    assert cli.default_full_budget(4000, 100) == 3000  # the default mnist1d sweep, unchanged
+    assert cli.default_full_budget(600, 32) == 1406
+    out = tmp_path / "x"
+    rc = cli.main(["sweep", "--task", "tests.tasks:make_task", "--out", str(out),
+                   "--batch-size", "600", "--budgets", "1", "--schedules", "linear",
+                   "--lrs", "0.01", "--seeds", "0", "--num-evals", "1", "--no-progress",
+                   "--no-plots", "--optimizer", "sgd"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "full budget 75 steps: 75 epochs of 600 training examples at batch 600" in text
+    assert "sgd with momentum 0.9" in text
+    assert json.loads((out / "summary.json").read_text())["spec"]["full_budget"] == 75
+    assert "sgd with momentum 0.9" in (out / "results.md").read_text()
