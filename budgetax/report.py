@@ -25,8 +25,8 @@ import numpy as np
 from budgetax._io import atomic_write_json, atomic_write_text
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves
 
-__all__ = ["SELECT", "Cell", "elasticity_stops", "format_table", "load", "optimizer_text",
-           "summarize", "write_report"]
+__all__ = ["SELECT", "Cell", "curve_grid", "elasticity_stops", "format_table", "load",
+           "metric_vs_budget", "optimizer_text", "summarize", "write_report"]
 
 SELECT = ("train_loss", "test_accuracy", "test_loss")
 PLOTS = ("metric_vs_budget.png", "lr_curves.png", "loss_curves.png")
@@ -268,61 +268,170 @@ def _smooth(x, k):
     return np.concatenate([x[:k - 1], out])
 
 
+STYLES = ("-", "--", "-.", ":")
+PANEL = (3.4, 2.6)  # inches of one panel of the curve grids
+
+
+def _grid(n: int) -> tuple[int, int]:
+    """(rows, columns) of a grid of ``n`` panels: one row up to 3, 2 x 2 for 4, else 3 columns."""
+    cols = 2 if n == 4 else min(n, 3)
+    return -(-n // cols), cols
+
+
+def _legend(fig, handles, labels, spare=None):
+    """One legend for the whole figure: in the ``spare`` (empty) panel, else to the right."""
+    kw = dict(frameon=False, fontsize=8, title="schedule", title_fontsize=8)
+    if spare is not None:
+        spare.legend(handles, labels, loc="center", **kw)
+        spare.axis("off")
+    else:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), **kw)
+
+
+def _plain_log_ticks(ax):
+    """Log-axis tick labels as plain numbers (0.01, 0.5, 2), minor ones on short ranges."""
+    from matplotlib import ticker
+
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = ax.get_ylim()
+    if hi / max(lo, 1e-300) < 20:  # under about a decade and a half: label minor ticks too
+        def minor(v, _):
+            mantissa = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0
+            return f"{v:.2g}" if mantissa in (2, 3, 5) else ""
+
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(minor))
+    else:
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _seed_band(runs, curve, train_metrics, steps):
+    """Mean, min and max over seeds of one per-step curve (the loss smoothed per seed)."""
+    ys = []
+    for r in runs:
+        y = decode_curves(r["curves"], train_metrics, r["budget"])[curve]
+        if curve == "loss":
+            y = _smooth(y, max(1, steps // 50))
+        ys.append(np.asarray(y, np.float64))
+    ys = np.stack(ys)
+    return ys.mean(0), ys.min(0), ys.max(0)
+
+
+_RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8,
+       "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False}
+
+
+def _styles(cells) -> dict:
+    """Each schedule's colour and line style, the same in every plot (tell-apart in grey too)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    schedules = list(dict.fromkeys(c.schedule for c in cells))
+    return {s: dict(color=cmap(i % 10), ls=STYLES[(i // 10 + i) % 4])
+            for i, s in enumerate(schedules)}
+
+
+def metric_vs_budget(cells: list[Cell], metric: str):
+    """The figure of ``metric`` against the budget: one line per schedule at its best lr.
+
+    With several seeds each line is their mean with a ± std band. The legend is
+    outside the axes. Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    style = _styles(cells)
+    budgets = list(dict.fromkeys(c.budget for c in cells))
+    seeds = max((c.seeds for c in cells), default=1)
+    k = 100 if metric.endswith("accuracy") else 1
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+        for s in style:
+            cs = [c for c in cells if c.schedule == s and c.best_lr is not None]
+            if not cs:
+                continue
+            x = np.array([c.budget for c in cs], np.float64)
+            m = np.array([k * c.mean for c in cs])
+            sd = np.array([k * c.std for c in cs])
+            ax.plot(x, m, marker="o", ms=3.5, lw=1.4, label=s, **style[s])
+            if seeds > 1:
+                ax.fill_between(x, m - sd, m + sd, color=style[s]["color"], alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_xlabel("budget (optimizer steps)")
+        ax.set_ylabel(f"{metric}{' (%)' if metric.endswith('accuracy') else ''}")
+        ax.set_title(f"{metric} at each schedule's best lr"
+                     + (f" (mean ± std, {seeds} seeds)" if seeds > 1 else " (one seed)"))
+        ax.grid(alpha=0.3)
+        _legend(fig, *ax.get_legend_handles_labels())
+        fig.tight_layout()
+    return fig
+
+
+def curve_grid(cells: list[Cell], runs_by_id: dict, curve: str, train_metrics):
+    """One panel per budget of a per-step curve (``"lr"`` or ``"loss"``) of every schedule.
+
+    Each schedule is drawn at its best lr, as the mean over its seeds with a min-max
+    band (the loss smoothed per seed, on a log axis). Panels fill a grid of at most
+    3 columns sized to their number; the legend takes the first empty panel, else
+    stands to the right of the grid. Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    style = _styles(cells)
+    budgets = list(dict.fromkeys(c.budget for c in cells))
+    seeds = max((c.seeds for c in cells), default=1)
+    ylabel = {"lr": "learning rate", "loss": "training loss (smoothed)"}.get(curve, curve)
+    rows, cols = _grid(len(budgets))
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(rows, cols, figsize=(PANEL[0] * cols, PANEL[1] * rows),
+                                 squeeze=False)
+        for i, (ax, steps) in enumerate(zip(axes.flat, budgets)):
+            for s in style:
+                c = next((c for c in cells if c.budget == steps and c.schedule == s), None)
+                if c is None or not c.run_ids:
+                    continue
+                mean, lo, hi = _seed_band([runs_by_id[r] for r in c.run_ids], curve,
+                                          train_metrics, steps)
+                x = np.arange(1, steps + 1)
+                ax.plot(x, mean, lw=1.2, label=s, **style[s])
+                if len(c.run_ids) > 1:
+                    ax.fill_between(x, lo, hi, color=style[s]["color"], alpha=0.15, lw=0)
+            ax.set_title(f"budget {steps} steps")
+            ax.set_xlim(0, steps)
+            if curve == "loss":
+                ax.set_yscale("log")
+                _plain_log_ticks(ax)
+            else:
+                ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.grid(alpha=0.3)
+            if i % cols == 0:
+                ax.set_ylabel(ylabel)
+            if i >= len(budgets) - cols:
+                ax.set_xlabel("step")
+        spare = list(axes.flat)[len(budgets):]
+        for ax in spare[1:]:
+            ax.set_visible(False)
+        _legend(fig, *axes.flat[0].get_legend_handles_labels(), spare[0] if spare else None)
+        what = f"mean of {seeds} seeds, band: min to max" if seeds > 1 else "one seed"
+        fig.suptitle(f"{ylabel} at each schedule's best lr ({what})", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
 def _plots(out_dir, cells, runs_by_id, metric, train_metrics):
+    """Writes :data:`PLOTS`: :func:`metric_vs_budget` and the lr and loss :func:`curve_grid`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    schedules = list(dict.fromkeys(c.schedule for c in cells))
-    budgets = list(dict.fromkeys(c.budget for c in cells))
-    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(schedules)}
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in schedules:
-        cs = [c for c in cells if c.schedule == s and c.best_lr is not None]
-        if cs:
-            k = 100 if metric.endswith("accuracy") else 1
-            ax.errorbar([c.budget for c in cs], [k * c.mean for c in cs],
-                        yerr=[k * c.std for c in cs], marker="o", capsize=3, label=s,
-                        color=colors[s])
-    ax.set_xscale("log")
-    ax.set_xlabel("budget (optimizer steps)")
-    unit = " (%)" if metric.endswith("accuracy") else ""
-    ax.set_ylabel(f"{metric} at best lr{unit}")
-    ax.set_title(f"{metric} vs budget (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
     os.makedirs(out_dir, exist_ok=True)
-    fig.savefig(os.path.join(out_dir, PLOTS[0]), dpi=110)
-    plt.close(fig)
-
-    for name, curve, ylabel, log in ((PLOTS[1], "lr", "learning rate", False),
-                                     (PLOTS[2], "loss", "training loss (smoothed)", True)):
-        n = len(budgets)
-        fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
-        for ax, steps in zip(axes[0], budgets, strict=True):
-            for s in schedules:
-                c = next((c for c in cells if c.budget == steps and c.schedule == s), None)
-                if c is None or not c.run_ids:
-                    continue
-                r = runs_by_id[c.run_ids[0]]
-                y = decode_curves(r["curves"], train_metrics, r["budget"])[curve]
-                if curve == "loss":
-                    y = _smooth(y, max(1, steps // 50))
-                ax.plot(np.arange(1, steps + 1), y, color=colors[s], label=s, lw=1)
-            ax.set_title(f"budget {steps} steps", fontsize=9)
-            ax.set_xlabel("step", fontsize=8)
-            if log:
-                ax.set_yscale("log")
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel(ylabel, fontsize=8)
-        axes[0][-1].legend(fontsize=6)
-        fig.suptitle(f"{ylabel} at each schedule's best lr (first seed)", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, name), dpi=110)
+    figs = (metric_vs_budget(cells, metric),
+            curve_grid(cells, runs_by_id, "lr", train_metrics),
+            curve_grid(cells, runs_by_id, "loss", train_metrics))
+    for name, fig in zip(PLOTS, figs, strict=True):
+        fig.savefig(os.path.join(out_dir, name), dpi=150, bbox_inches="tight")
         plt.close(fig)
 
 
