@@ -1,20 +1,48 @@
-"""The sweep's progress display: a rich bar on a terminal, one line per group otherwise."""
+"""The sweep's progress display: a rich bar on a terminal, one line per group otherwise.
+
+Compilation (tracing, lowering and XLA compilation of a budget's program: the
+longest wait of a small sweep) is shown as it happens: the bar says
+``compiling…`` in place of its rate, and each group's line ends with the seconds
+spent compiling since the previous line. Both come from JAX's monitoring events
+(:mod:`jax.monitoring`), heard while the display is open: nothing in the
+training loop needs to say when it compiles.
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
-__all__ = ["Progress"]
+__all__ = ["COMPILE_EVENTS", "Progress"]
+
+# JAX records a scalar under each of these names when the step starts and a duration
+# when it ends (jax._src.dispatch.log_elapsed_time)
+COMPILE_EVENTS = frozenset({
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+})
+COMPILING = "compiling…"
 
 
 class Progress:
-    """A rich progress bar (run-steps, steps/s, ETA) on a terminal; one line per group otherwise."""
+    """A rich progress bar (run-steps, steps/s, ETA) on a terminal; one line per group otherwise.
+
+    While JAX traces, lowers or compiles a program the bar's rate reads
+    ``compiling…``; :meth:`line` appends the compilation seconds since the previous
+    line (when at least 0.1 s). ``compile_seconds`` is the total.
+    """
 
     def __init__(self, total_run_steps: int, enabled: bool):
         self.enabled = enabled
         self._bar = None
         self.total = total_run_steps
+        self.compile_seconds = 0.0
+        self._compile_since_line = 0.0
+        self._depth = 0
+        self._depth_lock = threading.Lock()
+        self._listeners = None
         if enabled and sys.stderr.isatty():
             from rich.progress import (
                 BarColumn,
@@ -33,6 +61,55 @@ class Progress:
             self._bar.start()
         self._t0 = time.perf_counter()
         self._done = 0
+        self._rate = ""
+        if enabled:
+            self._listen()
+
+    @property
+    def compiling(self) -> bool:
+        """Whether JAX is tracing, lowering or compiling right now."""
+        return self._depth > 0
+
+    def _listen(self):
+        try:
+            from jax import monitoring
+        except ImportError:  # pragma: no cover - jax is a dependency
+            return
+
+        def started(event, value, **kwargs):
+            if event in COMPILE_EVENTS:
+                try:
+                    self._compile_started()
+                except Exception:  # noqa: BLE001, S110 - never break a compilation
+                    pass
+
+        def finished(event, seconds, **kwargs):
+            if event in COMPILE_EVENTS:
+                try:
+                    self._compile_finished(event, seconds)
+                except Exception:  # noqa: BLE001, S110 - never break a compilation
+                    pass
+
+        monitoring.register_scalar_listener(started)
+        monitoring.register_event_duration_secs_listener(finished)
+        self._listeners = (monitoring, started, finished)
+
+    def _compile_started(self):
+        with self._depth_lock:
+            self._depth += 1
+            first = self._depth == 1
+        if first and self._bar is not None:
+            self._bar.update(self._task, rate=COMPILING)
+
+    def _compile_finished(self, event, seconds):
+        with self._depth_lock:
+            self._depth = max(0, self._depth - 1)
+            outer = self._depth == 0
+        if outer:  # nested traces are counted once, by the outermost
+            self.compile_seconds += seconds
+            self._compile_since_line += seconds
+            if self._bar is not None:
+                self._bar.update(self._task, rate=self._rate)
 
     def describe(self, text: str):
         if self._bar is not None:
@@ -41,15 +118,27 @@ class Progress:
     def advance(self, n: int):
         self._done += n
         if self._bar is not None:
-            rate = self._done / max(time.perf_counter() - self._t0, 1e-9)
-            self._bar.update(self._task, advance=n, rate=f"{rate:,.0f}/s")
+            self._rate = f"{self._done / max(time.perf_counter() - self._t0, 1e-9):,.0f}/s"
+            self._bar.update(self._task, advance=n,
+                             rate=COMPILING if self.compiling else self._rate)
 
     def line(self, text: str):
+        if self._compile_since_line >= 0.1:
+            text += f"; compiling took {self._compile_since_line:.1f}s"
+        self._compile_since_line = 0.0
         if self._bar is not None:
             self._bar.console.print(text)
         elif self.enabled:
             print(text, file=sys.stderr, flush=True)
 
     def close(self):
+        if self._listeners is not None:
+            monitoring, started, finished = self._listeners
+            self._listeners = None
+            try:
+                monitoring.unregister_scalar_listener(started)
+                monitoring.unregister_event_duration_listener(finished)
+            except (AssertionError, ValueError, AttributeError):  # cleared by someone else
+                pass
         if self._bar is not None:
             self._bar.stop()
