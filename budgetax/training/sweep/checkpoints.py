@@ -23,6 +23,7 @@ from budgetax.training.core import barrier
 __all__ = ["CHECKPOINT_DIR", "Checkpoints", "CheckpointWarning"]
 
 CHECKPOINT_DIR = "checkpoints"
+TMP_MARK = ".orbax-checkpoint-tmp"  # in the name of a save orbax has not finalised
 
 
 class CheckpointWarning(UserWarning):
@@ -96,6 +97,7 @@ class Checkpoints:
         """
         if not os.path.isdir(self.path):
             return None
+        self._remove_unfinished()
         try:
             step = self._manager().latest_step()
         except Exception as err:  # noqa: BLE001 - an unreadable checkpoint folder
@@ -113,6 +115,19 @@ class Checkpoints:
         except Exception as err:  # noqa: BLE001 - verified yet unreadable: never used
             return self._discard(step, f"orbax cannot restore it ({type(err).__name__}: {err})")
         return step, tree
+
+    def _remove_unfinished(self):
+        """Removes the temporary folders of saves a kill cut short (never a checkpoint).
+
+        Orbax would remove such a folder itself when it saves that step again, with an
+        absl warning ("Attempted to create temporary directory ... Removing existing
+        directory since it is not finalized") that is no news after a kill.
+        """
+        if self.writer:
+            for name in os.listdir(self.path):
+                if TMP_MARK in name:
+                    shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
+        barrier(f"budgetax-checkpoint-unfinished-{self.path}")
 
     def _discard(self, step, why: str):
         where = self.path if step is None else os.path.join(self.path, str(step))
