@@ -62,6 +62,7 @@ import functools
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -74,6 +75,7 @@ import optax
 from budgetax import _validate, profiles
 
 __all__ = [
+    "PeakValueWarning",
     "budgeted",
     "progress",
     "constant",
@@ -89,6 +91,33 @@ __all__ = [
 ]
 
 INT32_MAX = 2**31 - 1
+
+
+class PeakValueWarning(UserWarning):
+    """A schedule was built without ``peak_value``: it peaks at 1.0."""
+
+
+class _DefaultPeak(float):
+    """The default ``peak_value`` (1.0), told apart from a 1.0 the caller passed."""
+
+    def __repr__(self):
+        return "1.0"
+
+
+_PEAK = _DefaultPeak(1.0)
+
+
+def _warn_default_peak(name: str, total_steps, stacklevel: int) -> None:
+    if name == "budgeted":
+        call, example = "budgeted(profile, T)", "budgeted(profile, T, 1e-3)"
+        transform = "budgetax.scale_by_profile(profile, T)"
+    else:
+        call, example, transform = f"{name}(T)", f"{name}(T, 1e-3)", f"budgetax.{name}(T)"
+    warnings.warn(
+        f"budgetax.schedules.{call} was given no peak_value (T = {total_steps!r}), so it "
+        f"peaks at 1.0: as a learning rate, 1; pass the peak learning rate, e.g. "
+        f"schedules.{example}, or peak_value=1.0 for a multiplier ({transform} scales "
+        f"updates by it without this warning)", PeakValueWarning, stacklevel=stacklevel + 1)
 
 _STATIC_HINT = ("it fixes the schedule's structure, so it must be static: pass a Python int "
                 "(under jax.jit use static_argnames; with optax.inject_hyperparams list it in "
@@ -323,7 +352,7 @@ def _resolve_profile(profile) -> Callable[[jax.Array], jax.Array]:
 def budgeted(
     profile,
     total_steps: int,
-    peak_value=1.0,
+    peak_value=_PEAK,
     *,
     end_value=0.0,
     warmup_steps: int = 0,
@@ -339,7 +368,9 @@ def budgeted(
         ``functools.partial`` of one with its knobs), or a profile name.
       total_steps: the budget ``T``, a positive Python int up to ``2**31 - 1``.
       peak_value: the learning rate at the end of warmup (a float, or a JAX
-        scalar so that sweeps can vmap over it).
+        scalar so that sweeps can vmap over it). Give it: without it the schedule
+        peaks at 1.0 and a :class:`PeakValueWarning` says so (pass ``1.0`` for a
+        multiplier).
       end_value: the value the profile anneals to at the budget (float or JAX scalar).
       warmup_steps: linear warmup from 0 over the first ``warmup_steps`` steps,
         a Python int with ``0 <= warmup_steps < total_steps``.
@@ -362,6 +393,9 @@ def budgeted(
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
       Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
+    if peak_value is _PEAK:
+        _warn_default_peak("budgeted", total_steps, stacklevel=2)
+        peak_value = 1.0
     fn = _resolve_profile(profile)
     total_steps = _static_int("total_steps", total_steps, low=1)
     warmup_steps = _static_int("warmup_steps", warmup_steps, low=0)
@@ -417,6 +451,9 @@ def budgeted(
 
 
 def _make(profile_fn, total_steps, peak_value, end_value, warmup_steps, sample_every, **knobs):
+    if peak_value is _PEAK:  # warns at the caller of the shortcut
+        _warn_default_peak(profile_fn.__name__, total_steps, stacklevel=3)
+        peak_value = 1.0
     prof = functools.partial(profile_fn, **knobs) if knobs else profile_fn
     return budgeted(prof, total_steps, peak_value, end_value=end_value,
                     warmup_steps=warmup_steps, sample_every=sample_every)
@@ -424,6 +461,9 @@ def _make(profile_fn, total_steps, peak_value, end_value, warmup_steps, sample_e
 
 _COMMON_ARGS = """total_steps: the budget ``T``, a static Python int up to ``2**31 - 1``.
       peak_value: the learning rate at the end of warmup (a float or a JAX scalar).
+        Give it: without it the schedule peaks at 1.0 and a :class:`PeakValueWarning`
+        says so (pass ``1.0`` for a multiplier; ``budgetax.<name>(T)`` is the
+        update-scaling transform).
       end_value: the value the profile anneals to at the budget (a float or a JAX scalar).
       warmup_steps: linear warmup over the first steps, a static int ``< total_steps``;
         it rises from 0 to the profile's own start.
@@ -440,7 +480,7 @@ def _shortcut_doc(fn):
 
 
 @_shortcut_doc
-def linear(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1):
+def linear(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1):
     r"""Linear decay to ``end_value`` at the budget: ``budgeted(profiles.linear, ...)``.
 
     :math:`\eta = \text{end} + (\text{peak} - \text{end})(1 - p)`; equals
@@ -462,7 +502,7 @@ def linear(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample
 
 
 @_shortcut_doc
-def rex(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+def rex(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
         beta=0.5):
     r"""REX decay: ``budgeted(partial(profiles.rex, beta=beta), ...)``.
 
@@ -486,7 +526,7 @@ def rex(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_ev
 
 
 @_shortcut_doc
-def cosine(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1):
+def cosine(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1):
     r"""Cosine decay over the budget: ``budgeted(profiles.cosine, ...)``.
 
     :math:`\eta = \text{end} + (\text{peak} - \text{end})\,\tfrac12(1 + \cos \pi p)`;
@@ -509,7 +549,7 @@ def cosine(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample
 
 
 @_shortcut_doc
-def exponential(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+def exponential(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
                 final=1e-2):
     r"""Exponential decay reaching ``final`` of the way to ``end_value`` at the budget.
 
@@ -533,7 +573,7 @@ def exponential(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, s
 
 
 @_shortcut_doc
-def step(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+def step(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
          milestones=(0.3, 0.6, 0.9), factor=0.1):
     r"""Step decay at fractions of the budget (30-60-90 by default).
 
@@ -563,7 +603,7 @@ def step(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_e
 
 
 @_shortcut_doc
-def polynomial(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+def polynomial(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
                power=2.0):
     r"""Polynomial decay ``(1 - p) ** power``.
 
@@ -588,7 +628,7 @@ def polynomial(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sa
 
 
 @_shortcut_doc
-def constant(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1):
+def constant(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1):
     r"""Constant learning rate after the warmup (the no-decay baseline).
 
     :math:`\eta = \text{end} + (\text{peak} - \text{end}) \cdot 1`: the peak (to float32
@@ -611,7 +651,7 @@ def constant(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, samp
 
 
 @_shortcut_doc
-def wsd(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+def wsd(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
         decay_fraction=0.2, decay="linear"):
     r"""Warmup-stable-decay: hold the peak, then decay over the last ``decay_fraction``.
 
@@ -640,7 +680,7 @@ def wsd(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_ev
 
 
 @_shortcut_doc
-def one_cycle(total_steps, peak_value=1.0, *, end_value=0.0, warmup_steps=0, sample_every=1,
+def one_cycle(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
               pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
     r"""OneCycle (cosine up, cosine down) over the budget.
 

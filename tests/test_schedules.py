@@ -659,3 +659,26 @@ def test_user_profile_closing_over_a_traced_knob():
     np.testing.assert_allclose(got, [(1 - t / 40) ** 2 for t in range(41)], rtol=1e-6,
                                atol=1e-7)
     assert float(mid) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("name", ["linear", "rex", "cosine", "exponential", "step", "polynomial",
+                                  "constant", "wsd", "one_cycle"])
+def test_a_schedule_without_peak_value_warns_that_it_peaks_at_one(name):
+    import warnings
+
+    with pytest.warns(schedules.PeakValueWarning, match=rf"schedules\.{name}\(T\) was given no "
+                      r"peak_value \(T = 10\), so it peaks at 1\.0") as record:
+        sched = getattr(schedules, name)(10)
+    assert record[0].filename == __file__  # points at the caller
+    assert float(sched(0)) == pytest.approx(float(getattr(schedules, name)(10, 1.0)(0)))
+    with pytest.warns(schedules.PeakValueWarning, match=r"budgeted\(profile, T, 1e-3\)"):
+        schedules.budgeted(name, 10)
+    import budgetax
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        getattr(schedules, name)(10, 1.0)  # given, even 1.0: silent
+        getattr(schedules, name)(10, peak_value=0.1)
+        schedules.budgeted(name, 10, 1.0)
+        getattr(budgetax, name)(10)  # the transforms are multipliers by design
+        budgetax.scale_by_profile(name, 10)

@@ -14,8 +14,16 @@ With an adaptive optimizer, put the transform after the adaptive direction::
     optax.chain(optax.scale_by_adam(), budgetax.rex(T), optax.scale(-lr))
     # == optax.adam(schedules.rex(T, lr))
 
-(``optax.chain(budgetax.rex(T), optax.adam(lr))`` would be cancelled by Adam's
-normalisation and is not a schedule.)
+**Trap: the order matters and cannot be checked.**
+``optax.chain(budgetax.rex(T), optax.adam(lr))`` is accepted but is *not* a
+schedule: Adam (like AdamW, LAMB, Adagrad, RMSprop and every optimizer that
+normalises the gradient) largely divides the multiplier out again, so it trains
+at about the constant ``lr`` (mid-budget, where REX is at 2/3 of the peak, Adam's
+update is still within a few percent of its constant-lr size). This cannot be
+detected, so budgetax does not warn: a transform does not see what
+``optax.chain`` puts after it, and a chain does not expose its parts. Put the
+multiplier after the normalisation, as above, or give the optimizer the schedule
+(``optax.adam(budgetax.schedules.rex(T, lr))``).
 """
 
 from __future__ import annotations
@@ -43,6 +51,11 @@ __all__ = [
 def scale_by_profile(profile, total_steps: int, *, end_value=0.0, warmup_steps: int = 0,
                      sample_every: int = 1) -> optax.GradientTransformation:
     """Multiplies updates by ``schedules.budgeted(profile, total_steps, 1.0, ...)(count)``.
+
+    Put it after an adaptive optimizer's normalisation (``optax.chain(
+    optax.scale_by_adam(), scale_by_profile(...), optax.scale(-lr))``): in front of
+    ``optax.adam`` it is largely divided out again, and that cannot be detected (see the
+    module docstring).
 
     Args:
       profile: a profile function ``p -> multiplier`` or a profile name.
@@ -85,6 +98,11 @@ def _as_transform(schedule_factory):
         f"...))``: the multiplier is ``end + (1 - end) * profile(p)`` after a linear warmup "
         f"(see :mod:`budgetax.schedules`); the profile's knobs (see "
         f":func:`budgetax.profiles.{name}`) are keywords.\n\n"
+        f"It scales what it receives: in front of plain SGD it is the schedule, but "
+        f"``optax.chain(budgetax.{name}(T), optax.adam(lr))`` is not (Adam's "
+        f"normalisation largely divides it out, and that cannot be detected); put it after the "
+        f"normalisation: ``optax.chain(optax.scale_by_adam(), budgetax.{name}(T), "
+        f"optax.scale(-lr))``.\n\n"
         f"Args:\n"
         f"  total_steps: the budget ``T``, a static Python int up to ``2**31 - 1``.\n"
         f"  end_value: the multiplier at the end of the budget (float or JAX scalar).\n"

@@ -180,3 +180,37 @@ def test_transform_under_inject_hyperparams_with_static_budget():
 def test_bad_static_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_in_front_of_adam_the_multiplier_is_divided_out_as_documented():
+    """The documented trap: chain(budgetax.rex(T), optax.adam(lr)) trains at the constant lr."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import budgetax
+
+    T, lr = 20, 1e-2
+    grads = [{"w": jnp.array([0.3, -1.2, 2.0]) * (1 + 0.1 * t)} for t in range(T)]
+
+    def updates(tx):
+        params = {"w": jnp.zeros(3)}
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(u["w"])
+        return jnp.stack(out)
+
+    wrong = updates(optax.chain(budgetax.rex(T), optax.adam(lr)))
+    constant = updates(optax.adam(lr))
+    right = updates(optax.chain(optax.scale_by_adam(), budgetax.rex(T), optax.scale(-lr)))
+    scheduled = updates(optax.adam(budgetax.schedules.rex(T, lr)))
+    mid = T // 2
+    # the multiplier is largely divided out: mid-budget, rex is at 2/3 but the update is not
+    assert float(jnp.abs(wrong[mid] / constant[mid]).min()) > 0.95
+    assert float(jnp.abs(scheduled[mid] / constant[mid]).max()) < 0.7
+    assert jnp.allclose(right, scheduled, rtol=1e-5, atol=1e-9)  # the documented fix
+    for doc in (budgetax.rex.__doc__, budgetax.scale_by_profile.__doc__,
+                budgetax.transforms.schedule.__doc__):
+        assert "cannot be detected" in " ".join(doc.split())
+    del jax
