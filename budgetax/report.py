@@ -480,7 +480,8 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
     lines = [
         "# Sweep results", "",
         f"Task `{spec['task']['name']}` ({json.dumps(spec['task']['config'])}), "
-        f"{optimizer_text(opt)}, batch {spec['batch_size']}, full budget {spec['full_budget']} steps; "
+        f"{optimizer_text(opt)}, batch {spec['batch_size']}, "
+        f"full budget {spec['full_budget']} steps; "
         f"peak lrs {spec['peak_lrs']}, seeds {spec['seeds']}.", "",
     ]
     if command:
