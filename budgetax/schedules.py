@@ -393,8 +393,8 @@ def budgeted(
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
       Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
-    if peak_value is _PEAK:
-        _warn_default_peak("budgeted", total_steps, stacklevel=2)
+    default_peak = peak_value is _PEAK
+    if default_peak:
         peak_value = 1.0
     fn = _resolve_profile(profile)
     total_steps = _static_int("total_steps", total_steps, low=1)
@@ -447,16 +447,20 @@ def budgeted(
             count = np.clip(count, 0, total_steps).astype(np.int32)
         return fast(count, *fast_args)
 
+    if default_peak:  # once the arguments are valid
+        _warn_default_peak("budgeted", total_steps, stacklevel=2)
     return schedule
 
 
 def _make(profile_fn, total_steps, peak_value, end_value, warmup_steps, sample_every, **knobs):
-    if peak_value is _PEAK:  # warns at the caller of the shortcut
-        _warn_default_peak(profile_fn.__name__, total_steps, stacklevel=3)
-        peak_value = 1.0
+    default_peak = peak_value is _PEAK
     prof = functools.partial(profile_fn, **knobs) if knobs else profile_fn
-    return budgeted(prof, total_steps, peak_value, end_value=end_value,
-                    warmup_steps=warmup_steps, sample_every=sample_every)
+    schedule = budgeted(prof, total_steps, 1.0 if default_peak else peak_value,
+                        end_value=end_value, warmup_steps=warmup_steps,
+                        sample_every=sample_every)
+    if default_peak:  # once the arguments are valid; at the caller of the shortcut
+        _warn_default_peak(profile_fn.__name__, total_steps, stacklevel=3)
+    return schedule
 
 
 _COMMON_ARGS = """total_steps: the budget ``T``, a static Python int up to ``2**31 - 1``.

@@ -682,3 +682,5 @@ def test_a_schedule_without_peak_value_warns_that_it_peaks_at_one(name):
         schedules.budgeted(name, 10, 1.0)
         getattr(budgetax, name)(10)  # the transforms are multipliers by design
         budgetax.scale_by_profile(name, 10)
+        with pytest.raises(ValueError, match="total_steps"):  # an error first, no warning
+            getattr(schedules, name)(0)
