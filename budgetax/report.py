@@ -481,7 +481,9 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         "# Sweep results", "",
         f"Task `{spec['task']['name']}` ({json.dumps(spec['task']['config'])}), "
         f"{optimizer_text(opt)}, batch {spec['batch_size']}, "
-        f"full budget {spec['full_budget']} steps; "
+        f"full budget {spec['full_budget']} steps"
+        + (f" ({spec['full_budget'] / spec['steps_per_epoch']:.3g} epochs)"
+           if spec.get("steps_per_epoch") else "") + "; "
         f"peak lrs {spec['peak_lrs']}, seeds {spec['seeds']}.", "",
     ]
     if command:

@@ -131,4 +131,5 @@ def test_the_default_full_budget_is_75_epochs_of_the_task(tmp_path, capsys):
     assert "full budget 75 steps: 75 epochs of 600 training examples at batch 600" in text
     assert "sgd with momentum 0.9" in text
     assert json.loads((out / "summary.json").read_text())["spec"]["full_budget"] == 75
-    assert "sgd with momentum 0.9" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "sgd with momentum 0.9" in md and "full budget 75 steps (75 epochs)" in md
