@@ -35,6 +35,7 @@ def test_the_bar_says_compiling_while_jax_compiles(monkeypatch):
         assert seen and seen[0] == (True, COMPILING)
         assert not bar.compiling and bar._bar.tasks[0].fields["rate"].endswith("/s")
         assert bar.compile_seconds > 0
+        assert bar._bar.console.stderr  # the bar on stderr: stdout keeps the table
     finally:
         monitoring.unregister_scalar_listener(during)
         bar.close()

@@ -51,12 +51,14 @@ class Progress:
                 TimeElapsedColumn,
                 TimeRemainingColumn,
             )
+            from rich.console import Console
             from rich.progress import Progress as _Bar
 
             self._bar = _Bar(TextColumn("{task.description}"), BarColumn(),
                              MofNCompleteColumn(), TextColumn("run-steps"),
                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                             TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+                             TextColumn("ETA"), TimeRemainingColumn(), transient=False,
+                             console=Console(stderr=True))  # stdout keeps the table only
             self._task = self._bar.add_task("sweep", total=total_run_steps, rate="")
             self._bar.start()
         self._t0 = time.perf_counter()
