@@ -44,6 +44,7 @@ class Progress:
         self._depth_lock = threading.Lock()
         self._listeners = None
         if enabled and sys.stderr.isatty():
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -51,7 +52,6 @@ class Progress:
                 TimeElapsedColumn,
                 TimeRemainingColumn,
             )
-            from rich.console import Console
             from rich.progress import Progress as _Bar
 
             self._bar = _Bar(TextColumn("{task.description}"), BarColumn(),
