@@ -82,7 +82,7 @@ from budgetax.training.steps import (
 from budgetax.training.task import Task
 
 __all__ = ["SR_STREAM", "STEP_METRICS", "Carry", "Program", "Runs", "eval_steps",
-           "make_mesh", "segments", "sr_seed"]
+           "make_mesh", "segments", "sr_seed", "take_runs"]
 
 SR_STREAM = 0x5352  # fold_in tag of the stochastic-rounding stream of a run's key
 STEP_METRICS = ("grad_norm", "update_norm", "lr")  # added by the loop to the loss's metrics
@@ -295,12 +295,15 @@ def carry_bytes_per_run(prog: Program) -> int:
 
 
 # ------------------------------------------------------------------ programs
-def _advance(prog: Program, lmin: int, lmax: int, keys, lrs, sched_idx, carry, t0, length,
-             data):
-    """Advances every run by ``lmin <= length <= lmax`` steps from ``t0`` (initialising at 0).
+def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, data):
+    """Advances every run by ``length <= lmax`` steps from ``t0`` (initialising at 0).
 
-    The first ``lmin`` steps run unconditionally; only steps past them test
-    ``i < length`` (a ``lax.cond`` around every step made a CNN's training 1.4x slower).
+    The scan always has ``lmax`` steps; a step past ``length`` is computed and
+    discarded (the same ``where`` that freezes a diverged run). Every step of every
+    program is therefore the same compiled body, whatever the segment lengths, so a
+    run's result does not depend on where it stopped to evaluate or branch (a
+    ``lax.cond`` around the extra steps compiled them differently and changed the
+    last bits).
 
     ``data`` is the on-device training set (in-memory tasks) or the runs' batches
     ``[lmax, R, batch, ...]`` (streamed tasks). Returns ``(carry, {name: [R, lmax]})``,
@@ -317,35 +320,28 @@ def _advance(prog: Program, lmin: int, lmax: int, keys, lrs, sched_idx, carry, t
         new, metrics = train_step(task, fns, tx, lr_fn, state, batch)
         ok = alive & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["update_norm"])
         if prog.divergence_factor is not None:
-            first = jnp.where(state.step == 0, metrics["loss"], first)
+            first = jnp.where(alive & (state.step == 0), metrics["loss"], first)
             ok = ok & ~((first > 0) & (metrics["loss"] > prog.divergence_factor * first))
         new = jax.tree.map(lambda a, o: jnp.where(ok, a, o), new, state)
         metrics = {k: jnp.where(alive, v, jnp.nan) for k, v in metrics.items()}
         return new, ok, first, metrics
 
-    names = prog.metric_names()["train"]
-    nan_metrics = {k: jnp.full((keys.shape[0],), jnp.nan, jnp.float32) for k in names}
-
     def run_step(c, i):
         t = t0 + i
+        active = i < length
         if prog.streamed:
             perms, batch = c.perms, jax.tree.map(lambda a: a[i], data)
         else:
             perms, idx = device_batch_indices(data_keys, c.perms, t, n, prog.batch_size)
+            perms = jnp.where(active, perms, c.perms)
             batch = jax.tree.map(lambda a: a[idx], data)
-        alive = c.diverged_step < 0
+        alive = (c.diverged_step < 0) & active
         states, ok, first, m = jax.vmap(step_one)(c.states, alive, c.first_loss, lrs,
                                                   sched_idx, batch)
         dstep = jnp.where(alive & ~ok, t, c.diverged_step)
         return Carry(states, perms, dstep, first), m
 
-    def maybe_step(c, i):
-        return jax.lax.cond(i < length, lambda c: run_step(c, i), lambda c: (c, nan_metrics), c)
-
-    carry, metrics = jax.lax.scan(run_step, carry, jnp.arange(lmin))
-    if lmax > lmin:
-        carry, more = jax.lax.scan(maybe_step, carry, jnp.arange(lmin, lmax))
-        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, more)
+    carry, metrics = jax.lax.scan(run_step, carry, jnp.arange(lmax))
     return carry, {k: v.T for k, v in metrics.items()}
 
 
@@ -410,10 +406,10 @@ def _evaluate_one(prog: Program, state, eval_data, diag_data) -> dict:
 
 
 @functools.lru_cache(maxsize=64)
-def _advance_program(prog: Program, mesh, lmin: int, lmax: int):
+def _advance_program(prog: Program, mesh, lmax: int):
     runs, repl = NamedSharding(mesh, P("runs")), NamedSharding(mesh, P())
     data_sh = NamedSharding(mesh, P(None, "runs")) if prog.streamed else repl
-    return jax.jit(functools.partial(_advance, prog, lmin, lmax),
+    return jax.jit(functools.partial(_advance, prog, lmax),
                    in_shardings=(runs, runs, runs, runs, repl, repl, data_sh),
                    out_shardings=(runs, runs), donate_argnums=(3,))
 
@@ -494,6 +490,25 @@ def to_host(tree):
 _DEVICE_DATA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+@functools.lru_cache(maxsize=16)
+def _take_program(mesh):
+    runs = NamedSharding(mesh, P("runs"))
+    return jax.jit(lambda carry, rows: jax.tree.map(lambda a: a[rows], carry),
+                   out_shardings=runs)
+
+
+def take_runs(carry: Carry, rows, mesh, padded: int) -> Carry:
+    """The runs ``rows`` of ``carry`` (a new carry, padded to ``padded`` runs with the last row).
+
+    The source carry is left as it is (not donated): a branch or the survivors of
+    a pruning round continue from the copy while the source may go on.
+    """
+    rows = [int(r) for r in rows]
+    rows = rows + [rows[-1]] * (padded - len(rows))
+    return _take_program(mesh)(carry, put(np.asarray(rows, np.int32),
+                                           NamedSharding(mesh, P())))
+
+
 class Runs:
     """``R`` runs of one :class:`Program` on a mesh: the host loop over segments.
 
@@ -503,10 +518,17 @@ class Runs:
         last run) to a multiple of its size.
       seeds, peak_lrs, schedule_index: one per run.
       pad_to: pad the runs to at least this many (groups of one budget share a shape).
+      stops: the steps after which :meth:`segments` yields (sorted, ``<= budget``;
+        default: the budget's evaluation steps, :func:`eval_steps`).
+      start: the step the first segment starts at (default 0: the runs are
+        initialised; a later start continues a carry trained elsewhere, e.g. a
+        branch from a shared prefix).
+      evaluate: the stops at which the runs are evaluated (default: every stop);
+        at the others :meth:`segments` yields empty evaluation metrics.
     """
 
     def __init__(self, prog: Program, mesh, seeds, peak_lrs, schedule_index, *,
-                 pad_to: int | None = None):
+                 pad_to: int | None = None, stops=None, start: int = 0, evaluate=None):
         self.prog, self.mesh = prog, mesh
         self.real = len(seeds)
         ndev = mesh.devices.size
@@ -519,7 +541,20 @@ class Runs:
         self.keys = put_keys(self.seeds, self._runs)
         self.lrs = put(np.asarray(pad(peak_lrs), np.float32), self._runs)
         self.sched_idx = put(np.asarray(pad(schedule_index), np.int32), self._runs)
-        self.lengths, self.starts = segments(prog.budget, prog.num_evals)
+        if stops is None and start == 0:
+            self.lengths, self.starts = segments(prog.budget, prog.num_evals)
+        else:
+            stops = [int(s) for s in (eval_steps(prog.budget, prog.num_evals)
+                                      if stops is None else stops)]
+            stops = [s for s in stops if s > start]
+            if (not stops or stops != sorted(set(stops)) or stops[-1] > prog.budget
+                    or start < 0):
+                raise ValueError(f"stops must be increasing steps in ({start}, "
+                                 f"{prog.budget}], got {stops!r}")
+            self.starts = np.asarray([start] + stops[:-1], np.int64)
+            self.lengths = np.asarray(stops, np.int64) - self.starts
+        self.evaluate = None if evaluate is None else {int(s) for s in evaluate}
+        self._lmax = self._piece_length()
         self.names = prog.metric_names()
 
     # ------------------------------------------------------------- carry
@@ -561,10 +596,31 @@ class Runs:
             cache[key] = (train, to_dev(task.eval_data), diag)
         return cache[key]
 
+    def _piece_length(self) -> int:
+        """The scan length of the advance program (every call runs this many steps).
+
+        Streamed tasks: :data:`STREAM_CHUNK` (one host transfer), or less when every
+        segment is shorter. In-memory tasks: the length that minimises the steps
+        computed (a segment is cut into near-equal pieces of at most this many
+        steps, and a piece shorter than the program computes and discards the rest)
+        plus a per-call cost of 8 steps; for the equal segments of an ordinary
+        budget that is the segment length itself, one call per segment.
+        """
+        lens = [int(n) for n in self.lengths]
+        if self.prog.streamed:
+            return min(STREAM_CHUNK, max(lens))
+        candidates = {max(lens)} | {2 ** k for k in range(max(lens).bit_length())}
+        cost = lambda c: sum(-(-n // c) * (c + 8) for n in lens)
+        return min(sorted(candidates), key=cost)
+
     def _chunks(self, seg: int) -> list[tuple[int, int]]:
+        """``[(start, length)]`` pieces of segment ``seg``: near-equal, at most ``_lmax`` long."""
         start, length = int(self.starts[seg]), int(self.lengths[seg])
-        step = STREAM_CHUNK
-        return [(s, min(step, start + length - s)) for s in range(start, start + length, step)]
+        k = -(-length // self._lmax)
+        q, r = divmod(length, k)
+        sizes = [q + 1] * r + [q] * (k - r)
+        starts = start + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        return [(int(a), int(n)) for a, n in zip(starts, sizes, strict=True)]
 
     def _gather_chunk(self, start: int, length: int, lmax: int):
         """The runs' batches of steps ``start..start+length-1``: ``[lmax, R, b, ...]``."""
@@ -612,19 +668,16 @@ class Runs:
         """Trains segment after segment from ``start_seg``; yields after each one.
 
         Yields ``(seg, carry, train_metrics {name: [R, length]}, eval_metrics {name: [R]})``
-        with host NumPy metrics of the real (unpadded) runs. ``carry`` is the
-        state to continue from (``None``: start at step 0).
+        with host NumPy metrics of the real (unpadded) runs (``{}`` for the
+        evaluation at a stop not in ``evaluate``). ``carry`` is the state to
+        continue from (``None``: start at step 0).
         """
         prog = self.prog
         if carry is None:
             carry = self.zero_carry()
         train_dev, eval_dev, diag_dev = self._device_data()
-        if prog.streamed:
-            lens = [n for seg in range(len(self.lengths)) for _, n in self._chunks(seg)]
-        else:
-            lens = [int(n) for n in self.lengths]
-        lmin, lmax = min(lens), max(lens)
-        advance = _advance_program(prog, self.mesh, lmin, lmax)
+        lmax = self._lmax
+        advance = _advance_program(prog, self.mesh, lmax)
         repl = self._repl
         scalar = lambda v: put(np.int32(v), repl)
         pool = concurrent.futures.ThreadPoolExecutor(1) if prog.streamed else None
@@ -645,11 +698,14 @@ class Runs:
                                            scalar(start), scalar(length), batches)
                         parts.append((m, length))
                 else:
-                    length = int(self.lengths[seg])
-                    carry, m = advance(self.keys, self.lrs, self.sched_idx, carry,
-                                       scalar(self.starts[seg]), scalar(length), train_dev)
-                    parts.append((m, length))
-                if prog.streamed:
+                    for start, length in self._chunks(seg):
+                        carry, m = advance(self.keys, self.lrs, self.sched_idx, carry,
+                                           scalar(start), scalar(length), train_dev)
+                        parts.append((m, length))
+                end = int(self.starts[seg] + self.lengths[seg])
+                if self.evaluate is not None and end not in self.evaluate:
+                    ev = {}
+                elif prog.streamed:
                     ev = self._evaluate_streamed(carry.states)
                 else:
                     ev = _evaluate_program(prog, self.mesh)(carry.states, eval_dev, diag_dev)
