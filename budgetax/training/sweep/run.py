@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import math
 import os
 import shutil
 import socket
@@ -55,8 +56,9 @@ from budgetax import _validate
 from budgetax.training import core
 from budgetax.training.sweep.checkpoints import CHECKPOINT_DIR, Checkpoints
 from budgetax.training.sweep.progress import Progress
-from budgetax.training.sweep.spec import SweepSpec, SweepSpecMismatchError, plan_groups
+from budgetax.training.sweep.spec import SweepSpec, SweepSpecMismatchError, plan_groups, plan_trunks
 from budgetax.training.sweep.store import STORE_NAME, Store, encode_curves
+from budgetax.training.sweep.strategies import prune, score_curves
 from budgetax.training.train import as_task
 
 __all__ = ["LOCK_NAME", "SweepBusyError", "SweepResult", "sweep"]
@@ -208,30 +210,356 @@ def _run_group(prog, group, group_size, runs, mesh, ckpt, checkpoint_every, prog
     dstep = core.to_host(carry.diverged_step)
     train_all = {k: np.concatenate(v, axis=1) for k, v in train_hist.items()}
     eval_all = {k: np.concatenate(v, axis=1) for k, v in eval_hist.items()}
-    steps = [int(s) for s in core.eval_steps(budget, prog.num_evals)]
+    results = _results(prog, mine, train_all, eval_all, dstep, metric_names)
+    timing = {"budget": budget, "runs": real, "padded_runs": group_runs.padded,
+              "devices": mesh.devices.size, "seconds": seconds,
+              "run_steps_per_second": real * (budget - steps_done) / max(seconds, 1e-9),
+              "resumed": restored is not None, "steps": real * budget}
+    return results, timing
+
+
+def _results(prog, mine, train_all, eval_all, dstep, metric_names, *, pruned=None):
+    """The store rows of the runs ``mine`` from their host histories.
+
+    ``train_all``: ``{name: [R, budget]}``; ``eval_all``: ``{name: [R, E]}``;
+    ``dstep``: ``[>= R]`` diverged steps; ``pruned``: the step each run was
+    pruned at (``None``: not pruned), for successive halving.
+    """
+    train_names, eval_names = metric_names["train"], metric_names["eval"]
+    steps = [int(s) for s in core.eval_steps(prog.budget, prog.num_evals)]
     results = []
     for j, r in enumerate(mine):
         ev = {k: [float(x) for x in eval_all[k][j]] for k in eval_names}
         diverged = int(dstep[j]) >= 0
+        stop = None if pruned is None else pruned[j]
+        status = "diverged" if diverged else ("pruned" if stop is not None else "done")
         results.append({
             "run_id": r["run_id"],
-            "status": "diverged" if diverged else "done",
+            "status": status,
             "diverged_step": int(dstep[j]) if diverged else None,
-            "final": {k: v[-1] for k, v in ev.items()},
+            "pruned_step": None if diverged else stop,
+            "final": {} if status == "pruned" else {k: v[-1] for k, v in ev.items()},
             "best": _best(ev),
             "eval_steps": steps,
             "eval_history": ev,
             "curves": encode_curves({k: train_all[k][j] for k in train_names}, train_names),
         })
-    timing = {"budget": budget, "runs": real, "padded_runs": group_runs.padded,
+    return results
+
+
+def _hist_target(group_runs, carry_like, done_steps, n_evals, names):
+    """The abstract checkpoint tree of a trunk or a halving group at a stop."""
+    sds = group_runs.sharded_like
+    return {"carry": {f"{i:05d}": sds(a.shape, a.dtype) for i, a in enumerate(carry_like)},
+            "train": {k: sds((group_runs.padded, done_steps), np.float32)
+                      for k in names["train"]},
+            "eval": {k: sds((group_runs.padded, n_evals), np.float32) for k in names["eval"]}}
+
+
+def _hist_tree(group_runs, carry, train, evals, names):
+    to_runs = group_runs.to_runs
+    return {"carry": {f"{i:05d}": a for i, a in enumerate(jax.tree.leaves(carry))},
+            "train": {k: to_runs(train[k]) for k in names["train"]},
+            "eval": {k: to_runs(evals[k]) for k in names["eval"]}}
+
+
+def _run_trunk(progs, trunk, branches, runs, mesh, ckpt, progress, metric_names, finished,
+               complete):
+    """Trains a trunk of branched runs and every unfinished branch; stores each branch group.
+
+    The trunk (the longest budget's program) stops at each branch step and at the
+    evaluation steps of the shorter budgets up to their branch steps; at a branch
+    step it is checkpointed, then the branch's runs are copied out of it and
+    trained to their budget on their own program. ``complete(group, results,
+    timing)`` stores a branch group.
+    """
+    longest = trunk["budget"]
+    prog = progs[longest]
+    choices = [name for name, _ in prog.choices]
+    cells = trunk["cells"]
+    seeds = [c[2] for c in cells]
+    lrs = [c[1] for c in cells]
+    idx = [choices.index(c[0]) for c in cells]
+    names = metric_names
+    need_eval = sorted({int(e) for b in branches
+                        for e in core.eval_steps(b["budget"], prog.num_evals)
+                        if e <= b["branch_step"]})
+    stops = sorted(set(need_eval) | {b["branch_step"] for b in branches})
+    trunk_runs = core.Runs(prog, mesh, seeds, lrs, idx, stops=stops, evaluate=need_eval)
+    real = trunk_runs.real
+    carry_like = jax.tree.leaves(trunk_runs.abstract_carry())
+
+    def target(step, metadata):
+        if jax.tree.leaves(metadata["carry"])[0].shape[0] != trunk_runs.padded:
+            return None
+        end = stops[step - 1]
+        return _hist_target(trunk_runs, carry_like, end,
+                            sum(e <= end for e in need_eval), names)
+
+    restored = ckpt.latest(target)
+    train_parts = {k: [] for k in names["train"]}
+    evals_at: dict = {}
+    if restored is not None:
+        start_seg, tree = restored
+        carry = jax.tree.unflatten(jax.tree.structure(trunk_runs.abstract_carry()),
+                                   [tree["carry"][f"{i:05d}"] for i in range(len(carry_like))])
+        hist = core.to_host({k: tree[k] for k in ("train", "eval")})
+        for k in names["train"]:
+            train_parts[k].append(hist["train"][k][:real])
+        done_evals = [e for e in need_eval if e <= stops[start_seg - 1]]
+        for j, e in enumerate(done_evals):
+            evals_at[e] = {k: hist["eval"][k][:real, j] for k in names["eval"]}
+    else:
+        start_seg, carry = 0, None
+    done_steps = stops[start_seg - 1] if start_seg else 0
+    if progress is not None:
+        progress.advance(real * done_steps)
+    pending = [b for b in branches if b["group_id"] not in finished]
+    last_stop = max(b["branch_step"] for b in pending)
+    clock = {"t": time.perf_counter(), "prev_end": done_steps}
+
+    def branch_at(end, seg, carry, train):
+        """Checkpoints the trunk at ``end`` (segments ``..seg`` done), trains its branches."""
+        here = [b for b in pending if b["branch_step"] == end]
+        if not here:
+            return
+        if end < last_stop and seg + 1 != start_seg:  # the trunk goes on: keep its state
+            done_ev = [e for e in need_eval if e <= end]
+            ckpt.save(seg + 1, _hist_tree(
+                trunk_runs, carry, train,
+                {k: np.stack([evals_at[e][k] for e in done_ev], axis=1)
+                 if done_ev else np.zeros((real, 0), np.float32) for k in names["eval"]},
+                names))
+        # the trunk's steps since the previous branch step count for these branches
+        trunk_seconds = time.perf_counter() - clock["t"]
+        trunk_steps = real * (end - clock["prev_end"])
+        for j, b in enumerate(here):
+            results, timing = _run_branch(progs[b["budget"]], b, carry, train,
+                                          evals_at, runs, mesh, progress, names)
+            timing["seconds"] += trunk_seconds / len(here)
+            timing["steps"] += trunk_steps // len(here) + (j < trunk_steps % len(here))
+            timing["resumed"] = restored is not None
+            complete(b, results, timing)
+        clock["t"], clock["prev_end"] = time.perf_counter(), end
+
+    if start_seg:  # resumed at a branch step: its branches first
+        train = {k: np.concatenate(v, axis=1) for k, v in train_parts.items()}
+        branch_at(done_steps, start_seg - 1, carry, train)
+        if done_steps >= last_stop:
+            return
+    for seg, state, tm, ev in trunk_runs.segments(carry, start_seg):
+        carry, end = state, stops[seg]
+        for k in names["train"]:
+            train_parts[k].append(tm[k])
+        if ev:
+            evals_at[end] = ev
+        if progress is not None:
+            progress.advance(real * int(trunk_runs.lengths[seg]))
+        if any(b["branch_step"] == end for b in pending):
+            train = {k: np.concatenate(v, axis=1) for k, v in train_parts.items()}
+            train_parts = {k: [v] for k, v in train.items()}
+            branch_at(end, seg, carry, train)
+        if end >= last_stop:
+            break
+
+
+def _run_branch(prog, branch, carry, train, evals_at, runs, mesh, progress, names):
+    """Trains one branch from the trunk's state at its branch step; its runs' results."""
+    s, budget, rows = branch["branch_step"], prog.budget, branch["rows"]
+    mine = [runs[i] for i in branch["run_idx"]]
+    choices = [name for name, _ in prog.choices]
+    t0 = time.perf_counter()
+    evs = [int(e) for e in core.eval_steps(budget, prog.num_evals)]
+    train_b = {k: [train[k][rows, :s]] for k in names["train"]}
+    eval_b = {e: {k: v[rows] for k, v in evals_at[e].items()} for e in evs if e <= s}
+    if s < budget:
+        br = core.Runs(prog, mesh, [r["seed"] for r in mine], [r["peak_lr"] for r in mine],
+                       [choices.index(r["schedule"]) for r in mine], start=s,
+                       stops=[e for e in evs if e > s])
+        sub = core.take_runs(carry, rows, mesh, br.padded)
+        for seg, state, tm, ev in br.segments(sub):
+            sub = state
+            for k in names["train"]:
+                train_b[k].append(tm[k])
+            eval_b[int(br.starts[seg] + br.lengths[seg])] = ev
+            if progress is not None:
+                progress.advance(len(rows) * int(br.lengths[seg]))
+        dstep = core.to_host(sub.diverged_step)
+        padded = br.padded
+    else:
+        dstep = core.to_host(carry.diverged_step)[rows]
+        padded = len(rows)
+    train_all = {k: np.concatenate(v, axis=1) for k, v in train_b.items()}
+    eval_all = {k: np.stack([eval_b[e][k] for e in evs], axis=1) for k in names["eval"]}
+    results = _results(prog, mine, train_all, eval_all, dstep, names)
+    seconds = time.perf_counter() - t0
+    steps = len(rows) * (budget - s)
+    timing = {"budget": budget, "runs": len(mine), "padded_runs": padded,
               "devices": mesh.devices.size, "seconds": seconds,
-              "run_steps_per_second": real * (budget - steps_done) / max(seconds, 1e-9),
-              "resumed": restored is not None}
+              "run_steps_per_second": steps / max(seconds, 1e-9), "resumed": False,
+              "steps": steps}
     return results, timing
+
+
+def halving_plan(spec: SweepSpec, budget: int, cells: list[tuple]) -> list[tuple[int, int]]:
+    """``[(rung step, runs alive after it)]`` of successive halving on one group's runs.
+
+    The number of survivors does not depend on the scores: each schedule keeps
+    ``ceil(n / prune_rate)`` of its ``n`` lrs at every rung.
+    """
+    rungs = sorted({min(budget - 1, max(1, round(f * budget))) for f in spec.prune_at})
+    rungs = [r for r in rungs if 0 < r < budget]
+    per_cell: dict = {}
+    for c in cells:
+        per_cell[c] = per_cell.get(c, 0) + 1
+    counts: dict = {}
+    for (sched, _), n in per_cell.items():
+        counts.setdefault(sched, []).append(n)
+    out = []
+    for r in rungs:
+        for sched, ns in counts.items():
+            counts[sched] = sorted(ns)[:math.ceil(len(ns) / spec.prune_rate)]
+        out.append((r, sum(sum(ns) for ns in counts.values())))
+    return out
+
+
+def halving_steps(runs: int, plan, budget: int, upto: int) -> int:
+    """Run-steps successive halving trains up to step ``upto`` (``plan``: :func:`halving_plan`)."""
+    bounds = [0] + [r for r, _ in plan] + [budget]
+    alive = [runs] + [n for _, n in plan]
+    return sum(n * (min(b, upto) - a) for a, b, n in zip(bounds, bounds[1:], alive)
+               if a < upto)
+
+
+def _run_halving(prog, group, runs, mesh, ckpt, progress, metric_names, spec, steps_per_epoch):
+    """Trains one group with successive halving over each schedule's peak lrs."""
+    names = metric_names
+    mine = [runs[i] for i in group["run_idx"]]
+    choices = [name for name, _ in prog.choices]
+    budget, R = prog.budget, len(mine)
+    cells = [(r["schedule"], r["peak_lr"]) for r in mine]
+    evs = [int(e) for e in core.eval_steps(budget, prog.num_evals)]
+    plan = halving_plan(spec, budget, cells)
+    rungs = [r for r, _ in plan]
+    stops_all = sorted(set(evs) | set(rungs))
+    train_all = {k: np.full((R, budget), np.nan, np.float32) for k in names["train"]}
+    eval_all = {k: np.full((R, len(evs)), np.nan, np.float32) for k in names["eval"]}
+    pruned = np.full((R,), -1, np.int32)
+    dstep = np.full((R,), -1, np.int32)
+
+    def runs_of(alive, start):
+        sel = [mine[i] for i in alive]
+        return core.Runs(prog, mesh, [r["seed"] for r in sel], [r["peak_lr"] for r in sel],
+                         [choices.index(r["schedule"]) for r in sel], start=start,
+                         stops=[x for x in stops_all if x > start], evaluate=evs)
+
+    full = runs_of(list(range(R)), 0)
+
+    def target(step, metadata):
+        alive_n = plan[step - 1][1]
+        sub = runs_of(list(range(alive_n)), rungs[step - 1])
+        if (metadata["pruned"].shape[0] != full.padded
+                or jax.tree.leaves(metadata["carry"])[0].shape[0] != sub.padded):
+            return None
+        like = jax.tree.leaves(sub.abstract_carry())
+        sds = full.sharded_like
+        return {"carry": {f"{i:05d}": sub.sharded_like(a.shape, a.dtype)
+                          for i, a in enumerate(like)},
+                "train": {k: sds((full.padded, budget), np.float32) for k in names["train"]},
+                "eval": {k: sds((full.padded, len(evs)), np.float32) for k in names["eval"]},
+                "pruned": sds((full.padded,), np.int32), "dstep": sds((full.padded,), np.int32)}
+
+    restored = ckpt.latest(target)
+    if restored is not None:
+        phase, tree = restored
+        hist = core.to_host({k: tree[k] for k in ("train", "eval", "pruned", "dstep")})
+        train_all = {k: np.array(v[:R]) for k, v in hist["train"].items()}
+        eval_all = {k: np.array(v[:R]) for k, v in hist["eval"].items()}
+        pruned, dstep = np.array(hist["pruned"][:R]), np.array(hist["dstep"][:R])
+        alive = [i for i in range(R) if pruned[i] < 0]
+        start = rungs[phase - 1]
+        cur = runs_of(alive, start)
+        carry = jax.tree.unflatten(jax.tree.structure(cur.abstract_carry()),
+                                   [tree["carry"][f"{i:05d}"]
+                                    for i in range(len(tree["carry"]))])
+        if progress is not None:
+            progress.advance(halving_steps(R, plan, budget, start))
+    else:
+        phase, alive, start, cur, carry = 0, list(range(R)), 0, full, None
+    trained = 0
+    t0 = time.perf_counter()
+    while True:
+        end = rungs[phase] if phase < len(rungs) else budget
+        for seg, state, tm, ev in cur.segments(carry):
+            carry, a = state, int(cur.starts[seg])
+            b = a + int(cur.lengths[seg])
+            for k in names["train"]:
+                train_all[k][alive, a:b] = tm[k]
+            if ev:
+                for k in names["eval"]:
+                    eval_all[k][alive, evs.index(b)] = ev[k]
+            trained += len(alive) * (b - a)
+            if progress is not None:
+                progress.advance(len(alive) * (b - a))
+            if b >= end:
+                break
+        dstep[alive] = core.to_host(carry.diverged_step)[:len(alive)]
+        if phase >= len(rungs):
+            break
+        scores = score_curves(train_all["loss"][alive, :end], steps_per_epoch,
+                              spec.prune_estimator)
+        keep = prune([cells[i] for i in alive], scores, spec.prune_rate)
+        rows = [j for j, k in enumerate(keep) if k]
+        for j, k in enumerate(keep):
+            if not k:
+                pruned[alive[j]] = end
+        alive = [alive[j] for j in rows]
+        phase += 1
+        cur = runs_of(alive, end)
+        carry = core.take_runs(carry, rows, mesh, cur.padded)
+        ckpt.save(phase, {"carry": {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(carry))},
+                          "train": {k: full.to_runs(v) for k, v in train_all.items()},
+                          "eval": {k: full.to_runs(v) for k, v in eval_all.items()},
+                          "pruned": full.to_runs(pruned), "dstep": full.to_runs(dstep)})
+    seconds = time.perf_counter() - t0
+    results = _results(prog, mine, train_all, eval_all, dstep, names,
+                       pruned=[int(p) if p >= 0 else None for p in pruned])
+    timing = {"budget": budget, "runs": R, "padded_runs": full.padded,
+              "devices": mesh.devices.size, "seconds": seconds,
+              "run_steps_per_second": trained / max(seconds, 1e-9),
+              "resumed": restored is not None,
+              "steps": halving_steps(R, plan, budget, budget)}
+    return results, timing
+
+
+def _steps_to_train(spec, todo, trunks) -> int:
+    """Run-steps left to train (for the progress display)."""
+    runs = spec.runs()
+    total = 0
+    for g in todo:
+        if g.get("kind") == "halving":
+            cells = [(runs[i]["schedule"], runs[i]["peak_lr"]) for i in g["run_idx"]]
+            total += halving_steps(len(cells), halving_plan(spec, g["budget"], cells),
+                                   g["budget"], g["budget"])
+        elif g.get("kind") == "branch":
+            total += len(g["rows"]) * (g["budget"] - g["branch_step"])
+        else:
+            total += len(g["run_idx"]) * g["budget"]
+    for t in trunks:
+        mine = [g for g in todo if g.get("trunk") == t["trunk_id"]]
+        total += len(t["cells"]) * max(g["branch_step"] for g in mine)
+    return total
+
+
+# fields added to SweepSpec after stores were written: a stored spec without them had these
+_SPEC_ADDED = {"strategy": "grid", "prune_rate": 3, "prune_at": [0.25, 0.5],
+               "prune_estimator": "tse_e"}
 
 
 def _check_meta(store: Store, key: str, given: dict, out_dir: str):
     stored = store.get_meta(key)
+    if key == "spec" and stored is not None:
+        stored = {**_SPEC_ADDED, **stored}
     if stored == given:
         return
     stored = stored or {}
@@ -318,50 +646,79 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
                         fits = [f for f in fits if f is not None]
                         max_runs_per_program = min(fits) if fits else None
                     groups = plan_groups(spec, max_runs_per_program)
+                    trunks = plan_trunks(spec, max_runs_per_program)
                     rows = sorted((dict(runs[i], idx=i, group_id=g["group_id"])
                                    for g in groups for i in g["run_idx"]),
                                   key=lambda r: r["idx"])
                     store.initialise({
                         "spec": spec_dict, "task": task.identity(), "metrics": metric_names,
                         "table_metric": list(task.table_metric(spec.diagnostics)),
-                        "plan": {"groups": groups, "steps_per_epoch": max(
+                        "plan": {"groups": groups, "trunks": trunks, "steps_per_epoch": max(
                             1, task.num_train // spec.batch_size)}}, rows)
         core.barrier("budgetax-sweep-planned")
         with Store(path, readonly=not writer) as store:
             _check_meta(store, "spec", spec_dict, out_dir)
             _check_meta(store, "task", task.identity(), out_dir)
-            groups = store.get_meta("plan")["groups"]
+            plan = store.get_meta("plan")
+            groups, trunks = plan["groups"], plan.get("trunks", [])
             finished = store.finished_groups()
             for g in groups:  # checkpoints of groups stored just before a kill: not needed
                 if g["group_id"] in finished:
                     Checkpoints(out_dir, g["group_id"], writer).remove()
             todo = [g for g in groups if g["group_id"] not in finished]
-            bar = Progress(sum(len(g["run_idx"]) * g["budget"] for g in todo),
-                           progress and writer)
+            todo_trunks = [t for t in trunks if any(
+                g.get("trunk") == t["trunk_id"] for g in todo)]
+            for t in trunks:
+                if t not in todo_trunks:
+                    Checkpoints(out_dir, t["trunk_id"], writer).remove()
+            bar = Progress(_steps_to_train(spec, todo, todo_trunks), progress and writer)
             compiled = set()
+
+            def complete(g, results, timing):
+                compiled.add(g["budget"])
+                if writer:
+                    store.complete_group(g["group_id"], results, timing)
+                n_div = sum(r["status"] == "diverged" for r in results)
+                n_pruned = sum(r["status"] == "pruned" for r in results)
+                what = {"branch": f" branched at step {g.get('branch_step')}",
+                        "halving": f", {n_pruned} pruned"}.get(g.get("kind"), "")
+                bar.line(f"budget {g['budget_fraction']:>5.0%} ({g['budget']:>6} steps) "
+                         f"{len(results):>4} runs{what}, "
+                         f"{timing['run_steps_per_second']:,.0f} "
+                         f"run-steps/s on {timing['devices']} device(s)"
+                         + (f" in {jax.process_count()} processes"
+                            if jax.process_count() > 1 else "")
+                         + f", {timing['seconds']:.1f}s"
+                         + (f", {n_div} diverged" if n_div else "")
+                         + (" (resumed)" if timing["resumed"] else ""))
+
             try:
                 for g in todo:
+                    if g.get("kind") == "branch":
+                        continue
                     steps = g["budget"]
                     bar.describe(f"budget {g['budget_fraction']:.0%} ({steps} steps), "
                                  f"{len(g['run_idx'])} runs")
                     ckpt = Checkpoints(out_dir, g["group_id"], writer)
-                    size = max(len(h["run_idx"]) for h in groups if h["budget"] == steps)
-                    results, timing = _run_group(
-                        progs[steps], g, size, runs, mesh, ckpt,
-                        checkpoint_every if checkpoint_every > 0 else 10**9, bar, metric_names)
-                    compiled.add(steps)
-                    if writer:
-                        store.complete_group(g["group_id"], results, timing)
+                    if g.get("kind") == "halving":
+                        results, timing = _run_halving(
+                            progs[steps], g, runs, mesh, ckpt, bar, metric_names, spec,
+                            plan["steps_per_epoch"])
+                    else:
+                        size = max(len(h["run_idx"]) for h in groups
+                                   if h["budget"] == steps and h.get("kind") != "branch")
+                        results, timing = _run_group(
+                            progs[steps], g, size, runs, mesh, ckpt,
+                            checkpoint_every if checkpoint_every > 0 else 10**9, bar,
+                            metric_names)
+                    complete(g, results, timing)
                     ckpt.remove()
-                    n_div = sum(r["status"] == "diverged" for r in results)
-                    bar.line(f"budget {g['budget_fraction']:>5.0%} ({steps:>6} steps) "
-                             f"{len(results):>4} runs, {timing['run_steps_per_second']:,.0f} "
-                             f"run-steps/s on {timing['devices']} device(s)"
-                             + (f" in {jax.process_count()} processes"
-                                if jax.process_count() > 1 else "")
-                             + f", {timing['seconds']:.1f}s"
-                             + (f", {n_div} diverged" if n_div else "")
-                             + (" (resumed)" if timing["resumed"] else ""))
+                for t in todo_trunks:
+                    bar.describe(f"branched schedules: trunk of {len(t['cells'])} runs")
+                    ckpt = Checkpoints(out_dir, t["trunk_id"], writer)
+                    _run_trunk(progs, t, [g for g in groups if g.get("trunk") == t["trunk_id"]],
+                               runs, mesh, ckpt, bar, metric_names, finished, complete)
+                    ckpt.remove()
             finally:
                 bar.close()
             ckpt_root = os.path.join(out_dir, CHECKPOINT_DIR)

@@ -17,9 +17,10 @@ import numpy as np
 from budgetax import _validate, profiles, schedules
 from budgetax.training.core import DIVERGENCE_FACTOR, check_diagnostics
 from budgetax.training.optim import OptimizerSpec
+from budgetax.training.sweep.strategies import ESTIMATORS, STRATEGIES, branched_schedules
 
 __all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepSpec", "SweepSpecMismatchError",
-           "plan_groups"]
+           "plan_groups", "plan_trunks"]
 
 SWEEP_SCHEDULES = tuple(sorted(profiles.PROFILES))
 DEFAULT_SCHEDULES = ("linear", "rex", "cosine", "step", "exponential", "constant", "wsd",
@@ -93,6 +94,17 @@ class SweepSpec:
       peak_lrs: peak learning rates; ``seeds``: run seeds (model init, batch order).
       batch_size, num_evals, eval_batch_size, diagnostics, divergence_factor: as in
         :func:`budgetax.training.train`.
+      strategy: how the runs are trained (:mod:`budgetax.training.sweep.strategies`):
+        ``"grid"`` (every run from scratch), ``"branch"`` (schedules with a
+        budget-independent prefix, e.g. ``constant`` and ``wsd``, train it once and
+        branch each budget's decay from it: the same results for fewer steps),
+        ``"halving"`` (successive halving over each schedule's peak lrs) or
+        ``"branch+halving"``.
+      prune_rate, prune_at, prune_estimator: halving keeps the best
+        ``1/prune_rate`` of each schedule's lrs at each rung ``prune_at``
+        (fractions of the budget), scored by ``prune_estimator``
+        (:data:`~budgetax.training.sweep.strategies.ESTIMATORS`) on the training
+        loss so far.
 
     Example:
       >>> spec = SweepSpec(full_budget=1000, budgets=(0.1, 1.0), schedules=("linear", "rex"))
@@ -113,6 +125,10 @@ class SweepSpec:
     eval_batch_size: int = 1000
     diagnostics: bool | int = True
     divergence_factor: float | None = DIVERGENCE_FACTOR
+    strategy: str = "grid"
+    prune_rate: int = 3
+    prune_at: tuple = (0.25, 0.5)
+    prune_estimator: str = "tse_e"
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -132,6 +148,15 @@ class SweepSpec:
         if self.divergence_factor is not None:
             set_("divergence_factor", _validate.real("divergence_factor", self.divergence_factor,
                                                      low=1.0, low_open=True))
+        _validate.one_of("strategy", self.strategy, STRATEGIES)
+        set_("prune_rate", _validate.positive_int("prune_rate", self.prune_rate))
+        if self.prune_rate < 2:
+            raise ValueError(f"prune_rate must be an int >= 2, got {self.prune_rate!r}")
+        set_("prune_at", _tuple("prune_at", self.prune_at, lambda n, v: _validate.real(
+            n, v, low=0.0, high=1.0, low_open=True, high_open=True)))
+        if list(self.prune_at) != sorted(self.prune_at):
+            raise ValueError(f"prune_at must be increasing, got {self.prune_at!r}")
+        _validate.one_of("prune_estimator", self.prune_estimator, tuple(ESTIMATORS))
         _check_collisions(self)
         # the base optimizer, normalised: schedule/peak_lr/seed are per run
         set_("optimizer", dataclasses.replace(self.optimizer, schedule=self.schedules[0],
@@ -158,23 +183,66 @@ class SweepSpec:
         """JSON-friendly (stored in the results store; compared on resume)."""
         d = dataclasses.asdict(self)
         d["optimizer"] = self.optimizer.to_dict()
-        for k in ("budgets", "schedules", "peak_lrs", "seeds"):
+        for k in ("budgets", "schedules", "peak_lrs", "seeds", "prune_at"):
             d[k] = list(d[k])
         return json.loads(json.dumps(d))
 
 
 def plan_groups(spec: SweepSpec, max_runs_per_program: int | None) -> list[dict]:
-    """Splits each budget's runs into groups of at most ``max_runs_per_program`` (balanced).
+    """Splits the runs into groups of at most ``max_runs_per_program`` (balanced).
 
-    Returns ``[{"group_id", "budget", "budget_fraction", "run_idx": [...]}]``; a group is one
-    compiled program's batch of runs (the unit of checkpointing and of a store transaction).
+    Returns ``[{"group_id", "kind", "budget", "budget_fraction", "run_idx": [...]}]``;
+    a group is one compiled program's batch of runs (the unit of checkpointing and
+    of a store transaction). ``kind`` is ``"grid"``, ``"halving"`` or, with
+    branching, ``"branch"``: the runs of one budget that branch from trunk
+    ``trunk`` (:func:`plan_trunks`) at step ``branch_step``; ``rows`` are their
+    positions among the trunk's runs.
     """
+    return _plan(spec, max_runs_per_program)[0]
+
+
+def plan_trunks(spec: SweepSpec, max_runs_per_program: int | None) -> list[dict]:
+    """The trunks of a branched sweep: ``[{"trunk_id", "budget", "cells": [[s, lr, seed]]}]``."""
+    return _plan(spec, max_runs_per_program)[1]
+
+
+def _split(items: list, limit: int | None) -> list[list]:
+    k = 1 if limit is None else math.ceil(len(items) / limit)
+    return [[items[int(i)] for i in part] for part in np.array_split(np.arange(len(items)), k)]
+
+
+def _plan(spec: SweepSpec, max_runs_per_program: int | None) -> tuple[list, list]:
     runs = spec.runs()
+    branched = (branched_schedules(spec) if spec.strategy in ("branch", "branch+halving")
+                else {})
+    kind = "halving" if spec.strategy in ("halving", "branch+halving") else "grid"
     out = []
     for f, steps in zip(spec.budgets, spec.budget_steps(), strict=True):
-        idx = [i for i, r in enumerate(runs) if r["budget_fraction"] == f]
-        k = 1 if max_runs_per_program is None else math.ceil(len(idx) / max_runs_per_program)
-        for g, part in enumerate(np.array_split(np.asarray(idx), k)):
-            out.append({"group_id": f"T{steps}/g{g}", "budget": steps, "budget_fraction": f,
-                        "run_idx": [int(i) for i in part]})
-    return out
+        idx = [i for i, r in enumerate(runs)
+               if r["budget_fraction"] == f and r["schedule"] not in branched]
+        if not idx:
+            continue
+        for g, part in enumerate(_split(idx, max_runs_per_program)):
+            out.append({"group_id": f"T{steps}/g{g}", "kind": kind, "budget": steps,
+                        "budget_fraction": f, "run_idx": part})
+    trunks = []
+    if branched:
+        longest = max(spec.budget_steps())
+        cells = [(s, lr, seed) for s in spec.schedules if s in branched
+                 for lr in spec.peak_lrs for seed in spec.seeds]
+        where = {(r["budget"], r["schedule"], r["peak_lr"], r["seed"]): i
+                 for i, r in enumerate(runs)}
+        for k, part in enumerate(_split(cells, max_runs_per_program)):
+            trunks.append({"trunk_id": f"trunk{k}", "budget": longest,
+                           "cells": [list(c) for c in part]})
+            for j, (f, steps) in enumerate(zip(spec.budgets, spec.budget_steps(),
+                                               strict=True)):
+                # every run of the trunk branches where the first of them must: the
+                # branch program has the trunk's shape, like the grid program of
+                # these runs (vmapped programs of other sizes may round differently)
+                step = min(branched[s][j] for s, _, _ in part)
+                out.append({"group_id": f"T{steps}/trunk{k}", "kind": "branch",
+                            "budget": steps, "budget_fraction": f, "trunk": f"trunk{k}",
+                            "branch_step": int(step), "rows": list(range(len(part))),
+                            "run_idx": [where[(steps, *c)] for c in part]})
+    return out, trunks

@@ -7,14 +7,17 @@ Tables:
   evaluation), the run plan (``plan``, JSON: which runs share a compiled program)
   and the store version.
 - ``runs``: one row per run, created ``pending`` when the sweep is planned and
-  completed (``done`` or ``diverged``) in the same transaction as the other runs of
-  its program. Columns: the run's config (``budget_fraction``, ``budget``,
-  ``schedule``, ``peak_lr``, ``seed``, ``group_id``), ``status``,
-  ``diverged_step``, JSON ``final`` / ``best`` metrics, the per-evaluation
-  history (``eval_steps``, ``eval_history``: JSON) and the per-step training
+  completed (``done``, ``diverged`` or, with successive halving, ``pruned``) in
+  the same transaction as the other runs of its program. Columns: the run's
+  config (``budget_fraction``, ``budget``, ``schedule``, ``peak_lr``, ``seed``,
+  ``group_id``), ``status``, ``diverged_step``, ``pruned_step``, JSON
+  ``final`` / ``best`` metrics, the per-evaluation history (``eval_steps``,
+  ``eval_history``: JSON) and the per-step training
   curves (``curves``: float32 little-endian bytes, ``[len(metrics["train"]), budget]``).
-- ``groups``: per compiled program, wall time and throughput (kept apart from
-  ``runs`` because timings differ between two otherwise identical sweeps).
+- ``groups``: per compiled program, wall time, throughput and the run-steps it
+  trained (``steps``; a branched or pruned sweep trains fewer than its runs'
+  budgets), kept apart from ``runs`` because timings differ between two
+  otherwise identical sweeps.
 
 SQLite transactions are atomic and durable, so a process killed at any moment
 leaves every run either pending or complete, never half-written.
@@ -51,7 +54,8 @@ CREATE TABLE IF NOT EXISTS runs (
   best TEXT,
   eval_steps TEXT,
   eval_history TEXT,
-  curves BLOB
+  curves BLOB,
+  pruned_step INTEGER
 );
 CREATE TABLE IF NOT EXISTS groups (
   group_id TEXT PRIMARY KEY,
@@ -61,13 +65,18 @@ CREATE TABLE IF NOT EXISTS groups (
   devices INTEGER NOT NULL,
   seconds REAL NOT NULL,
   run_steps_per_second REAL NOT NULL,
-  resumed INTEGER NOT NULL
+  resumed INTEGER NOT NULL,
+  steps INTEGER
 );
 """
 
 RUN_COLUMNS = ("run_id", "idx", "group_id", "budget_fraction", "budget", "schedule", "peak_lr",
-               "seed", "status", "diverged_step", "final", "best", "eval_steps",
+               "seed", "status", "diverged_step", "pruned_step", "final", "best", "eval_steps",
                "eval_history", "curves")
+GROUP_COLUMNS = ("group_id", "budget", "runs", "padded_runs", "devices", "seconds",
+                 "run_steps_per_second", "resumed", "steps")
+# columns added after the first version-2 stores: read as NULL from those, added when written
+_ADDED = {"runs": ("pruned_step", "INTEGER"), "groups": ("steps", "INTEGER")}
 
 
 def encode_curves(curves: dict[str, np.ndarray], names: tuple[str, ...]) -> bytes:
@@ -108,6 +117,14 @@ class Store:
                 self._conn.execute("PRAGMA synchronous=FULL")
                 with self._conn:
                     self._conn.executescript(_SCHEMA)
+            self._columns = {t: {row[1] for row in self._conn.execute(
+                f"PRAGMA table_info({t})")} for t in ("runs", "groups")}
+            if not readonly:
+                for table, (col, typ) in _ADDED.items():
+                    if col not in self._columns[table]:
+                        with self._conn:
+                            self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
+                        self._columns[table].add(col)
             (check,) = self._conn.execute("PRAGMA quick_check").fetchone()
             if check != "ok":
                 raise sqlite3.DatabaseError(check)
@@ -172,10 +189,11 @@ class Store:
         with self._conn:
             for r in results:
                 cur = self._conn.execute(
-                    "UPDATE runs SET status = ?, diverged_step = ?, final = ?, best = ?, "
-                    "eval_steps = ?, eval_history = ?, curves = ? "
+                    "UPDATE runs SET status = ?, diverged_step = ?, pruned_step = ?, "
+                    "final = ?, best = ?, eval_steps = ?, eval_history = ?, curves = ? "
                     "WHERE run_id = ? AND group_id = ? AND status = 'pending'",
-                    (r["status"], r["diverged_step"], json.dumps(r["final"], sort_keys=True),
+                    (r["status"], r["diverged_step"], r.get("pruned_step"),
+                     json.dumps(r["final"], sort_keys=True),
                      json.dumps(r["best"], sort_keys=True), json.dumps(r["eval_steps"]),
                      json.dumps(r["eval_history"], sort_keys=True), r["curves"],
                      r["run_id"], group_id))
@@ -184,15 +202,17 @@ class Store:
                                        f"pending in {self.path}")
             self._conn.execute(
                 "INSERT OR REPLACE INTO groups(group_id, budget, runs, padded_runs, devices, "
-                "seconds, run_steps_per_second, resumed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "seconds, run_steps_per_second, resumed, steps) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (group_id, timing["budget"], timing["runs"], timing["padded_runs"],
                  timing["devices"], timing["seconds"], timing["run_steps_per_second"],
-                 int(timing["resumed"])))
+                 int(timing["resumed"]), timing.get("steps")))
 
     def runs(self, *, with_curves: bool = False) -> list[dict]:
         """Every run as a dict (JSON columns decoded), in plan order."""
         cols = RUN_COLUMNS if with_curves else RUN_COLUMNS[:-1]
-        rows = self._conn.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY idx").fetchall()
+        rows = self._conn.execute(f"SELECT {self._select('runs', cols)} FROM runs "
+                                  f"ORDER BY idx").fetchall()
         out = []
         for row in rows:
             d = dict(zip(cols, row, strict=True))
@@ -202,12 +222,16 @@ class Store:
         return out
 
     def groups(self) -> list[dict]:
-        cols = ("group_id", "budget", "runs", "padded_runs", "devices", "seconds",
-                "run_steps_per_second", "resumed")
-        rows = self._conn.execute(f"SELECT {', '.join(cols)} FROM groups").fetchall()
+        cols = GROUP_COLUMNS
+        rows = self._conn.execute(f"SELECT {self._select('groups', cols)} FROM groups"
+                                  ).fetchall()
         return [dict(zip(cols, row, strict=True)) for row in rows]
+
+    def _select(self, table: str, cols) -> str:
+        """The column list, ``NULL`` for a column a read-only older store lacks."""
+        return ", ".join(c if c in self._columns[table] else f"NULL AS {c}" for c in cols)
 
     def dump(self) -> list[tuple]:
         """Every column of every run, in plan order (for exact comparisons of two stores)."""
         return self._conn.execute(
-            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY idx").fetchall()
+            f"SELECT {self._select('runs', RUN_COLUMNS)} FROM runs ORDER BY idx").fetchall()

@@ -1,0 +1,158 @@
+r"""How a sweep trains its runs: the grid, branched decays, successive halving.
+
+Three strategies give the same kind of results store and table:
+
+- ``"grid"``: every (budget, schedule, peak lr, seed) run is trained from step 0
+  to its budget.
+- ``"branch"``: a schedule whose learning rate up to some step does not depend on
+  the budget (``constant``; ``wsd`` before its decay; :func:`shared_prefix`
+  finds the step numerically) is trained once, as one *trunk* on the longest
+  budget's program, and every shorter budget *branches* from the trunk's state
+  where its own learning rate starts to differ, then decays on its own program
+  (Hägele et al. 2024; Hu et al. 2024, MiniCPM). A branched run equals the run
+  trained from scratch for its budget bit for bit: same initialisation and batch
+  order (pure functions of the run's key and step), same learning rate at every
+  step, same optimizer (not with Demon, whose momentum depends on the budget).
+  For budgets 5/10/25/50/100% and a 20% decay the trunk and branches train 118%
+  of the full budget per run instead of the grid's 190%. Other schedules are
+  trained as in the grid.
+- ``"halving"``: successive halving over learning rates, per (budget, schedule).
+  At each rung (``prune_at``, fractions of the budget) the peak lrs still
+  training are scored from their training-loss curves so far by a
+  :mod:`budgetax.ranking` estimator (:data:`ESTIMATORS`, averaged over the seeds
+  of an lr, which stay together) and only the best ``1/prune_rate`` of them go
+  on; the others are stored with status ``pruned`` and the step they stopped at.
+  Every schedule keeps at least one lr, so the table has every cell.
+- ``"branch+halving"``: branched decays for the schedules with a shared prefix,
+  halving for the others.
+
+References:
+  Hägele, Bakouch, Kosson, Ben Allal, Von Werra, Jaggi. Scaling Laws and
+  Compute-Optimal Training Beyond Fixed Training Durations. 2024. arXiv:2405.18392.
+  Hu et al. MiniCPM: Unveiling the Potential of Small Language Models with
+  Scalable Training Strategies. 2024. arXiv:2404.06395.
+  Li, Jamieson, DeSalvo, Rostamizadeh, Talwalkar. Hyperband. JMLR 2018.
+  arXiv:1603.06560.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from budgetax import profiles, ranking
+
+__all__ = ["ESTIMATORS", "STRATEGIES", "branched_schedules", "prune", "score_curves",
+           "shared_prefix"]
+
+STRATEGIES = ("grid", "branch", "halving", "branch+halving")
+
+
+def _tse_e(losses, spe):
+    return ranking.tse_e(losses, spe, last_epochs=1)
+
+
+def _tse(losses, spe):
+    return ranking.tse(losses, spe)
+
+
+def _lcga(losses, spe):
+    return ranking.lcga(losses, spe, variant="slope").score
+
+
+def _last(losses, spe):
+    """The mean loss of the last tenth of the curve (at least one step)."""
+    k = max(1, losses.shape[-1] // 10)
+    return jnp.mean(losses[..., -k:], axis=-1)
+
+
+ESTIMATORS = {"tse_e": _tse_e, "tse": _tse, "lcga": _lcga, "last": _last}
+
+
+def score_curves(losses: np.ndarray, steps_per_epoch: int, estimator: str) -> np.ndarray:
+    """Scores (lower = predicted better) of training-loss curves ``[R, t]`` by ``estimator``.
+
+    An epoch is ``min(steps_per_epoch, t // 4)`` steps (at least one) so that short
+    rungs still have complete epochs. A curve with a non-finite loss scores +inf.
+    """
+    losses = np.asarray(losses, np.float32)
+    t = losses.shape[-1]
+    spe = max(1, min(int(steps_per_epoch), t // 4))
+    bad = ~np.isfinite(losses).all(axis=-1)
+    clean = np.where(np.isfinite(losses), losses, 1.0)
+    out = np.asarray(ESTIMATORS[estimator](jnp.asarray(clean), spe), np.float64)
+    return np.where(bad | ~np.isfinite(out), np.inf, out)
+
+
+def prune(cells: list[tuple], scores: np.ndarray, rate: int) -> list[bool]:
+    """Which runs survive a rung of successive halving.
+
+    ``cells[i] = (schedule, peak_lr)`` of run ``i``; a cell's score is the mean of
+    its runs' (its seeds'); within each schedule the best ``ceil(n / rate)`` of
+    its ``n`` cells survive (ties broken by the lr order). Returns a keep flag per run.
+    """
+    by_cell: dict = {}
+    for i, c in enumerate(cells):
+        by_cell.setdefault(c, []).append(i)
+    keep_cells = set()
+    schedules = sorted({c[0] for c in by_cell})
+    for s in schedules:
+        mine = sorted((c for c in by_cell if c[0] == s), key=lambda c: c[1])
+        mean = [float(np.mean(scores[by_cell[c]])) for c in mine]
+        order = sorted(range(len(mine)), key=lambda j: (mean[j], j))
+        for j in order[:math.ceil(len(mine) / rate)]:
+            keep_cells.add(mine[j])
+    return [c in keep_cells for c in cells]
+
+
+@functools.lru_cache(maxsize=256)
+def _lr_values(optimizer, schedule: str, budget: int, peak: float) -> np.ndarray:
+    sched = optimizer.learning_rate(budget, peak, profile=profiles.get(schedule))
+    return np.asarray(jax.jit(jax.vmap(sched))(jnp.arange(budget, dtype=jnp.int32)))
+
+
+def shared_prefix(optimizer, schedule: str, budget: int, longest: int, peak_lrs) -> int:
+    """Steps at the start of ``budget`` whose learning rate equals the ``longest`` budget's.
+
+    The learning rates of both budgets are computed for every peak lr; the prefix
+    ends one step before the first step where they differ (a margin against a
+    last-bit difference at the boundary), or is the whole budget when they never
+    differ (``constant``), or the longest budget itself. Branching at this step
+    reproduces the budget's own run.
+    """
+    if budget == longest:
+        return budget  # the trunk is the longest budget's own run
+    out = budget
+    for peak in peak_lrs:
+        a = _lr_values(optimizer, schedule, budget, float(peak))
+        b = _lr_values(optimizer, schedule, longest, float(peak))[:budget]
+        differ = np.flatnonzero(a != b)
+        if differ.size:
+            out = min(out, max(int(differ[0]) - 1, 0))
+    return out
+
+
+def branched_schedules(spec) -> dict[str, list[int]]:
+    """``{schedule: [branch step per budget]}`` of the spec's schedules that branch.
+
+    A schedule branches when its learning rate is shared with the longest budget
+    over at least half of every budget (and the optimizer does not depend on the
+    budget: not with Demon). The longest budget's branch step is the budget: its
+    runs are the trunk's.
+    """
+    if spec.optimizer.demon or spec.optimizer.schedule == "autowu":
+        return {}
+    budgets = spec.budget_steps()
+    longest = max(budgets)
+    out = {}
+    for name in spec.schedules:
+        steps = [shared_prefix(spec.optimizer, name, t, longest, spec.peak_lrs)
+                 for t in budgets]
+        shorter = [(s, t) for s, t in zip(steps, budgets, strict=True) if t < longest]
+        if shorter and all(2 * s >= t for s, t in shorter):
+            out[name] = steps
+    return out
