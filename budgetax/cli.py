@@ -27,7 +27,9 @@ import dataclasses
 import errno
 import os
 import re
+import signal
 import sys
+import threading
 
 import budgetax
 
@@ -82,7 +84,7 @@ def _names(text: str) -> list[str]:
 # list options whose value may start with "-" (a negative number): argparse would read
 # "--budgets -0.5,1" as an option without its value, so such a pair is joined into
 # "--budgets=-0.5,1" and the value reaches the option's own check
-_NUMBER_LISTS = ("--budgets", "--lrs", "--seeds")
+_NUMBER_LISTS = ("--budgets", "--lrs", "--seeds", "--prune-at", "--predict")
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
@@ -171,6 +173,28 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
     p.add_argument("--select", default=None,
                    help="the metric that picks a cell's best lr: train_loss (default), or any "
                         "evaluation metric of the task, e.g. test_accuracy (tunes on the test set)")
+    p.add_argument("--strategy", default=spec["strategy"],
+                   choices=("grid", "branch", "halving", "branch+halving"),
+                   help="grid: every run from scratch (default); branch: schedules whose "
+                        "learning rate does not depend on the budget before their decay "
+                        "(constant, wsd) train that prefix once and branch each budget's "
+                        "decay from it (the same results in fewer steps); halving: successive "
+                        "halving over each schedule's lrs, pruning the predicted-worse ones "
+                        "at --prune-at; branch+halving: both")
+    p.add_argument("--prune-rate", type=int, default=spec["prune_rate"],
+                   help=f"halving keeps 1/N of each schedule's lrs per rung (default: "
+                        f"{spec['prune_rate']})")
+    p.add_argument("--prune-at", type=_numbers, default=list(spec["prune_at"]),
+                   help=f"halving's rungs, fractions of the budget (default: "
+                        f"{_join(spec['prune_at'])})")
+    p.add_argument("--prune-estimator", default=spec["prune_estimator"],
+                   help=f"the budgetax.ranking score of the training loss so far that halving "
+                        f"ranks lrs by: tse_e, tse, lcga or last (default: "
+                        f"{spec['prune_estimator']})")
+    p.add_argument("--predict", type=_numbers, default=[], metavar="FRACTIONS",
+                   help="also predict each schedule's result at these budgets (fractions of "
+                        "the full budget, e.g. 2,4) from a power law fitted to the trained "
+                        "budgets, with a 95%% interval")
     p.add_argument("--max-runs-per-program", type=int, default=None,
                    help="split a budget's runs into programs of at most this many runs")
     p.add_argument("--checkpoint-every", type=int, default=1,
@@ -238,6 +262,9 @@ def build_parser(options: bool = True) -> argparse.ArgumentParser:
     rep.add_argument("--select", default=None,
                      help="train_loss (default) or any evaluation metric of the task")
     rep.add_argument("--no-plots", action="store_true")
+    rep.add_argument("--predict", type=_numbers, default=[], metavar="FRACTIONS",
+                     help="also predict each schedule's result at these budgets (fractions "
+                          "of the full budget), with a 95%% interval")
     rep.add_argument("--out", default=None,
                      help="write results.md, summary.json and the plots here instead of DIR "
                           "(for a sweep on read-only media)")
@@ -288,6 +315,8 @@ def run_sweep(args) -> int:
         full_budget=full_budget, budgets=tuple(args.budgets),
         schedules=tuple(args.schedules), peak_lrs=tuple(args.lrs), seeds=tuple(args.seeds),
         batch_size=args.batch_size, num_evals=args.num_evals, diagnostics=args.diagnostics,
+        strategy=args.strategy, prune_rate=args.prune_rate, prune_at=tuple(args.prune_at),
+        prune_estimator=args.prune_estimator,
         optimizer=training.OptimizerSpec(
             optimizer=args.optimizer, momentum=args.momentum,
             weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
@@ -311,7 +340,8 @@ def run_sweep(args) -> int:
     if quiet:
         return 0
     table = report.write_report(args.out, select=args.select, plots=not args.no_plots,
-                                command="budgetax " + " ".join(args.argv))
+                                command="budgetax " + " ".join(args.argv),
+                                predict=tuple(args.predict))
     print()
     print(table)
     print(f"\n{len(result.runs)} runs in {result.seconds:.1f}s; wrote "
@@ -323,7 +353,7 @@ def run_report(args) -> int:
     from budgetax import report
 
     table = report.write_report(args.dir, select=args.select, plots=not args.no_plots,
-                                dest=args.out)
+                                dest=args.out, predict=tuple(args.predict))
     print(table)
     dest = args.out or args.dir
     print(f"\nwrote {os.path.join(dest, 'results.md')}, {os.path.join(dest, 'summary.json')}"
@@ -383,6 +413,20 @@ def entry() -> None:
     dispatched work, and tearing the interpreter down under it can crash. Nothing is
     lost: the store is transactional and checkpoints are written atomically.
     """
+    default_hook = sys.unraisablehook
+
+    def interrupt_again(unraisable):
+        """A Ctrl-C that landed in a callback Python cannot raise from (e.g. JAX's gc hook).
+
+        Python would print "Exception ignored ... Traceback" and go on; instead the
+        interrupt is delivered again a moment later, in the main program.
+        """
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Timer(0.01, signal.raise_signal, (signal.SIGINT,)).start()
+            return
+        default_hook(unraisable)
+
+    sys.unraisablehook = interrupt_again
     code = main()
     if code == 130:
         sys.stdout.flush()

@@ -157,7 +157,8 @@ def summarize(runs: list[dict], select: str = "train_loss", metric: str = "test_
             if len(ranked) > 1:  # within the seed spread of the selection metric
                 sel = [_spread(ok[k], select) for k in ranked[:2]]
                 cell.lr_near_tie = abs(scored[ranked[1]] - scored[lr]) <= max(sel)
-            grid = sorted(by_lr)
+            grid = sorted({r["peak_lr"] for r in runs if r["budget"] == steps
+                           and r["schedule"] == s})  # pruned lrs are part of the grid
             cell.lr_at_edge = len(grid) > 1 and lr in (grid[0], grid[-1])
             row.append(cell)
         finite = sorted((c for c in row if np.isfinite(c.mean)), key=lambda c: c.mean,
@@ -330,11 +331,13 @@ def _styles(cells) -> dict:
             for i, s in enumerate(schedules)}
 
 
-def metric_vs_budget(cells: list[Cell], metric: str):
+def metric_vs_budget(cells: list[Cell], metric: str, predictions=()):
     """The figure of ``metric`` against the budget: one line per schedule at its best lr.
 
-    With several seeds each line is their mean with a ± std band. The legend is
-    outside the axes. Returns the matplotlib figure.
+    With several seeds each line is their mean with a ± std band. Predicted budgets
+    (:func:`predict_cells`) are open markers with their 95% interval, joined to the
+    trained ones by a dashed line. The legend is outside the axes. Returns the
+    matplotlib figure.
     """
     import matplotlib.pyplot as plt
 
@@ -354,7 +357,19 @@ def metric_vs_budget(cells: list[Cell], metric: str):
             ax.plot(x, m, marker="o", ms=3.5, lw=1.4, label=s, **style[s])
             if seeds > 1:
                 ax.fill_between(x, m - sd, m + sd, color=style[s]["color"], alpha=0.15, lw=0)
+            pred = sorted((p for p in predictions if p["schedule"] == s),
+                          key=lambda p: p["budget"])
+            if pred:
+                px = np.array([p["budget"] for p in pred], np.float64)
+                pm = np.array([k * p["mean"] for p in pred])
+                err = np.array([[k * (p["mean"] - p["low"]) for p in pred],
+                                [k * (p["high"] - p["mean"]) for p in pred]])
+                ax.plot(np.r_[x[-1], px], np.r_[m[-1], pm], ls="--", lw=1.0,
+                        color=style[s]["color"])
+                ax.errorbar(px, pm, yerr=err, fmt="o", mfc="white", ms=4, capsize=2, lw=1.0,
+                            color=style[s]["color"])
         ax.set_xscale("log")
+        budgets = sorted(set(budgets) | {p["budget"] for p in predictions})
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.minorticks_off()
         ax.set_xlabel("budget (optimizer steps)")
@@ -419,7 +434,7 @@ def curve_grid(cells: list[Cell], runs_by_id: dict, curve: str, train_metrics):
     return fig
 
 
-def _plots(out_dir, cells, runs_by_id, metric, train_metrics):
+def _plots(out_dir, cells, runs_by_id, metric, train_metrics, predictions=()):
     """Writes :data:`PLOTS`: :func:`metric_vs_budget` and the lr and loss :func:`curve_grid`."""
     import matplotlib
 
@@ -427,7 +442,7 @@ def _plots(out_dir, cells, runs_by_id, metric, train_metrics):
     import matplotlib.pyplot as plt
 
     os.makedirs(out_dir, exist_ok=True)
-    figs = (metric_vs_budget(cells, metric),
+    figs = (metric_vs_budget(cells, metric, predictions),
             curve_grid(cells, runs_by_id, "lr", train_metrics),
             curve_grid(cells, runs_by_id, "loss", train_metrics))
     for name, fig in zip(PLOTS, figs, strict=True):
@@ -435,9 +450,80 @@ def _plots(out_dir, cells, runs_by_id, metric, train_metrics):
         plt.close(fig)
 
 
+def steps_trained(spec: dict, runs: list[dict], groups: list[dict]) -> list[dict]:
+    """Per budget: the run-steps the sweep trained against the grid's (every run from scratch).
+
+    A branched sweep counts the trunk's steps since the previous branch step for
+    the budget that branches there; successive halving counts the steps its runs
+    trained before they were pruned. Stores written before strategies existed
+    count every run's budget.
+    """
+    out = []
+    for f, steps in sorted({(r["budget_fraction"], r["budget"]) for r in runs}):
+        mine = [g for g in groups if g["budget"] == steps]
+        trained = sum(g["runs"] * g["budget"] if g.get("steps") is None else g["steps"]
+                      for g in mine)
+        grid = steps * sum(r["budget"] == steps for r in runs)
+        out.append({"budget_fraction": f, "budget": steps, "trained": int(trained),
+                    "grid": int(grid), "finished": bool(mine)})
+    return out
+
+
+def predict_cells(cells: list[Cell], runs_by_id: dict, metric: str, fractions,
+                  full_budget: int) -> list[dict]:
+    """Each schedule's ``metric`` predicted at budget ``fractions`` of the full budget.
+
+    Fits :func:`budgetax.training.sweep.frontier.fit_frontier` to the table's cells
+    of the schedule (the seeds' values at each budget's selected lr) and returns
+    ``[{"schedule", "budget_fraction", "budget", "mean", "low", "high", "fit"}]``
+    (95% bootstrap interval; none for a schedule with fewer than 3 trained budgets).
+    """
+    from budgetax.training.sweep.frontier import fit_frontier
+
+    out = []
+    for f in fractions:
+        if not (isinstance(f, int | float) and math.isfinite(f) and f > 0):
+            raise ValueError(f"predict must hold positive budget fractions, got {fractions!r}")
+    for s in dict.fromkeys(c.schedule for c in cells):
+        mine = [c for c in cells if c.schedule == s and c.best_lr is not None]
+        if len(mine) < 3 or not fractions:
+            continue
+        values = [[runs_by_id[i]["final"].get(metric, math.nan) for i in c.run_ids]
+                  for c in mine]
+        width = max(len(v) for v in values)
+        values = np.array([v + [math.nan] * (width - len(v)) for v in values], np.float64)
+        fit = fit_frontier([c.budget_fraction for c in mine], values)
+        for f in fractions:
+            lo, hi = fit.interval(f)
+            out.append({"schedule": s, "budget_fraction": float(f),
+                        "budget": int(round(f * full_budget)),
+                        "mean": float(fit.predict(f)), "low": float(lo), "high": float(hi),
+                        "fit": {"a": fit.a, "b": fit.b, "c": fit.c}})
+    return out
+
+
+def format_predictions(preds: list[dict], metric: str) -> str:
+    """The predicted cells as a markdown table (``≈ mean [low, high]``), budget-major."""
+    k = 100 if metric.endswith("accuracy") else 1
+    fmt = (lambda v: f"{k * v:.1f}") if metric.endswith("accuracy") else (lambda v: f"{v:.4g}")
+    schedules = list(dict.fromkeys(p["schedule"] for p in preds))
+    budgets = list(dict.fromkeys((p["budget_fraction"], p["budget"]) for p in preds))
+    by = {(p["budget"], p["schedule"]): p for p in preds}
+    header = ["budget", "steps"] + schedules
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for f, steps in budgets:
+        row = [f"{f:.0%} (predicted)", str(steps)]
+        for s in schedules:
+            p = by.get((steps, s))
+            row.append("" if p is None else
+                       f"≈{fmt(p['mean'])} [{fmt(p['low'])}, {fmt(p['high'])}]")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
                  command: str | None = None, device: str | None = None,
-                 dest: str | None = None) -> str:
+                 dest: str | None = None, predict=()) -> str:
     """Writes ``results.md``, ``summary.json`` and the PNG plots in ``out_dir``; returns the table.
 
     ``summary.json`` holds the spec, the table's cells and every run's status and
@@ -453,6 +539,8 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
       device: a description of the device(s) (default: from ``jax.devices()``).
       dest: where to write the files (default: ``out_dir``; e.g. for a sweep on
         read-only media).
+      predict: budgets (fractions of the full budget) at which to predict each
+        schedule's result from the trained ones (:func:`predict_cells`).
     """
     spec, runs, groups = load(out_dir, with_curves=plots)
     summary_path = os.path.join(out_dir, SUMMARY)
@@ -475,7 +563,11 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         device = (f"{len(d)} x {d[0].device_kind} ({d[0].platform}; {_cpu_name()}), "
                   f"jax {jax.__version__}")
     total_s = sum(g["seconds"] for g in groups)
-    run_steps = sum(g["runs"] * g["budget"] for g in groups)
+    per_budget = steps_trained(spec, runs, groups)
+    run_steps = sum(b["trained"] for b in per_budget)
+    pruned = [r for r in runs if r["status"] == "pruned"]
+    by_id = {r["run_id"]: r for r in runs}
+    preds = predict_cells(cells, by_id, metric, tuple(predict), spec["full_budget"])
     opt = spec["optimizer"]
     lines = [
         "# Sweep results", "",
@@ -497,11 +589,39 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         table, "", LEGEND, "",
         f"{len(runs) - pending} of {len(runs)} runs finished"
         + (f", {pending} pending (resume the sweep to finish them)" if pending else "")
-        + f"; {len(diverged)} diverged."
+        + f"; {len(diverged)} diverged"
+        + (f", {len(pruned)} pruned by successive halving" if pruned else "") + "."
         + (f" Training time {total_s:.1f}s for {run_steps:,} run-steps "
            f"({run_steps / max(total_s, 1e-9):,.0f} run-steps/s, compilation included) "
            f"on {device}." if groups else ""), "",
     ]
+    strategy = spec.get("strategy", "grid")
+    if strategy != "grid":
+        done = [b for b in per_budget if b["finished"]]
+        lines += [
+            f"Strategy `{strategy}`: optimizer steps trained (summed over runs) against the "
+            "grid's, which trains every run from scratch to its budget"
+            + (" (branch: a trunk of the schedules whose learning rate does not depend on the "
+               "budget before their decay, each budget's decay branched from it; the trunk's "
+               "steps count for the budget that branches next)" if "branch" in strategy
+               else "")
+            + (f" (halving: each schedule's lrs pruned to 1/{spec['prune_rate']} at "
+               f"{', '.join(f'{x:.0%}' for x in spec['prune_at'])} of the budget by "
+               f"`{spec['prune_estimator']}` on the training loss so far)"
+               if "halving" in strategy else "") + ".", "",
+            "| budget | steps | run-steps trained | grid's run-steps | share |",
+            "|---|---|---|---|---|"]
+        lines += [f"| {b['budget_fraction']:.0%} | {b['budget']} | {b['trained']:,} | "
+                  f"{b['grid']:,} | {b['trained'] / max(b['grid'], 1):.0%} |" for b in done]
+        total, grid = sum(b["trained"] for b in done), sum(b["grid"] for b in done)
+        lines += [f"| all | | {total:,} | {grid:,} | {total / max(grid, 1):.0%} |", ""]
+    if preds:
+        lines += [
+            f"Predicted {metric}{' (%)' if metric.endswith('accuracy') else ''} at budgets "
+            "nobody trained: per schedule, a power law `a + b (T/T_full)^-c` fitted to the "
+            "cells above, with a 95% interval from a bootstrap over the seed noise "
+            "(`budgetax.training.sweep.frontier`; it does not cover a change of regime beyond "
+            "the trained budgets).", "", format_predictions(preds, metric), ""]
     if diverged:
         lines += ["Diverged runs (NaN/inf loss or update; frozen at their last finite state):",
                   ""]
@@ -526,16 +646,17 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
                          f"{saved} | {given} |")
         lines.append("")
     if plots and any(r["status"] != "pending" for r in runs):
-        by_id = {r["run_id"]: r for r in runs}
-        _plots(dest, cells, by_id, metric, train_names)
+        _plots(dest, cells, by_id, metric, train_names, preds)
         lines += [f"![{metric} vs budget]({PLOTS[0]})", "",
                   "![learning-rate curves](lr_curves.png)", "",
                   "![loss curves](loss_curves.png)", ""]
     atomic_write_text(os.path.join(dest, "results.md"), "\n".join(lines))
     atomic_write_json(os.path.join(dest, SUMMARY), {
         "spec": spec, "select": select, "command": command, "device": device,
-        "cells": [dataclasses.asdict(c) for c in cells],
-        "runs": [{k: r[k] for k in ("run_id", "budget", "schedule", "peak_lr", "seed", "status",
-                                    "diverged_step", "final")} for r in runs],
+        "cells": [dataclasses.asdict(c) for c in cells], "predictions": preds,
+        "steps_trained": per_budget,
+        "runs": [{k: r.get(k) for k in ("run_id", "budget", "schedule", "peak_lr", "seed",
+                                        "status", "diverged_step", "pruned_step", "final")}
+                 for r in runs],
         "groups": groups})
     return table
