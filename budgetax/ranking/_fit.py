@@ -4,6 +4,10 @@ Two solvers, both written for a whole batch of curves ``[B, n]`` at once (not
 ``vmap`` of a one-curve solver) and run on blocks of :data:`BLOCK` curves
 (:func:`map_blocks`), so that the per-iteration arrays stay in cache and a
 block stops iterating as soon as every curve in it has converged.
+:func:`varpro_1d_blocks` runs the 1-D search in two passes (blocks of
+:data:`VARPRO_BLOCK` curves, then the few unconverged curves gathered into blocks of
+:data:`LATE_BLOCK`), so that a handful of slow curves do not keep whole blocks
+iterating.
 
 **Variable projection with one nonlinear parameter** (:func:`varpro_1d`, used
 by ``pow3`` and LCGA). The model is ``off + amp * g(theta, k)`` with
@@ -55,6 +59,9 @@ import jax.numpy as jnp
 
 N_ITER = 200  # Levenberg-Marquardt iterations at most
 N_NEWTON = 40  # safeguarded Newton iterations at most (bisection alone needs ~20)
+N_FIRST = 3  # varpro_1d_blocks: Newton iterations of the first pass (most curves need 2-3)
+VARPRO_BLOCK = 64  # varpro_1d_blocks: curves per block (smaller blocks ran faster on CPU)
+LATE_BLOCK = 64  # varpro_1d_blocks: curves per block after the first pass
 BLOCK = 512  # curves per block
 _THETA_RTOL = 5e-7  # varpro_1d: converged once a Newton step moves theta by less (x (1 + |theta|))
 _GAIN_RTOL = 1e-9  # varpro_1d: converged once a Newton step would gain less (x the SSE)
@@ -116,32 +123,20 @@ def _linear_params(y_mean, c, v, g_mean, offset):
     return amp, off
 
 
-def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = True,
-              active: jax.Array | None = None, n_iter: int = N_NEWTON):
-    r"""Least squares ``y ~ off + amp * g(theta)`` with ``amp >= 0`` for a block of curves.
-
-    Args:
-      y: ``[B, n]`` finite curves.
-      basis: ``theta [B, 1] -> (g, dg/dtheta, d2g/dtheta2)``, each ``[B, n]``
-        (broadcasting from ``[1, n]`` is fine).
-      grid: ``[G]`` increasing values of theta; its ends bound theta.
-      offset: fit the offset ``off`` (else it is 0).
-      active: ``[B]`` bool, the curves to search for (default all); the others
-        keep their best grid point, and a block without an active curve does
-        not iterate.
-      n_iter: Newton iterations at most (static).
-
-    Returns:
-      ``(theta, amp, off, converged, interior)``, each ``[B]``: ``converged`` when
-      theta settled to ``~1e-6`` (or ``amp = 0``: no member of the family beats a
-      constant), ``interior`` when theta is not at an end of ``grid``.
-    """
+def _centred(y, offset):
+    """``(y_mean, y~, sum(y~^2))`` of a block: the curves the reduced problem is posed on."""
     dtype = y.dtype
-    n = y.shape[-1]
     y_mean = jnp.mean(y, axis=-1) if offset else jnp.zeros(y.shape[:1], dtype)
     yc = y - y_mean[:, None] if offset else y
     if offset:  # centre twice: a constant curve must give exactly nothing to fit
         yc = yc - jnp.mean(yc, axis=-1, keepdims=True)
+    return y_mean, yc, jnp.sum(yc * yc, axis=-1)
+
+
+def _varpro_1d_start(y, basis, grid, offset, active):
+    """The grid search: ``(theta, lo, hi, done)``, each ``[B]``, and ``flat`` (amp = 0)."""
+    n = y.shape[-1]
+    _, yc, _ = _centred(y, offset)
     # the grid: one matrix product for every curve and grid point
     g_grid, _, _ = basis(grid[:, None])
     g_grid = jnp.broadcast_to(g_grid, (grid.shape[0], n))
@@ -161,8 +156,19 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
     interior_best = (best > 0) & (best < n_grid - 1) & (curv < 0)
     theta = jnp.where(interior_best & (vertex > lo) & (vertex < hi), vertex, theta)
     flat = jnp.max(q_grid, axis=-1) <= 0  # amp = 0 everywhere: the best fit is the constant
-    yy = jnp.sum(yc * yc, axis=-1)
-    edge_tol = jnp.asarray(1e-6, dtype) * (1.0 + jnp.abs(grid[0]) + jnp.abs(grid[-1]))
+    skip = flat | ~jnp.all(jnp.isfinite(y), axis=-1)
+    if active is not None:
+        skip = skip | ~active
+    return (theta, lo, hi, skip), flat
+
+
+def _varpro_1d_iterate(y, basis, grid, state, offset, n_iter):
+    """Up to ``n_iter`` safeguarded Newton steps on ``state = (theta, lo, hi, done)``.
+
+    Every curve's step depends on that curve alone, so a curve stopped after some
+    iterations and resumed later (in another block) follows the same path.
+    """
+    _, yc, yy = _centred(y, offset)
 
     def body(carry):
         it, theta, lo, hi, done = carry
@@ -204,11 +210,14 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
         it, _, _, _, done = carry
         return (it < n_iter) & ~jnp.all(done)
 
-    skip = flat | ~jnp.all(jnp.isfinite(y), axis=-1)
-    if active is not None:
-        skip = skip | ~active
-    init = (jnp.asarray(0), theta, lo, hi, skip)
-    _, theta, lo, hi, done = jax.lax.while_loop(cond, body, init)
+    return jax.lax.while_loop(cond, body, (jnp.asarray(0), *state))[1:]
+
+
+def _varpro_1d_finish(y, basis, grid, theta, flat, offset):
+    """``(amp, off, interior)`` at ``theta`` (``flat``: amp = 0, off = the mean)."""
+    dtype = y.dtype
+    n = y.shape[-1]
+    y_mean, yc, _ = _centred(y, offset)
     g, _, _ = basis(theta[:, None])
     g = jnp.broadcast_to(g, y.shape)
     g_mean = jnp.mean(g, axis=-1)
@@ -217,8 +226,108 @@ def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = 
     amp, off = _linear_params(y_mean, c, v, g_mean, offset)
     amp = jnp.where(flat, 0.0, amp)
     off = jnp.where(flat, y_mean, off)
+    edge_tol = jnp.asarray(1e-6, dtype) * (1.0 + jnp.abs(grid[0]) + jnp.abs(grid[-1]))
     interior = (theta > grid[0] + edge_tol) & (theta < grid[-1] - edge_tol)
-    return theta, amp, off, done | flat, interior | flat
+    return amp, off, interior | flat
+
+
+def varpro_1d(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = True,
+              active: jax.Array | None = None, n_iter: int = N_NEWTON):
+    r"""Least squares ``y ~ off + amp * g(theta)`` with ``amp >= 0`` for a block of curves.
+
+    Args:
+      y: ``[B, n]`` finite curves.
+      basis: ``theta [B, 1] -> (g, dg/dtheta, d2g/dtheta2)``, each ``[B, n]``
+        (broadcasting from ``[1, n]`` is fine).
+      grid: ``[G]`` increasing values of theta; its ends bound theta.
+      offset: fit the offset ``off`` (else it is 0).
+      active: ``[B]`` bool, the curves to search for (default all); the others
+        keep their best grid point, and a block without an active curve does
+        not iterate.
+      n_iter: Newton iterations at most (static).
+
+    Returns:
+      ``(theta, amp, off, converged, interior)``, each ``[B]``: ``converged`` when
+      theta settled to ``~1e-6`` (or ``amp = 0``: no member of the family beats a
+      constant), ``interior`` when theta is not at an end of ``grid``.
+    """
+    state, flat = _varpro_1d_start(y, basis, grid, offset, active)
+    theta, _, _, done = _varpro_1d_iterate(y, basis, grid, state, offset, n_iter)
+    amp, off, interior = _varpro_1d_finish(y, basis, grid, theta, flat, offset)
+    return theta, amp, off, done | flat, interior
+
+
+def varpro_1d_blocks(y: jax.Array, basis: Callable, grid: jax.Array, *, offset: bool = True,
+                     active: jax.Array | None = None, first: int = N_FIRST,
+                     block: int = VARPRO_BLOCK, late_block: int = LATE_BLOCK,
+                     n_iter: int = N_NEWTON):
+    r""":func:`varpro_1d` for any number of curves ``[N, n]``, in two passes.
+
+    Most curves settle within :data:`N_FIRST` Newton steps, a few need ten or
+    more (bisection), and a block iterates until its slowest curve has. So every
+    curve gets the grid and ``first`` steps in blocks of :data:`BLOCK`, then the
+    unconverged curves are gathered first and go on in blocks of ``late_block``;
+    a block without any is passed through (its curves are not even gathered).
+    A curve's steps do not depend on its block, so every curve gets the fit of
+    ``varpro_1d`` with ``n_iter`` steps at most, whatever the batch.
+
+    ``active`` (``[N]`` bool, default all) selects the curves to fit: they are
+    gathered first, and the blocks without any are skipped altogether. The
+    outputs of an inactive curve are meaningless.
+
+    Returns:
+      ``(theta, amp, off, converged, interior)``, each ``[N]``.
+    """
+    dtype = y.dtype
+    n_curves = y.shape[0]
+
+    def finish(y, theta, flat):
+        return _varpro_1d_finish(y, basis, grid, theta, flat, offset)
+
+    def fit_first(y, active):
+        state, flat = _varpro_1d_start(y, basis, grid, offset, active)
+        theta, lo, hi, done = _varpro_1d_iterate(y, basis, grid, state, offset, first)
+        if active is not None:
+            done = done | ~active
+        return (theta, lo, hi, done, flat, *finish(y, theta, flat))
+
+    if active is None:
+        rows = jnp.arange(n_curves)
+        first_out = map_blocks(lambda y: fit_first(y, None), y, block=block)
+    else:
+        def first_pass(rows, active):
+            def skip(_):
+                zeros = jnp.zeros(rows.shape, dtype)
+                false = jnp.zeros(rows.shape, bool)
+                return zeros, zeros, zeros, ~false, false, zeros, zeros, false
+
+            return jax.lax.cond(jnp.any(active), lambda _: fit_first(y[rows], active), skip,
+                                None)
+
+        rows = jnp.argsort(~active, stable=True)
+        first_out = map_blocks(first_pass, rows, active[rows], block=block)
+
+    def late_pass(rows, theta, lo, hi, done, flat, amp, off, interior):
+        def run(_):
+            yb = y[rows]
+            new_theta, _, _, new_done = _varpro_1d_iterate(
+                yb, basis, grid, (theta, lo, hi, done), offset, n_iter - first)
+            new = (new_theta, new_done, *finish(yb, new_theta, flat))
+            # a curve done before keeps its outputs (the same bits in a block of any shape)
+            return tuple(jnp.where(done, a, b)
+                         for a, b in zip((theta, done, amp, off, interior), new))
+
+        return jax.lax.cond(jnp.all(done), lambda _: (theta, done, amp, off, interior), run,
+                            None)
+
+    # the unconverged curves first (inactive ones count as done)
+    order = jnp.argsort(first_out[3], stable=True)
+    rows = rows[order]
+    theta, done, amp, off, interior = map_blocks(
+        late_pass, rows, *(a[order] for a in first_out), block=late_block)
+    flat = first_out[4][order]
+    undo = jnp.zeros_like(rows).at[rows].set(jnp.arange(n_curves))
+    return tuple(a[undo] for a in (theta, amp, off, done | flat, interior))
 
 
 # ----------------------------------------------------------------------------- LM

@@ -150,25 +150,14 @@ def _fit_all(yn, kn):
 
     The offset fit is done for every curve; where its ``b3`` comes out negative,
     the constrained optimum has ``b3 = 0``, and those curves (gathered first, so
-    that blocks without any do not iterate) are fitted again without the offset.
+    that blocks without any are skipped) are fitted again without the offset.
     """
     grid = jnp.linspace(jnp.log(_C_RANGE[0]), jnp.log(_C_RANGE[1]), _GRID, dtype=yn.dtype)
-
-    def with_offset(y):
-        theta, amp, off, converged, _ = _fit.varpro_1d(y, _basis(kn, offset=True), grid)
-        return theta, amp, off - amp / (jnp.exp(theta) + kn[0]), converged  # b3
-
-    def without_offset(y, active):
-        theta, amp, _, converged, _ = _fit.varpro_1d(y, _basis(kn, offset=False), grid,
-                                                     offset=False, active=active)
-        return theta, amp, converged
-
-    theta, amp, b3, converged = _fit.map_blocks(with_offset, yn)
+    theta, amp, off, converged, _ = _fit.varpro_1d_blocks(yn, _basis(kn, offset=True), grid)
+    b3 = off - amp / (jnp.exp(theta) + kn[0])
     infeasible = b3 < 0
-    order = jnp.argsort(~infeasible, stable=True)
-    undo = jnp.argsort(order)
-    th0, amp0, conv0 = (a[undo] for a in _fit.map_blocks(without_offset, yn[order],
-                                                          infeasible[order]))
+    th0, amp0, _, conv0, _ = _fit.varpro_1d_blocks(yn, _basis(kn, offset=False), grid,
+                                                   offset=False, active=infeasible)
     return (jnp.where(infeasible, th0, theta), jnp.where(infeasible, amp0, amp),
             jnp.where(infeasible, 0.0, b3), jnp.where(infeasible, conv0, converged))
 
@@ -275,7 +264,10 @@ def _lcga(x, *, spe, start, stop, variant):
         return score, params, converged & ok
 
     # in blocks throughout, so that a curve gets the same float32 rounding in any batch
-    yn, scale, finite = _fit.map_blocks(normalise, y)
-    score, params, converged = _fit.map_blocks(finish, *_fit_all(yn, kn), yn, scale, finite)
+    # (the blocks of the fit's first pass: small blocks ran fastest on CPU)
+    block = _fit.VARPRO_BLOCK
+    yn, scale, finite = _fit.map_blocks(normalise, y, block=block)
+    score, params, converged = _fit.map_blocks(finish, *_fit_all(yn, kn), yn, scale, finite,
+                                               block=block)
     return LCGAFit(score=score.reshape(batch), params=params.reshape(*batch, 3),
                    converged=converged.reshape(batch))

@@ -99,6 +99,25 @@ def test_a_curve_fits_the_same_in_any_batch(family):
         np.testing.assert_array_equal(a[-3], b)
 
 
+def test_an_lcga_curve_fits_the_same_in_any_batch():
+    # many blocks, curves that need the late pass and curves refitted without the offset;
+    # the same up to float32 rounding (XLA may fuse a batch's arithmetic differently)
+    rng = np.random.default_rng(1)
+    n = 3 * _fit.VARPRO_BLOCK + 5
+    base = (rng.uniform(0.0, 0.5, (n, 1)) + 1.0 / (rng.uniform(0.5, 2.0, (n, 1))
+                                                   + rng.uniform(0.01, 0.5, (n, 1)) * KS)
+            * np.exp(0.05 * rng.standard_normal((n, STEPS))))
+    batch = np.concatenate([base, CURVES]).astype(np.float32)
+    big = ranking.lcga(batch, SPE, variant="slope")
+    assert np.all(np.isfinite(big.score))
+    small = ranking.lcga(batch[-10:], SPE, variant="slope")
+    for a, b in zip(big, small):
+        np.testing.assert_allclose(a[-10:], b, rtol=2e-5, atol=1e-8)
+    one = ranking.lcga(batch[-4], SPE, variant="slope")
+    for a, b in zip(big, one):
+        np.testing.assert_allclose(a[-4], b, rtol=2e-5, atol=1e-8)
+
+
 def test_vmap_over_curves_and_target_step():
     import jax
     import jax.numpy as jnp
