@@ -69,6 +69,10 @@ def _fractions(text: str) -> list[float]:
     return values
 
 
+def _lrs(text: str):
+    return "auto" if text.strip() == "auto" else _numbers(text)
+
+
 def _numbers(text: str) -> list[float]:
     return _parse_list(text, float, "numbers")
 
@@ -143,8 +147,15 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
                    help=f"fractions of the full budget (default: {_join(spec['budgets'])})")
     p.add_argument("--schedules", type=_names, default=list(spec["schedules"]),
                    help=f"profile names (default: {_join(spec['schedules'])})")
-    p.add_argument("--lrs", type=_numbers, default=list(spec["peak_lrs"]),
-                   help=f"peak learning rates (default: {_join(spec['peak_lrs'])})")
+    p.add_argument("--lrs", type=_lrs, default=list(spec["peak_lrs"]),
+                   help=f"peak learning rates (default: {_join(spec['peak_lrs'])}); 'auto': "
+                        f"the default lrs, extended past the grid's edge while a best lr sits "
+                        f"there (--auto-lrs, default 4 with auto)")
+    p.add_argument("--auto-lrs", type=int, default=None, metavar="N",
+                   help="add at most N lrs past the grid's edges, one geometric step at a "
+                        "time, while some (budget, schedule)'s best lr is the grid's smallest "
+                        "or largest; only the new runs are trained (default: 0, or 4 with "
+                        "--lrs auto)")
     p.add_argument("--seeds", type=_ints, default=list(spec["seeds"]),
                    help=f"seeds (default: {_join(spec['seeds'])})")
     p.add_argument("--optimizer", default=opt.optimizer,
@@ -310,10 +321,12 @@ def run_sweep(args) -> int:
         full_budget = default_full_budget(task.num_train, args.batch_size)
         if full_budget is None:
             full_budget = training.SweepSpec.full_budget
+    auto_lrs = args.auto_lrs if args.auto_lrs is not None else (4 if args.lrs == "auto" else 0)
+    lrs = training.SweepSpec.peak_lrs if args.lrs == "auto" else tuple(args.lrs)
     spec = training.SweepSpec(
         divergence_factor=args.divergence_factor or None,
         full_budget=full_budget, budgets=tuple(args.budgets),
-        schedules=tuple(args.schedules), peak_lrs=tuple(args.lrs), seeds=tuple(args.seeds),
+        schedules=tuple(args.schedules), peak_lrs=lrs, seeds=tuple(args.seeds),
         batch_size=args.batch_size, num_evals=args.num_evals, diagnostics=args.diagnostics,
         strategy=args.strategy, prune_rate=args.prune_rate, prune_at=tuple(args.prune_at),
         prune_estimator=args.prune_estimator,
@@ -336,7 +349,7 @@ def run_sweep(args) -> int:
                             overwrite=args.overwrite,
                             max_runs_per_program=args.max_runs_per_program,
                             checkpoint_every=args.checkpoint_every,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, auto_lrs=auto_lrs)
     if quiet:
         return 0
     table = report.write_report(args.out, select=args.select, plots=not args.no_plots,

@@ -211,3 +211,46 @@ def test_the_frontier_recovers_a_power_law_and_its_interval_covers_the_truth():
     with pytest.raises(ValueError, match="at least 3 budgets"):
         fit_frontier([0.1, 0.2], [[1.0], [2.0]])
     assert math.isfinite(float(exact.interval(2.0)[1]))
+
+
+# ------------------------------------------------------------------ extending a sweep
+SMALL = dict(full_budget=20, budgets=(0.5, 1.0), schedules=("linear",), batch_size=20,
+             num_evals=2, eval_batch_size=100, optimizer=training.OptimizerSpec("sgd", momentum=0))
+
+
+def test_a_finished_sweep_extended_with_more_lrs_and_seeds_trains_only_the_new_runs(tmp_path):
+    small = training.SweepSpec(peak_lrs=(0.03, 0.1), seeds=(0,), **SMALL)
+    first = training.sweep(task(), small, str(tmp_path), progress=False)
+    before = {r[0]: r[2:] for r in _dump(tmp_path).values()}  # all but run id and plan index
+    wider = training.SweepSpec(peak_lrs=(0.01, 0.03, 0.1), seeds=(0, 1), **SMALL)
+    again = training.sweep(task(), wider, str(tmp_path), progress=False)
+    assert [r["run_id"] for r in again.runs] == [r["run_id"] for r in wider.runs()]
+    new = [g for g in again.groups if "/x1/" in g["group_id"]]
+    assert sum(g["runs"] for g in new) == len(wider.runs()) - len(first.runs) == 8
+    assert len(again.groups) == len(first.groups) + len(new)
+    after = {r[0]: r[2:] for r in _dump(tmp_path).values()}
+    assert all(after[k] == v for k, v in before.items())  # the stored runs are untouched
+    assert all(r["status"] == "done" for r in again.runs)
+    # the extended sweep resumes as a no-op; a narrower or different one is refused
+    assert training.sweep(task(), wider, str(tmp_path), progress=False).compiled_budgets == 0
+    with pytest.raises(training.SweepSpecMismatchError, match="extend it"):
+        training.sweep(task(), small, str(tmp_path), progress=False)
+    with pytest.raises(training.SweepSpecMismatchError, match="batch_size"):
+        training.sweep(task(), training.SweepSpec(
+            peak_lrs=(0.01, 0.03, 0.1), seeds=(0, 1), **dict(SMALL, batch_size=10)),
+            str(tmp_path), progress=False)
+
+
+def test_auto_lrs_extends_the_grid_until_every_best_lr_is_interior(tmp_path):
+    """The optimum of plain SGD on the toy regression lies far above the initial grid."""
+    spec = training.SweepSpec(peak_lrs=(1e-3, 3e-3), seeds=(0,), **SMALL)
+    result = training.sweep(task(), spec, str(tmp_path), progress=False, auto_lrs=6)
+    lrs = result.spec.peak_lrs
+    added = len(lrs) - 2
+    assert 0 < added < 6  # stopped because the best lrs became interior, not at the bound
+    assert all(b / a == pytest.approx(3.0, rel=1e-2) for a, b in zip(lrs, lrs[1:]))
+    assert strategies.lr_extension(result.runs, lrs, "train_loss", False) == []
+    assert len(result.runs) == len(lrs) * 2  # 2 budgets x 1 schedule x 1 seed per lr
+    bounded = training.sweep(task(), spec, str(tmp_path / "bounded"), progress=False,
+                             auto_lrs=1)
+    assert bounded.spec.peak_lrs == (1e-3, 3e-3, 9e-3)  # one step at most

@@ -58,7 +58,7 @@ from budgetax.training.sweep.checkpoints import CHECKPOINT_DIR, Checkpoints
 from budgetax.training.sweep.progress import Progress
 from budgetax.training.sweep.spec import SweepSpec, SweepSpecMismatchError, plan_groups, plan_trunks
 from budgetax.training.sweep.store import STORE_NAME, Store, encode_curves
-from budgetax.training.sweep.strategies import prune, score_curves
+from budgetax.training.sweep.strategies import lr_extension, prune, score_curves
 from budgetax.training.train import as_task
 
 __all__ = ["LOCK_NAME", "SweepBusyError", "SweepResult", "sweep"]
@@ -556,6 +556,49 @@ _SPEC_ADDED = {"strategy": "grid", "prune_rate": 3, "prune_at": [0.25, 0.5],
                "prune_estimator": "tse_e"}
 
 
+_GRID_FIELDS = ("budgets", "schedules", "peak_lrs", "seeds")
+
+
+def _extends(stored: dict, given: dict) -> bool:
+    """Whether ``given`` adds budgets, schedules, lrs or seeds to ``stored`` and changes nothing."""
+    if stored == given:
+        return False
+    same = all(stored.get(k) == v for k, v in given.items() if k not in _GRID_FIELDS)
+    return same and all(set(stored.get(k, ())) <= set(given[k]) for k in _GRID_FIELDS)
+
+
+def _extend(store: Store, spec: SweepSpec, runs: list[dict], max_runs_per_program) -> None:
+    """Adds the runs of ``spec`` that ``store`` lacks; the stored runs are kept as they are.
+
+    The new runs are planned as grid groups (trained from scratch, whatever the
+    strategy), padded among themselves; the stored groups' run indices follow the
+    new plan order.
+    """
+    stored_rows = store.runs()
+    old_id = {r["idx"]: r["run_id"] for r in stored_rows}
+    new_idx = {r["run_id"]: i for i, r in enumerate(runs)}
+    plan = store.get_meta("plan")
+    for g in plan["groups"]:
+        g["run_idx"] = [new_idx[old_id[i]] for i in g["run_idx"]]
+    round_ = 1 + max((g.get("extension", 0) for g in plan["groups"]), default=0)
+    have = set(old_id.values())
+    added, rows = [], []
+    for f, steps in zip(spec.budgets, spec.budget_steps(), strict=True):
+        idx = [i for i, r in enumerate(runs) if r["budget"] == steps and r["run_id"] not in have]
+        if not idx:
+            continue
+        k = 1 if max_runs_per_program is None else math.ceil(len(idx) / max_runs_per_program)
+        for g, part in enumerate(np.array_split(np.asarray(idx), k)):
+            gid = f"T{steps}/x{round_}/g{g}"
+            added.append({"group_id": gid, "kind": "grid", "budget": steps,
+                          "budget_fraction": f, "run_idx": [int(i) for i in part],
+                          "extension": round_})
+            rows += [dict(runs[int(i)], idx=int(i), group_id=gid) for i in part]
+    plan["groups"] = plan["groups"] + added
+    store.extend({"spec": spec.to_dict(), "plan": plan},
+                 {r["run_id"]: new_idx[r["run_id"]] for r in stored_rows}, rows)
+
+
 def _check_meta(store: Store, key: str, given: dict, out_dir: str):
     stored = store.get_meta(key)
     if key == "spec" and stored is not None:
@@ -567,12 +610,14 @@ def _check_meta(store: Store, key: str, given: dict, out_dir: str):
              for k in sorted(set(stored) | set(given)) if stored.get(k) != given.get(k)]
     raise SweepSpecMismatchError(
         f"out_dir {out_dir!r} holds a sweep with a different {key} ({'; '.join(diffs)}); "
-        f"resume it with the same arguments, or use another output directory")
+        f"resume it with the same arguments"
+        + (", extend it (the same arguments with more budgets, schedules, lrs or seeds)"
+           if key == "spec" else "") + ", or use another output directory")
 
 
 def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite: bool = False,
           max_runs_per_program: int | None = None, checkpoint_every: int = 1,
-          devices=None, progress: bool = True) -> SweepResult:
+          devices=None, progress: bool = True, auto_lrs: int = 0) -> SweepResult:
     """Runs (or resumes) the sweep ``spec`` of ``task`` into ``out_dir`` and returns its results.
 
     Args:
@@ -591,6 +636,15 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
         (``num_evals`` segments per budget); 0 disables checkpoints.
       devices: the devices to shard the runs over (default: ``jax.devices()``).
       progress: show a progress display on stderr.
+      auto_lrs: at most this many peak lrs added past the grid's edges: while some
+        (budget, schedule)'s best lr (by the final training loss, or the table
+        metric without diagnostics) is the smallest or largest of the grid, the
+        grid is extended by one geometric step on that side and only the new runs
+        are trained (the stored ones are kept). 0 (the default): the grid as given.
+
+    A directory holding a sweep of the same task whose spec has a subset of
+    ``spec``'s budgets, schedules, lrs and seeds (and nothing else changed) is
+    *extended*: only the missing runs are trained, from scratch.
 
     Returns:
       A :class:`SweepResult` with every run's row (``status``: ``done`` or ``diverged``).
@@ -612,6 +666,27 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
         max_runs_per_program = _validate.positive_int("max_runs_per_program",
                                                       max_runs_per_program)
     checkpoint_every = _validate.nonnegative_int("checkpoint_every", checkpoint_every)
+    auto_lrs = _validate.nonnegative_int("auto_lrs", auto_lrs)
+    t0 = time.perf_counter()
+    kw = dict(max_runs_per_program=max_runs_per_program, checkpoint_every=checkpoint_every,
+              devices=devices, progress=progress)
+    result = _sweep(task, spec, out_dir, resume=resume, overwrite=overwrite, **kw)
+    select, higher = (("train_loss", False) if spec.diagnostics
+                      else task.table_metric(spec.diagnostics))
+    added = 0
+    while added < auto_lrs:
+        new = lr_extension(result.runs, spec.peak_lrs, select, higher)[:auto_lrs - added]
+        if not new:
+            break
+        spec = dataclasses.replace(spec, peak_lrs=tuple(sorted(spec.peak_lrs + tuple(new))))
+        added += len(new)
+        result = _sweep(task, spec, out_dir, resume=True, overwrite=False, **kw)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _sweep(task, spec, out_dir, *, resume, overwrite, max_runs_per_program, checkpoint_every,
+           devices, progress) -> SweepResult:
     t0 = time.perf_counter()
     budgets = spec.budget_steps()
     # eager validation of the whole spec against the task (batch size, warmup per budget, ...)
@@ -640,11 +715,14 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
         mesh = core.make_mesh(devices)
         if writer:  # process 0 plans the sweep and writes the store; the others read it
             with Store(path) as store:
+                if max_runs_per_program is None:
+                    fits = [memory_limited_runs(progs[s], devices) for s in budgets]
+                    fits = [f for f in fits if f is not None]
+                    max_runs_per_program = min(fits) if fits else None
+                stored = store.get_meta("spec")
+                if stored is not None and _extends({**_SPEC_ADDED, **stored}, spec_dict):
+                    _extend(store, spec, runs, max_runs_per_program)
                 if store.get_meta("plan") is None:
-                    if max_runs_per_program is None:
-                        fits = [memory_limited_runs(progs[s], devices) for s in budgets]
-                        fits = [f for f in fits if f is not None]
-                        max_runs_per_program = min(fits) if fits else None
                     groups = plan_groups(spec, max_runs_per_program)
                     trunks = plan_trunks(spec, max_runs_per_program)
                     rows = sorted((dict(runs[i], idx=i, group_id=g["group_id"])
@@ -706,7 +784,8 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
                             plan["steps_per_epoch"])
                     else:
                         size = max(len(h["run_idx"]) for h in groups
-                                   if h["budget"] == steps and h.get("kind") != "branch")
+                                   if h["budget"] == steps and h.get("kind") != "branch"
+                                   and h.get("extension", 0) == g.get("extension", 0))
                         results, timing = _run_group(
                             progs[steps], g, size, runs, mesh, ckpt,
                             checkpoint_every if checkpoint_every > 0 else 10**9, bar,

@@ -177,6 +177,20 @@ class Store:
                 [(r["run_id"], r["idx"], r["group_id"], r["budget_fraction"], r["budget"],
                   r["schedule"], r["peak_lr"], r["seed"]) for r in runs])
 
+    def extend(self, meta: dict, idx: dict[str, int], runs: list[dict]) -> None:
+        """Extends the sweep: new meta entries (spec, plan), new plan indices of the stored
+        runs (``{run_id: idx}``) and the new runs, ``pending``, in one transaction."""
+        with self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                   [(k, json.dumps(v, sort_keys=True)) for k, v in meta.items()])
+            self._conn.executemany("UPDATE runs SET idx = ? WHERE run_id = ?",
+                                   [(i, r) for r, i in idx.items()])
+            self._conn.executemany(
+                "INSERT INTO runs(run_id, idx, group_id, budget_fraction, budget, schedule, "
+                "peak_lr, seed, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                [(r["run_id"], r["idx"], r["group_id"], r["budget_fraction"], r["budget"],
+                  r["schedule"], r["peak_lr"], r["seed"]) for r in runs])
+
     # ----------------------------------------------------------------- runs
     def finished_groups(self) -> set[str]:
         """Groups none of whose runs is pending."""

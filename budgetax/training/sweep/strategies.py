@@ -46,8 +46,8 @@ import numpy as np
 
 from budgetax import profiles, ranking
 
-__all__ = ["ESTIMATORS", "STRATEGIES", "branched_schedules", "prune", "score_curves",
-           "shared_prefix"]
+__all__ = ["ESTIMATORS", "STRATEGIES", "branched_schedules", "lr_extension", "prune",
+           "score_curves", "shared_prefix"]
 
 STRATEGIES = ("grid", "branch", "halving", "branch+halving")
 
@@ -155,4 +155,41 @@ def branched_schedules(spec) -> dict[str, list[int]]:
         shorter = [(s, t) for s, t in zip(steps, budgets, strict=True) if t < longest]
         if shorter and all(2 * s >= t for s, t in shorter):
             out[name] = steps
+    return out
+
+
+def lr_extension(runs: list[dict], peak_lrs, select: str, higher_is_better: bool) -> list[float]:
+    """The peak lrs to add so that no (budget, schedule)'s best lr stays at the grid's edge.
+
+    Each (budget, schedule)'s best lr is the one with the best mean final ``select``
+    among the lrs at which no seed diverged (the report's rule). If any is the
+    smallest lr of the grid, one geometric step below it is added (the grid's mean
+    ratio, 3 for a one-lr grid); likewise above the largest. Rounded to 3
+    significant digits. An empty list: every best lr is interior (or the runs are
+    not finished).
+    """
+    grid = sorted(float(v) for v in peak_lrs)
+    ratio = 3.0 if len(grid) < 2 else (grid[-1] / grid[0]) ** (1.0 / (len(grid) - 1))
+    cells: dict = {}
+    for r in runs:
+        cells.setdefault((r["budget"], r["schedule"]), {}).setdefault(r["peak_lr"], []).append(r)
+    low = high = False
+    for by_lr in cells.values():
+        scores = {}
+        for lr, rs in by_lr.items():
+            if any(r["status"] != "done" for r in rs):
+                continue
+            vals = [r["final"].get(select, math.nan) for r in rs]
+            if np.all(np.isfinite(vals)):
+                scores[lr] = float(np.mean(vals)) * (-1.0 if higher_is_better else 1.0)
+        if not scores:
+            continue
+        best = min(scores, key=lambda lr: (scores[lr], lr))
+        low |= best == grid[0]
+        high |= best == grid[-1]
+    out = []
+    if low:
+        out.append(float(f"{grid[0] / ratio:.3g}"))
+    if high:
+        out.append(float(f"{grid[-1] * ratio:.3g}"))
     return out
