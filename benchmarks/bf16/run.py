@@ -213,7 +213,10 @@ def markdown(res: dict) -> str:
         "",
         f"Produced by `{res['command']}` on {res['device']['backend']} "
         f"({res['device']['platform']}, {res['device']['cpu_count_visible']} visible cores, "
-        f"shared with other jobs), jax {res['device']['jax']}, {res['date']}.",
+        f"shared with other jobs"
+        + (f"; 1-min load average at start / end {res['device']['load_average_start_end']}"
+           if "load_average_start_end" in res["device"] else "")
+        + f"), jax {res['device']['jax']}, {res['date']}.",
         "",
         f"AdamW, linear decay from {s['peak_lr']} to 0, weight decay {s['weight_decay']}, "
         f"budgets {s['budgets']} steps of batch {s['batch_size']}, seeds {s['seeds']}. "
@@ -313,6 +316,7 @@ def main():
     args = ap.parse_args()
     args.budgets = {m: int(b) for m, b in (kv.split("=") for kv in args.budgets)}
     out = Path(args.out)
+    load_start = __import__("os").getloadavg()[0]
     if args.from_json:
         old = json.loads((out / "results.json").read_text())
         st = old["settings"]
@@ -329,6 +333,8 @@ def main():
             res["timing"] = time_steps(args)
             res["command"] += (f" --timing-steps {args.timing_steps}"
                                f" --timing-rounds {args.timing_rounds}")
+        res["device"] = dict(res["device"], load_average_start_end=[
+            round(load_start, 2), round(__import__("os").getloadavg()[0], 2)])
         atomic_write_json(out / "results.json", res)
     table = markdown(res)
     print(table)
