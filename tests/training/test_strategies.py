@@ -254,3 +254,31 @@ def test_auto_lrs_extends_the_grid_until_every_best_lr_is_interior(tmp_path):
     bounded = training.sweep(task(), spec, str(tmp_path / "bounded"), progress=False,
                              auto_lrs=1)
     assert bounded.spec.peak_lrs == (1e-3, 3e-3, 9e-3)  # one step at most
+
+
+def test_cli_strategy_prediction_and_auto_lrs(tmp_path, capsys, monkeypatch):
+    from budgetax import cli
+
+    monkeypatch.setattr(tasks, "make_task", task)  # the same task object: programs are reused
+    out = tmp_path / "cli"
+    argv = ["sweep", "--task", "tests.tasks:make_task", "--out", str(out), "--full-budget", "40",
+            "--budgets", "0.25,0.5,1", "--schedules", "wsd,constant,linear",
+            "--lrs", "0.03,0.1,0.3", "--seeds", "0,1", "--batch-size", "20",
+            "--strategy", "branch+halving", "--predict", "2", "--no-progress", "--no-plots"]
+    assert cli.main(argv) == 0
+    text = (out / "results.md").read_text()
+    assert "Strategy `branch+halving`" in text and "| all |" in text
+    assert "pruned by successive halving" in text
+    assert "| 200% (predicted) | 80 |" in text
+    capsys.readouterr()
+    assert cli.main(["report", str(out), "--no-plots", "--predict", "-1"]) == 2
+    assert "predict" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv[:-6] + ["--strategy", "nope", "--no-plots"])
+    assert exit_.value.code == 2 and "--strategy: invalid choice" in capsys.readouterr().err
+    auto = ["sweep", "--task", "tests.tasks:make_task", "--out", str(tmp_path / "auto"),
+            "--full-budget", "20", "--budgets", "1", "--schedules", "linear", "--lrs", "auto",
+            "--auto-lrs", "1", "--seeds", "0", "--batch-size", "20", "--optimizer", "sgd",
+            "--momentum", "0", "--no-progress", "--no-plots"]
+    assert cli.main(auto) == 0
+    assert "peak lrs [0.003, 0.01, 0.03, 0.0949]" in (tmp_path / "auto" / "results.md").read_text()
