@@ -1,9 +1,9 @@
-"""The sweep engine: planning, checkpoints, progress, the results store and the driver.
+"""The sweep engine: planning, strategies, checkpoints, progress, the store, the driver.
 
 See :func:`budgetax.training.sweep.run.sweep`.
 """
 
-from budgetax.training.sweep import store
+from budgetax.training.sweep import frontier, store, strategies
 from budgetax.training.sweep.run import SweepResult, sweep
 from budgetax.training.sweep.spec import (
     DEFAULT_SCHEDULES,
@@ -11,7 +11,9 @@ from budgetax.training.sweep.spec import (
     SweepSpec,
     SweepSpecMismatchError,
     plan_groups,
+    plan_trunks,
 )
 
 __all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepResult", "SweepSpec",
-           "SweepSpecMismatchError", "plan_groups", "store", "sweep"]
+           "SweepSpecMismatchError", "frontier", "plan_groups", "plan_trunks", "store",
+           "strategies", "sweep"]

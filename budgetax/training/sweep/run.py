@@ -14,7 +14,15 @@ one row per run, each group written in one transaction. Re-running a sweep into
 the same directory resumes it: finished groups are skipped, in-flight ones
 continue from their checkpoint, and the stored runs equal those of an
 uninterrupted sweep (the grouping is fixed when the sweep is planned and every
-step is deterministic). A directory holding another spec or another task is refused.
+step is deterministic). A directory holding another spec or another task is refused,
+except a spec that only lacks some of the given budgets, schedules, lrs or seeds:
+the sweep is then extended, and only the missing runs are trained.
+
+``spec.strategy`` chooses how the runs are trained
+(:mod:`budgetax.training.sweep.strategies`): every run from scratch (``"grid"``),
+one trunk per group of schedules whose learning rate does not depend on the budget
+with each budget branched from it (``"branch"``), or successive halving over each
+schedule's lrs (``"halving"``); ``auto_lrs`` widens the lr grid past its edges.
 
 Multi-host (several processes, e.g. a TPU pod slice or GPUs on several
 machines): call ``jax.distributed.initialize()`` first in every process, then run
