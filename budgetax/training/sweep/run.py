@@ -261,7 +261,9 @@ def _hist_target(group_runs, carry_like, done_steps, n_evals, names):
     return {"carry": {f"{i:05d}": sds(a.shape, a.dtype) for i, a in enumerate(carry_like)},
             "train": {k: sds((group_runs.padded, done_steps), np.float32)
                       for k in names["train"]},
-            "eval": {k: sds((group_runs.padded, n_evals), np.float32) for k in names["eval"]}}
+            # at least one column: orbax does not store empty arrays (the first is unused)
+            "eval": {k: sds((group_runs.padded, max(n_evals, 1)), np.float32)
+                     for k in names["eval"]}}
 
 
 def _hist_tree(group_runs, carry, train, evals, names):
@@ -336,8 +338,8 @@ def _run_trunk(progs, trunk, branches, runs, mesh, ckpt, progress, metric_names,
             ckpt.save(seg + 1, _hist_tree(
                 trunk_runs, carry, train,
                 {k: np.stack([evals_at[e][k] for e in done_ev], axis=1)
-                 if done_ev else np.zeros((real, 0), np.float32) for k in names["eval"]},
-                names))
+                 if done_ev else np.full((real, 1), np.nan, np.float32)
+                 for k in names["eval"]}, names))
         # the trunk's steps since the previous branch step count for these branches
         trunk_seconds = time.perf_counter() - clock["t"]
         trunk_steps = real * (end - clock["prev_end"])
