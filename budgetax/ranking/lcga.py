@@ -239,9 +239,10 @@ def _lcga(x, *, spe, start, stop, variant):
         scale = jnp.mean(y[:, :spe], axis=-1)
         finite = jnp.all(jnp.isfinite(y), axis=-1) & jnp.isfinite(scale) & (scale > 0)
         scale = jnp.where(finite, scale, 1.0)
-        return jnp.where(finite[:, None], y / scale[:, None], 1.0), scale, finite
+        yn = jnp.where(finite[:, None], y / scale[:, None], 1.0)
+        return yn, jnp.mean(yn, axis=-1), scale, finite
 
-    def finish(theta, amp, b3, converged, yn, scale, finite):
+    def finish(theta, amp, b3, converged, yn_mean, scale, finite):
         c = jnp.exp(theta)[:, None]
         amp_ = amp[:, None]
         if variant == "ratio":  # L'/sqrt(L'') = -1/sqrt(2 (b1 + b2 k)) = -sqrt(amp/(2 (c + kn)))
@@ -253,7 +254,7 @@ def _lcga(x, *, spe, start, stop, variant):
         score = jnp.where(flat, jnp.zeros_like(score), score)
         # a flat fit is reported as the constant 1/b1 (b2 = b3 = 0) at the mean normalised loss
         inv_amp = 1.0 / jnp.where(flat, 1.0, amp)
-        b1 = jnp.where(flat, 1.0 / jnp.mean(yn, axis=-1), c[:, 0] * inv_amp)
+        b1 = jnp.where(flat, 1.0 / yn_mean, c[:, 0] * inv_amp)
         b2 = jnp.where(flat, 0.0, inv_amp / k[-1])
         b3 = jnp.where(flat, 0.0, b3)
         # normalised -> raw losses: L_raw = scale * L
@@ -266,8 +267,8 @@ def _lcga(x, *, spe, start, stop, variant):
     # in blocks throughout, so that a curve gets the same float32 rounding in any batch
     # (the blocks of the fit's first pass: small blocks ran fastest on CPU)
     block = _fit.VARPRO_BLOCK
-    yn, scale, finite = _fit.map_blocks(normalise, y, block=block)
-    score, params, converged = _fit.map_blocks(finish, *_fit_all(yn, kn), yn, scale, finite,
-                                               block=block)
+    yn, yn_mean, scale, finite = _fit.map_blocks(normalise, y, block=block)
+    score, params, converged = _fit.map_blocks(finish, *_fit_all(yn, kn), yn_mean, scale,
+                                               finite, block=block)
     return LCGAFit(score=score.reshape(batch), params=params.reshape(*batch, 3),
                    converged=converged.reshape(batch))
