@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -148,18 +149,24 @@ def _update_program(variant, steps, n=1 << 20):
 
 def _time(programs, rounds):
     ratios = {k: [] for k in programs}
+    cpu_ratios = {k: [] for k in programs}
     secs = {k: [] for k in programs}
     for _ in range(rounds):
-        t = {}
+        t, c = {}, {}
         for k, fn in programs.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             t[k] = time.perf_counter() - t0
+            c[k] = time.process_time() - c0
             secs[k].append(t[k])
         for k in programs:
             ratios[k].append(t[k] / t["nearest"])
+            cpu_ratios[k].append(c[k] / c["nearest"])
     return {k: {"ratio_median": float(np.median(ratios[k])),
                 "ratio_min": float(np.min(ratios[k])), "ratio_max": float(np.max(ratios[k])),
+                "cpu_ratio_median": float(np.median(cpu_ratios[k])),
+                "cpu_ratio_min": float(np.min(cpu_ratios[k])),
+                "cpu_ratio_max": float(np.max(cpu_ratios[k])),
                 "seconds_median": float(np.median(secs[k]))} for k in programs}
 
 
@@ -169,6 +176,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    load_start = os.getloadavg()[0]
     train = {v: _train_program(v, args.steps) for v in ("float32",) + VARIANTS}
     update = {v: _update_program(v, max(args.steps // 10, 5)) for v in VARIANTS}
     res = {"train_step_mlp": _time(train, args.rounds),
@@ -176,7 +184,9 @@ def main() -> None:
     meta = {"command": f"python benchmarks/sr_overhead.py --steps {args.steps} "
                        f"--rounds {args.rounds}",
             "jax": jax.__version__, "backend": jax.default_backend(),
-            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "cpu_count": os.cpu_count(),
+            "load_average_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sr_overhead.json").write_text(json.dumps({"meta": meta, "results": res}, indent=1))
@@ -184,14 +194,20 @@ def main() -> None:
              f"Produced by `{meta['command']}` on {meta['backend']} ({meta['platform']}), "
              f"jax {meta['jax']}, {meta['date']}. Time ratio to bf16 with nearest rounding, "
              f"measured in the same run (median over {args.rounds} interleaved rounds, "
-             "min-max in brackets). `budgetax` is `budgetax.stochastic_rounding` as shipped.", ""]
+             "min-max in brackets). `budgetax` is `budgetax.stochastic_rounding` as shipped. "
+             f"{meta['cpu_count']} CPU cores, 1-min load average at start / end "
+             f"{meta['load_average_start_end']} (a shared machine: other jobs inflate the wall "
+             "times; the process CPU time, summed over threads, is the steadier measure).", ""]
     for name, title in (("train_step_mlp", "MNIST-1D MLP training step (AdamW, batch 100)"),
                         ("update_only_1M", "update only, one 1M-parameter bfloat16 leaf")):
-        lines += [f"## {title}", "", "| variant | time / nearest | seconds per call |",
-                  "| --- | --- | --- |"]
+        lines += [f"## {title}", "",
+                  "| variant | time / nearest | CPU time / nearest | seconds per call |",
+                  "| --- | --- | --- | --- |"]
         for k, r in res[name].items():
             lines.append(f"| {k} | {r['ratio_median']:.2f} ({r['ratio_min']:.2f}-"
-                         f"{r['ratio_max']:.2f}) | {r['seconds_median']:.3f} |")
+                         f"{r['ratio_max']:.2f}) | {r['cpu_ratio_median']:.2f} "
+                         f"({r['cpu_ratio_min']:.2f}-{r['cpu_ratio_max']:.2f}) | "
+                         f"{r['seconds_median']:.3f} |")
         lines.append("")
     (out / "sr_overhead.md").write_text("\n".join(lines))
     print("\n".join(lines))
