@@ -265,10 +265,14 @@ def _lcga(x, *, spe, start, stop, variant):
         return score, params, converged & ok
 
     # in blocks throughout, so that a curve gets the same float32 rounding in any batch
-    # (the blocks of the fit's first pass: small blocks ran fastest on CPU)
+    # (the blocks of the fit's first pass: small blocks ran fastest on CPU); padded once
+    # here to whole blocks (copies of the first curve), not again at every step
     block = _fit.VARPRO_BLOCK
+    n = y.shape[0]
+    if n % block:
+        y = jnp.concatenate([y, jnp.broadcast_to(y[:1], (block - n % block, y.shape[1]))])
     yn, yn_mean, scale, finite = _fit.map_blocks(normalise, y, block=block)
     score, params, converged = _fit.map_blocks(finish, *_fit_all(yn, kn), yn_mean, scale,
                                                finite, block=block)
-    return LCGAFit(score=score.reshape(batch), params=params.reshape(*batch, 3),
-                   converged=converged.reshape(batch))
+    return LCGAFit(score=score[:n].reshape(batch), params=params[:n].reshape(*batch, 3),
+                   converged=converged[:n].reshape(batch))
