@@ -270,18 +270,11 @@ def _extrapolate(x, target, *, family):
     batch = x.shape[:-1]
     target = jnp.asarray(target, x.dtype)
     y = x.reshape(-1, x.shape[-1])
-    # padded once to whole blocks (copies of the first curve), not again at every pass
-    n = y.shape[0]
-    if n % _fit.BLOCK:
-        y = jnp.concatenate([y, jnp.broadcast_to(y[:1], (_fit.BLOCK - n % _fit.BLOCK,
-                                                         y.shape[1]))])
     if family == "pow3":
         fit = functools.partial(_fit_pow3, target=target)
         prediction, params, converged, finite = _fit.map_blocks(fit, y)
     else:
         prediction, params, converged, finite = _fit_lm(y, target, family)
-    prediction, params, converged, finite = (a[:n] for a in (prediction, params, converged,
-                                                             finite))
     ok = finite & jnp.isfinite(prediction) & jnp.all(jnp.isfinite(params), axis=-1)
     prediction = jnp.where(ok, prediction, jnp.nan)
     params = jnp.where(ok[:, None], params, jnp.nan)
