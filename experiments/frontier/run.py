@@ -5,8 +5,8 @@ of :data:`config.STRATEGIES` through the Python sweep API
 (:func:`budgetax.training.sweep`), then measures against the grid:
 
 - the optimizer steps each strategy trained (the report's per-budget count);
-- the winner of each budget against the grid's (same, or within the grid winner's
-  seed spread), and the table's cells;
+- the winner of each budget against the grid's (same, or its (schedule, lr) within the
+  grid winner's seed spread in the grid's own runs of it), and the table's cells;
 - halving's regret: the grid's test accuracy at the lr halving kept against the
   grid's at its own best lr, per (budget, schedule) cell;
 - the estimators of :data:`config.ESTIMATORS`, replayed on the grid's curves
@@ -85,6 +85,8 @@ class Timed:
 def train_all(setting: str, grid_from: str | None) -> dict:
     cfg = CONFIGS[setting]
     task = training.preset(cfg["dataset"], cfg["model"])
+    old = HERE / f"{setting}.json"  # a rerun over finished sweeps keeps their timings
+    before = json.loads(old.read_text())["trained"] if old.exists() else {}
     out = {}
     for strategy in ["grid", *STRATEGIES]:
         if strategy == "grid" and grid_from:
@@ -93,9 +95,11 @@ def train_all(setting: str, grid_from: str | None) -> dict:
         d = HERE / "runs" / setting / strategy
         t = time.perf_counter()
         with Timed() as timer:
-            training.sweep(task, make_spec(setting, strategy), str(d), progress=False)
+            res = training.sweep(task, make_spec(setting, strategy), str(d), progress=False)
         out[strategy] = {"dir": str(d), "seconds": time.perf_counter() - t,
                          "pruning_seconds": timer.seconds, "pruning_calls": timer.calls}
+        if res.compiled_budgets == 0 and strategy in before:  # nothing trained now
+            out[strategy] = before[strategy]
         print(f"{setting} {strategy}: {out[strategy]['seconds']:.0f}s", flush=True)
     return out
 
@@ -109,6 +113,12 @@ def _grid_value(runs, budget, schedule, lr) -> float:
     vals = [r["final"][METRIC] for r in runs if r["budget"] == budget
             and r["schedule"] == schedule and r["peak_lr"] == lr and r["status"] == "done"]
     return float(np.mean(vals)) if vals else math.nan
+
+
+def _grid_stats(runs, budget, schedule, lr) -> tuple[float, float]:
+    vals = [r["final"][METRIC] for r in runs if r["budget"] == budget
+            and r["schedule"] == schedule and r["peak_lr"] == lr and r["status"] == "done"]
+    return (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
 
 
 def _winner(cells, budget):
@@ -125,16 +135,17 @@ def compare(grid_dir: str, other_dir: str) -> dict:
         t = b["budget"]
         gw, sw = _winner(g_cells, t), _winner(s_cells, t)
         same = sw is not None and gw is not None and sw.schedule == gw.schedule
-        # the strategy's winner, judged on the grid's own numbers
-        g_of_sw = by.get((t, sw.schedule)) if sw else None
+        # the strategy's winning (schedule, lr), judged on the grid's own runs of it
+        g_of_sw = (_grid_stats(g_runs, t, sw.schedule, sw.best_lr)
+                   if sw and sw.best_lr is not None else None)
         within = (same or (g_of_sw is not None and gw is not None
-                           and gw.mean - g_of_sw.mean <= max(gw.std, g_of_sw.std)))
+                           and gw.mean - g_of_sw[0] <= max(gw.std, g_of_sw[1])))
         budgets.append({"budget": t, "fraction": b["budget_fraction"], "trained": b["trained"],
                         "grid_steps": b["grid"], "grid_winner": gw.schedule if gw else None,
                         "winner": sw.schedule if sw else None, "same_winner": same,
                         "within_noise": bool(within),
                         "grid_winner_acc": gw.mean if gw else None,
-                        "winner_acc_in_grid": g_of_sw.mean if g_of_sw else None})
+                        "winner_acc_in_grid": g_of_sw[0] if g_of_sw else None})
     regrets, diffs, lr_changed = [], [], 0
     for c in s_cells:
         g = by.get((c.budget, c.schedule))

@@ -59,7 +59,8 @@ def main(settings):
         "## Steps, winners and regret against the grid", "",
         "Steps: optimizer steps trained, summed over runs, as a share of the grid's. "
         "Winners: the budgets whose best schedule is the grid's, and those where it differs "
-        "but the grid's own numbers put it within the grid winner's seed spread. Regret: per "
+        "but the grid's own runs of the winning (schedule, lr) are within the grid winner's "
+        "seed spread of it (or better). Regret: per "
         "(budget, schedule) cell, the grid's test accuracy at the lr the strategy selected "
         "minus the grid's at its own best lr (points; negative: the strategy's pick had the "
         "better test accuracy, since the table selects on training loss). Identical runs: "
