@@ -359,8 +359,9 @@ def metric_vs_budget(cells: list[Cell], metric: str, predictions=()):
                 ax.fill_between(x, m - sd, m + sd, color=style[s]["color"], alpha=0.15, lw=0)
             pred = sorted((p for p in predictions if p["schedule"] == s),
                           key=lambda p: p["budget"])
-            if pred:
-                px = np.array([p["budget"] for p in pred], np.float64)
+            if pred:  # spread the schedules' predicted points a little apart
+                shift = 1.04 ** (list(style).index(s) - (len(style) - 1) / 2)
+                px = np.array([p["budget"] for p in pred], np.float64) * shift
                 pm = np.array([k * p["mean"] for p in pred])
                 err = np.array([[k * (p["mean"] - p["low"]) for p in pred],
                                 [k * (p["high"] - p["mean"]) for p in pred]])
