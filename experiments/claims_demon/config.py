@@ -10,7 +10,7 @@ schedules, 39.29 % and 85.71 %.
 sweep's defaults, plain momentum / Adam) and Demon (momentum decay from 0.9 to 0, with a
 constant learning rate; also, as a variant, with linear learning-rate decay), each at its
 own best peak lr of a half-decade grid, chosen on the final full-training-set loss; 3 seeds.
-``smoke``: the same code path in about a minute.
+``smoke``: the same code path in about two minutes.
 
 Each (task, optimizer) entry is run as two ``budgetax.training.sweep`` calls per lr grid
 part: one with ``OptimizerSpec(demon=False)`` over the schedules, one with
@@ -56,7 +56,7 @@ CONFIGS = {
                                    "adam": [ADAM_LRS, (0.1, 0.3)]}},
             "transformer_ci": {"task": "examples.transformer_lm:make_ci_task",
                                "full_budget": 200, "batch_size": 16,
-                               "lrs": {"momentum": [SGDM_LRS], "adam": [ADAM_LRS]}},
+                               "lrs": {"momentum": [SGDM_LRS], "adam": [ADAM_LRS, (0.1, 0.3)]}},
         },
     },
     "smoke": {

@@ -33,7 +33,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
 
 from config import CONFIGS, PAPER_SCHEDULES  # noqa: E402
 
@@ -523,11 +523,15 @@ def main(argv=None):
         old = json.loads(prev.read_text())["meta"]
         timings, train_seconds = old.get("sweeps", []), old.get("train_seconds", 0.0)
     summary = analyze(cfg, work)
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = "unknown"
+    # the commit of the budgetax that trained (CLAIMS_DEMON_COMMIT when it ran from a clean
+    # export of a commit, e.g. while the checkout had uncommitted edits), else HEAD
+    commit = os.environ.get("CLAIMS_DEMON_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                                    capture_output=True, text=True).stdout.strip()
+        except OSError:
+            commit = "unknown"
     meta = {"command": "python experiments/claims_demon/run.py" + (
                 f" --config {args.config}" if args.config != "default" else ""),
             "machine": platform.platform(), "cpu_count": os.cpu_count(),
