@@ -336,7 +336,10 @@ def markdown(meta, summary, cfg):
          f"Command: `{meta['command']}`  ",
          f"Machine: {meta['machine']}, {meta['cpu_count']} CPU cores (shared), jax {meta['jax']}, "
          f"budgetax {meta['budgetax']} at commit {meta['commit'][:10]}, {meta['date']}; "
-         f"training wall time {meta['train_seconds']:.0f} s.", "",
+         f"training wall time {meta['train_seconds']:.0f} s" + (
+             f" (this pass; an earlier pass of the same command trained the first lr grid "
+             f"parts in {meta['first_pass']['train_seconds']:.0f} s)" if "first_pass" in meta
+             else "") + ".", "",
          "Settings: " + "; ".join(
              f"{n} ({v['task']['name']}, full budget {t['full_budget']} steps, batch "
              f"{t['batch_size']}, budgets " + ", ".join(
@@ -522,6 +525,9 @@ def main(argv=None):
     if args.analyze_only and prev.exists():  # keep the training timings of the run
         old = json.loads(prev.read_text())["meta"]
         timings, train_seconds = old.get("sweeps", []), old.get("train_seconds", 0.0)
+        carried = {k: old[k] for k in ("first_pass", "note") if k in old}
+    else:
+        carried = {}
     summary = analyze(cfg, work)
     # the commit of the budgetax that trained (CLAIMS_DEMON_COMMIT when it ran from a clean
     # export of a commit, e.g. while the checkout had uncommitted edits), else HEAD
@@ -537,7 +543,7 @@ def main(argv=None):
             "machine": platform.platform(), "cpu_count": os.cpu_count(),
             "jax": __import__("jax").__version__, "budgetax": budgetax.__version__,
             "commit": commit or "unknown", "date": time.strftime("%Y-%m-%d %H:%M"),
-            "train_seconds": train_seconds, "sweeps": timings}
+            "train_seconds": train_seconds, "sweeps": timings, **carried}
     cfg_json = json.loads(json.dumps(cfg))
     (out / f"results{suffix}.json").write_text(json.dumps(
         {"meta": meta, "config": cfg_json, "summary": summary}, indent=1, default=float))
