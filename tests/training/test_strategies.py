@@ -194,6 +194,12 @@ def test_a_store_written_before_strategies_existed_still_resumes(swept, tmp_path
     again = training.sweep(task(), training.SweepSpec(**BRANCHING), str(tmp_path / "old"),
                            progress=False)
     assert len(again.runs) == len(swept["grid"].runs)
+    # halving's options change nothing in a grid sweep: another value of them resumes it
+    other = training.SweepSpec(prune_estimator="lcga", prune_rate=2, **BRANCHING)
+    assert training.sweep(task(), other, str(tmp_path / "old"), progress=False).runs
+    with pytest.raises(training.SweepSpecMismatchError, match="strategy"):
+        training.sweep(task(), training.SweepSpec(strategy="halving", **BRANCHING),
+                       str(tmp_path / "old"), progress=False)
 
 
 def test_the_frontier_recovers_a_power_law_and_its_interval_covers_the_truth():

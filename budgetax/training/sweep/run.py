@@ -567,6 +567,16 @@ _SPEC_ADDED = {"strategy": "grid", "prune_rate": 3, "prune_at": [0.25, 0.5],
 
 
 _GRID_FIELDS = ("budgets", "schedules", "peak_lrs", "seeds")
+_PRUNE_FIELDS = ("prune_rate", "prune_at", "prune_estimator")
+
+
+def _comparable(spec: dict) -> dict:
+    """A stored or given spec as compared on resume: fields it predates filled in, and
+    halving's options left out when the strategy does not prune (they change nothing)."""
+    spec = {**_SPEC_ADDED, **spec}
+    if "halving" not in spec["strategy"]:
+        spec = {k: v for k, v in spec.items() if k not in _PRUNE_FIELDS}
+    return spec
 
 
 def _extends(stored: dict, given: dict) -> bool:
@@ -612,7 +622,7 @@ def _extend(store: Store, spec: SweepSpec, runs: list[dict], max_runs_per_progra
 def _check_meta(store: Store, key: str, given: dict, out_dir: str):
     stored = store.get_meta(key)
     if key == "spec" and stored is not None:
-        stored = {**_SPEC_ADDED, **stored}
+        stored, given = _comparable(stored), _comparable(given)
     if stored == given:
         return
     stored = stored or {}
@@ -730,7 +740,8 @@ def _sweep(task, spec, out_dir, *, resume, overwrite, max_runs_per_program, chec
                     fits = [f for f in fits if f is not None]
                     max_runs_per_program = min(fits) if fits else None
                 stored = store.get_meta("spec")
-                if stored is not None and _extends({**_SPEC_ADDED, **stored}, spec_dict):
+                if stored is not None and _extends(_comparable(stored),
+                                                   _comparable(spec_dict)):
                     _extend(store, spec, runs, max_runs_per_program)
                 if store.get_meta("plan") is None:
                     groups = plan_groups(spec, max_runs_per_program)
