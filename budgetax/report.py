@@ -493,7 +493,10 @@ def predict_cells(cells: list[Cell], runs_by_id: dict, metric: str, fractions,
                   for c in mine]
         width = max(len(v) for v in values)
         values = np.array([v + [math.nan] * (width - len(v)) for v in values], np.float64)
-        fit = fit_frontier([c.budget_fraction for c in mine], values)
+        bound = 1.0 if metric.endswith("accuracy") else (0.0 if metric.endswith("loss")
+                                                          else None)
+        fit = fit_frontier([c.budget_fraction for c in mine], values, bound=bound,
+                           higher_is_better=metric.endswith("accuracy"))
         for f in fractions:
             lo, hi = fit.interval(f)
             out.append({"schedule": s, "budget_fraction": float(f),

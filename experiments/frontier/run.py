@@ -218,7 +218,8 @@ def predictions(grid_dir: str) -> list[dict]:
             fit_on, target = mine[:held], mine[held]
             values = np.array([[by_id[i]["final"][METRIC] for i in c.run_ids]
                                for c in fit_on], np.float64)
-            fit = fit_frontier([c.budget_fraction for c in fit_on], values)
+            fit = fit_frontier([c.budget_fraction for c in fit_on], values, bound=1.0,
+                               higher_is_better=True)
             lo, hi = fit.interval(target.budget_fraction)
             pred = float(fit.predict(target.budget_fraction))
             out.append({"schedule": s, "fit_on": [c.budget_fraction for c in fit_on],

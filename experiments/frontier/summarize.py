@@ -72,8 +72,10 @@ def main(settings):
         *rows, "",
         "## Halving's estimator", "",
         "Halving's decisions (rungs at 25% and 50%, keep 1/3 of each schedule's lrs) replayed "
-        "on the grid's full curves with each estimator; the default, `tse`, is the one with "
-        "the smallest regret over both settings.", "",
+        "on the grid's full curves with each estimator (halving's survivors are the grid's "
+        "runs to the bit, so these are the decisions a halving sweep with that estimator "
+        "makes); the default, `tse_e`, is the one with the smallest worst-case regret over "
+        "both settings.", "",
         "| setting | estimator | same lr as the grid | regret mean / max (pts) |",
         "|---|---|---|---|", *est_rows, "",
         "## Frontier prediction at a held-out budget", "",

@@ -288,3 +288,16 @@ def test_cli_strategy_prediction_and_auto_lrs(tmp_path, capsys, monkeypatch):
             "--momentum", "0", "--no-progress", "--no-plots"]
     assert cli.main(auto) == 0
     assert "peak lrs [0.003, 0.01, 0.03, 0.0949]" in (tmp_path / "auto" / "results.md").read_text()
+
+
+def test_a_bounded_frontier_never_predicts_past_the_bound():
+    """An accuracy rising fast at small budgets: unbounded, the law passes 100%."""
+    fractions = np.array([0.05, 0.1, 0.25])
+    acc = np.array([[0.40, 0.41, 0.39], [0.70, 0.71, 0.69], [0.90, 0.89, 0.91]])
+    free = fit_frontier(fractions, acc)
+    bounded = fit_frontier(fractions, acc, bound=1.0, higher_is_better=True)
+    assert float(free.predict(4.0)) > 1.0  # what the bound prevents
+    for f in (0.5, 1.0, 4.0):
+        lo, hi = bounded.interval(f)
+        assert float(bounded.predict(f)) <= 1.0 and hi <= 1.0 and lo <= float(bounded.predict(f))
+    assert float(bounded.predict(0.25)) == pytest.approx(0.90, abs=0.02)

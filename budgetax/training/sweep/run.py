@@ -563,7 +563,7 @@ def _steps_to_train(spec, todo, trunks) -> int:
 
 # fields added to SweepSpec after stores were written: a stored spec without them had these
 _SPEC_ADDED = {"strategy": "grid", "prune_rate": 3, "prune_at": [0.25, 0.5],
-               "prune_estimator": "tse"}
+               "prune_estimator": "tse_e"}
 
 
 _GRID_FIELDS = ("budgets", "schedules", "peak_lrs", "seeds")

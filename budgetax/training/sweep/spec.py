@@ -128,7 +128,7 @@ class SweepSpec:
     strategy: str = "grid"
     prune_rate: int = 3
     prune_at: tuple = (0.25, 0.5)
-    prune_estimator: str = "tse"
+    prune_estimator: str = "tse_e"
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)
