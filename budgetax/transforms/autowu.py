@@ -340,10 +340,17 @@ def _gp_test(loss_sum, loss_count, step_sum, k, key):
 # ---------------------------------------------------------------- conditional
 
 
-def _cond_any(pred, true_fn, false_fn, operand):
+def _cond_any(pred, true_fn, false_fn, operand, *, map_true=False):
     """``lax.cond`` that stays a conditional under ``vmap``.
 
     Batched, it runs ``true_fn`` (for all runs, selected per run) iff any run needs it.
+    With ``map_true``, the batched ``true_fn`` runs one run at a time (``lax.map``)
+    instead of as one batched computation: for the GP, whose batched LAPACK calls
+    (``trsm``, ``potrf`` over a batch dimension) are split over XLA's intra-op thread
+    pool and wait on it from inside a pool thread. On a 2-core machine that handoff
+    costs more than the solves, and it can deadlock (both pool threads waiting on
+    tasks queued behind them). One run at a time, each run's GP is the single run's
+    computation, bit for bit.
     """
 
     @custom_vmap
@@ -355,7 +362,14 @@ def _cond_any(pred, true_fn, false_fn, operand):
         pred_batched, op_batched = in_batched
         preds = pred if pred_batched else jnp.broadcast_to(pred, (axis_size,))
         axes = jax.tree.map(lambda b: 0 if b else None, op_batched)
-        v_true = jax.vmap(true_fn, in_axes=(axes,))
+        if map_true:
+            def v_true(op):
+                full = jax.tree.map(
+                    lambda a, b: a if b else jnp.broadcast_to(a, (axis_size,) + a.shape),
+                    op, op_batched)
+                return lax.map(true_fn, full)
+        else:
+            v_true = jax.vmap(true_fn, in_axes=(axes,))
         v_false = jax.vmap(false_fn, in_axes=(axes,))
 
         def some(args):
@@ -618,7 +632,8 @@ def autowu(
             return op[-1], jnp.zeros([], jnp.float32), jnp.asarray(False)
 
         prob, x_min, enough = _cond_any(
-            tested, run_test, skip, (loss_sum, loss_count, step_sum, k, state.key, state.prob))
+            tested, run_test, skip, (loss_sum, loss_count, step_sum, k, state.key, state.prob),
+            map_true=True)
         positive = tested & enough & (prob > h["confidence"])
         streak = jnp.where(tested, jnp.where(positive, state.streak + 1, 0), state.streak)
         by_test = tested & (streak >= patience)
