@@ -36,9 +36,9 @@ CNN = ["sweep", "--model", "cnn1d", "--full-budget", "20", "--budgets", "1", "--
        "linear", "--lrs", "0.01", "--seeds", "0", "--no-progress", "--no-plots"]
 
 
-def timed(cmd, env=None) -> float:
+def timed(cmd, env=None, cwd=None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=cwd)
     return time.perf_counter() - t0
 
 
@@ -63,10 +63,11 @@ def main(argv=None):
                                 ("cnn20_none", ["--diagnostics", "none"])):
                 rows[name].append(timed(cli + CNN + extra + ["--out", os.path.join(d, name)],
                                         env))
-            if old_env is not None:
-                rows["help_before"].append(timed(cli + ["--help"], old_env))
+            if old_env is not None:  # run from the old tree: `-m` puts the cwd first
+                old = os.path.abspath(args.baseline_tree)
+                rows["help_before"].append(timed(cli + ["--help"], old_env, old))
                 rows["cnn20_before"].append(timed(
-                    cli + CNN + ["--out", os.path.join(d, "before")], old_env))
+                    cli + CNN + ["--out", os.path.join(d, "before")], old_env, old))
         rows["help"].append(timed(cli + ["--help"]))
         rows["import_jax"].append(timed([sys.executable, "-c", "import jax"]))
         with tempfile.TemporaryDirectory() as d:
