@@ -276,19 +276,21 @@ def gp_posterior(x, y, noise, valid, ratio, scale2):
 
 
 def _solve_columns(chol, b):
-    """``L^{-1} b`` one column at a time.
+    """``L^{-1} b`` by forward substitution over the rows, in plain XLA ops.
 
-    A matrix right-hand side (or a ``vmap`` over columns, which becomes one) makes
-    LAPACK's ``trsm`` start BLAS threads, which keep spinning and compete with the
-    training step for the CPU; vector solves stay on the calling thread.
+    LAPACK's ``trsm`` with a matrix right-hand side (or a ``vmap`` over columns, which
+    becomes one) starts BLAS threads that keep spinning and compete with the training
+    step for the CPU (8 ms for 125 x 125 on 2 cores); one vector solve per column stays
+    on the calling thread but pays a custom call each (0.46 ms); the rows in a loop of
+    matrix-vector products take 0.17 ms.
     """
 
-    def body(j, v):
-        col = lax.dynamic_index_in_dim(b, j, axis=1, keepdims=False)
-        return lax.dynamic_update_index_in_dim(
-            v, solve_triangular(chol, col, lower=True), j, axis=1)
+    def body(i, v):  # rows >= i of v are still 0
+        row = (lax.dynamic_index_in_dim(b, i, keepdims=False)
+               - lax.dynamic_index_in_dim(chol, i, keepdims=False) @ v) / chol[i, i]
+        return lax.dynamic_update_index_in_dim(v, row, i, axis=0)
 
-    return lax.fori_loop(0, b.shape[1], body, jnp.zeros_like(b))
+    return lax.fori_loop(0, b.shape[0], body, jnp.zeros_like(b))
 
 
 def _posterior_mean_and_factor(x, y, noise, valid, ratio):
