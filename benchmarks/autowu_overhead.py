@@ -268,7 +268,8 @@ def to_markdown(result):
               "The GP's `L^-1 K` is a forward substitution in plain XLA ops: a matrix "
               "right-hand side makes LAPACK's `trsm` start BLAS threads that keep spinning after "
               "the call and take the CPU from the training step, and one vector solve per column "
-              "costs a custom call each (0.76 ms per test, now 0.47). Vmapped, the GP runs one run at a time "
+              "costs a custom call each (0.76 ms per test, now 0.47). Vmapped, the GP runs one "
+              "run at a time "
               "(`lax.map`): batched LAPACK calls are split over XLA's intra-op thread pool and "
               "wait on it from a pool thread (with 2 threads the 16-run scan could hang, and "
               "its ratio was 1.12 before)."]

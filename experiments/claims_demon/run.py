@@ -72,7 +72,7 @@ def sweep_dirs(cfg, work: Path):
 def run_sweeps(cfg, work: Path):
     timings = []
     tasks = {}
-    for name, opt, demon, part, lrs, d in sweep_dirs(cfg, work):
+    for name, opt, demon, _part, lrs, d in sweep_dirs(cfg, work):
         tcfg = cfg["tasks"][name]
         if name not in tasks:
             tasks[name] = make_task(tcfg)
@@ -377,7 +377,8 @@ def markdown(meta, summary, cfg):
           "Demon; *Demon+linear instead* = the 8 schedules + Demon with linear lr decay "
           "(replacing Demon with a constant lr).", "",
           "## Every entrant (field *all*), as in the paper's Table 1", "",
-          "| entrant | SGDM top-1 | SGDM top-3 | Adam top-1 | Adam top-3 | both top-1 | both top-3 |",
+          "| entrant | SGDM top-1 | SGDM top-3 | Adam top-1 | Adam top-3 | both top-1 | "
+        "both top-3 |",
           "|---|---|---|---|---|---|---|"]
     c = summary["counts"]["all"]
     order = sorted(fields["all"], key=lambda e: (c["all"][e]["top1"], c["all"][e]["top3"]))
@@ -487,7 +488,7 @@ def plot(summary, path):
     ax = axes[2]
     names = list(summary["subgrids"])
     x = np.arange(len(names))
-    for i, (opt, col) in enumerate((("momentum", "#d95f02"), ("adam", "#1b9e77"))):
+    for opt, col in (("momentum", "#d95f02"), ("adam", "#1b9e77")):
         t1 = [pct(summary["subgrids"][g]["all"][opt][DEMON]["top1"],
                   summary["subgrids"][g]["all"][opt][DEMON]["n"]) for g in names]
         t3 = [pct(summary["subgrids"][g]["all"][opt][DEMON]["top3"],
