@@ -64,7 +64,13 @@ from budgetax import _validate
 from budgetax.training import core
 from budgetax.training.sweep.checkpoints import CHECKPOINT_DIR, Checkpoints
 from budgetax.training.sweep.progress import Progress
-from budgetax.training.sweep.spec import SweepSpec, SweepSpecMismatchError, plan_groups, plan_trunks
+from budgetax.training.sweep.spec import (
+    SweepSpec,
+    SweepSpecMismatchError,
+    grid_groups,
+    plan_groups,
+    plan_trunks,
+)
 from budgetax.training.sweep.store import STORE_NAME, Store, encode_curves
 from budgetax.training.sweep.strategies import lr_extension, prune, score_curves
 from budgetax.training.train import as_task
@@ -175,17 +181,13 @@ def _run_group(prog, group, group_size, runs, mesh, ckpt, checkpoint_every, prog
         """The abstract, run-sharded tree of checkpoint ``step`` (None if it does not fit)."""
         if jax.tree.leaves(metadata["carry"])[0].shape[0] != group_runs.padded:
             return None  # planned for another device count: start the group again
-        sds = group_runs.sharded_like
         done = int(starts[step]) if step < len(starts) else prog.budget
-        return {"carry": {f"{i:05d}": sds(a.shape, a.dtype) for i, a in enumerate(carry_like)},
-                "train": {k: sds((group_runs.padded, done), np.float32) for k in train_names},
-                "eval": {k: sds((group_runs.padded, step), np.float32) for k in eval_names}}
+        return _hist_target(group_runs, carry_like, done, step, metric_names)
 
     restored = ckpt.latest(target)
     if restored is not None:
         start_seg, tree = restored
-        carry = jax.tree.unflatten(jax.tree.structure(group_runs.abstract_carry()),
-                                   [tree["carry"][f"{i:05d}"] for i in range(len(carry_like))])
+        carry = _restored_carry(group_runs, tree)
         hist = core.to_host({k: tree[k] for k in ("train", "eval")})
         train_hist = {k: [hist["train"][k][:real]] for k in train_names}
         eval_hist = {k: [hist["eval"][k][:real]] for k in eval_names}
@@ -208,12 +210,9 @@ def _run_group(prog, group, group_size, runs, mesh, ckpt, checkpoint_every, prog
             progress.advance(real * int(lengths[seg]))
         done = seg + 1
         if done < len(lengths) and done % checkpoint_every == 0:
-            to_runs = group_runs.to_runs
-            ckpt.save(done, {
-                "carry": {f"{i:05d}": a for i, a in enumerate(jax.tree.leaves(carry))},
-                "train": {k: to_runs(np.concatenate(train_hist[k], axis=1))
-                          for k in train_names},
-                "eval": {k: to_runs(np.concatenate(eval_hist[k], axis=1)) for k in eval_names}})
+            ckpt.save(done, _hist_tree(
+                group_runs, carry, {k: np.concatenate(v, axis=1) for k, v in train_hist.items()},
+                {k: np.concatenate(v, axis=1) for k, v in eval_hist.items()}, metric_names))
     seconds = time.perf_counter() - t_start
     dstep = core.to_host(carry.diverged_step)
     train_all = {k: np.concatenate(v, axis=1) for k, v in train_hist.items()}
@@ -255,10 +254,22 @@ def _results(prog, mine, train_all, eval_all, dstep, metric_names, *, pruned=Non
     return results
 
 
+def _leaves(carry) -> dict:
+    """A carry's leaves keyed by their index (the checkpoint's ``carry`` entry)."""
+    return {f"{i:05d}": a for i, a in enumerate(jax.tree.leaves(carry))}
+
+
+def _restored_carry(group_runs, tree):
+    """The carry of ``group_runs`` from a restored checkpoint tree."""
+    leaves = tree["carry"]
+    return jax.tree.unflatten(jax.tree.structure(group_runs.abstract_carry()),
+                              [leaves[f"{i:05d}"] for i in range(len(leaves))])
+
+
 def _hist_target(group_runs, carry_like, done_steps, n_evals, names):
-    """The abstract checkpoint tree of a trunk or a halving group at a stop."""
+    """The abstract checkpoint tree of a group, a trunk or a halving group at a stop."""
     sds = group_runs.sharded_like
-    return {"carry": {f"{i:05d}": sds(a.shape, a.dtype) for i, a in enumerate(carry_like)},
+    return {"carry": _leaves([sds(a.shape, a.dtype) for a in carry_like]),
             "train": {k: sds((group_runs.padded, done_steps), np.float32)
                       for k in names["train"]},
             # at least one column: orbax does not store empty arrays (the first is unused)
@@ -268,7 +279,7 @@ def _hist_target(group_runs, carry_like, done_steps, n_evals, names):
 
 def _hist_tree(group_runs, carry, train, evals, names):
     to_runs = group_runs.to_runs
-    return {"carry": {f"{i:05d}": a for i, a in enumerate(jax.tree.leaves(carry))},
+    return {"carry": _leaves(carry),
             "train": {k: to_runs(train[k]) for k in names["train"]},
             "eval": {k: to_runs(evals[k]) for k in names["eval"]}}
 
@@ -311,8 +322,7 @@ def _run_trunk(progs, trunk, branches, runs, mesh, ckpt, progress, metric_names,
     evals_at: dict = {}
     if restored is not None:
         start_seg, tree = restored
-        carry = jax.tree.unflatten(jax.tree.structure(trunk_runs.abstract_carry()),
-                                   [tree["carry"][f"{i:05d}"] for i in range(len(carry_like))])
+        carry = _restored_carry(trunk_runs, tree)
         hist = core.to_host({k: tree[k] for k in ("train", "eval")})
         for k in names["train"]:
             train_parts[k].append(hist["train"][k][:real])
@@ -473,8 +483,7 @@ def _run_halving(prog, group, runs, mesh, ckpt, progress, metric_names, spec, st
             return None
         like = jax.tree.leaves(sub.abstract_carry())
         sds = full.sharded_like
-        return {"carry": {f"{i:05d}": sub.sharded_like(a.shape, a.dtype)
-                          for i, a in enumerate(like)},
+        return {"carry": _leaves([sub.sharded_like(a.shape, a.dtype) for a in like]),
                 "train": {k: sds((full.padded, budget), np.float32) for k in names["train"]},
                 "eval": {k: sds((full.padded, len(evs)), np.float32) for k in names["eval"]},
                 "pruned": sds((full.padded,), np.int32), "dstep": sds((full.padded,), np.int32)}
@@ -489,9 +498,7 @@ def _run_halving(prog, group, runs, mesh, ckpt, progress, metric_names, spec, st
         alive = [i for i in range(R) if pruned[i] < 0]
         start = rungs[phase - 1]
         cur = runs_of(alive, start)
-        carry = jax.tree.unflatten(jax.tree.structure(cur.abstract_carry()),
-                                   [tree["carry"][f"{i:05d}"]
-                                    for i in range(len(tree["carry"]))])
+        carry = _restored_carry(cur, tree)
         if progress is not None:
             progress.advance(halving_steps(R, plan, budget, start))
     else:
@@ -527,7 +534,7 @@ def _run_halving(prog, group, runs, mesh, ckpt, progress, metric_names, spec, st
         phase += 1
         cur = runs_of(alive, end)
         carry = core.take_runs(carry, rows, mesh, cur.padded)
-        ckpt.save(phase, {"carry": {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(carry))},
+        ckpt.save(phase, {"carry": _leaves(carry),
                           "train": {k: full.to_runs(v) for k, v in train_all.items()},
                           "eval": {k: full.to_runs(v) for k, v in eval_all.items()},
                           "pruned": full.to_runs(pruned), "dstep": full.to_runs(dstep)})
@@ -602,18 +609,9 @@ def _extend(store: Store, spec: SweepSpec, runs: list[dict], max_runs_per_progra
         g["run_idx"] = [new_idx[old_id[i]] for i in g["run_idx"]]
     round_ = 1 + max((g.get("extension", 0) for g in plan["groups"]), default=0)
     have = set(old_id.values())
-    added, rows = [], []
-    for f, steps in zip(spec.budgets, spec.budget_steps(), strict=True):
-        idx = [i for i, r in enumerate(runs) if r["budget"] == steps and r["run_id"] not in have]
-        if not idx:
-            continue
-        k = 1 if max_runs_per_program is None else math.ceil(len(idx) / max_runs_per_program)
-        for g, part in enumerate(np.array_split(np.asarray(idx), k)):
-            gid = f"T{steps}/x{round_}/g{g}"
-            added.append({"group_id": gid, "kind": "grid", "budget": steps,
-                          "budget_fraction": f, "run_idx": [int(i) for i in part],
-                          "extension": round_})
-            rows += [dict(runs[int(i)], idx=int(i), group_id=gid) for i in part]
+    added = grid_groups(spec, runs, lambda r: r["run_id"] not in have, max_runs_per_program,
+                        extension=round_)
+    rows = [dict(runs[i], idx=i, group_id=g["group_id"]) for g in added for i in g["run_idx"]]
     plan["groups"] = plan["groups"] + added
     store.extend({"spec": spec.to_dict(), "plan": plan},
                  {r["run_id"]: new_idx[r["run_id"]] for r in stored_rows}, rows)

@@ -20,7 +20,7 @@ from budgetax.training.optim import OptimizerSpec
 from budgetax.training.sweep.strategies import ESTIMATORS, STRATEGIES, branched_schedules
 
 __all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepSpec", "SweepSpecMismatchError",
-           "plan_groups", "plan_trunks"]
+           "grid_groups", "plan_groups", "plan_trunks"]
 
 SWEEP_SCHEDULES = tuple(sorted(profiles.PROFILES))
 DEFAULT_SCHEDULES = ("linear", "rex", "cosine", "step", "exponential", "constant", "wsd",
@@ -211,20 +211,34 @@ def _split(items: list, limit: int | None) -> list[list]:
     return [[items[int(i)] for i in part] for part in np.array_split(np.arange(len(items)), k)]
 
 
+def grid_groups(spec: SweepSpec, runs: list[dict], include, max_runs_per_program: int | None,
+                *, kind: str = "grid", extension: int = 0) -> list[dict]:
+    """Per budget, the ``runs`` (the spec's, in plan order) passing ``include``, as groups.
+
+    Each budget's runs are split into balanced groups of at most
+    ``max_runs_per_program``; ``extension`` > 0 marks the groups added by extending
+    a sweep (``T{steps}/x{extension}/g{g}``), padded among themselves.
+    """
+    tag = f"x{extension}/" if extension else ""
+    out = []
+    for f, steps in zip(spec.budgets, spec.budget_steps(), strict=True):
+        idx = [i for i, r in enumerate(runs) if r["budget"] == steps and include(r)]
+        if not idx:
+            continue
+        for g, part in enumerate(_split(idx, max_runs_per_program)):
+            out.append({"group_id": f"T{steps}/{tag}g{g}", "kind": kind, "budget": steps,
+                        "budget_fraction": f, "run_idx": part}
+                       | ({"extension": extension} if extension else {}))
+    return out
+
+
 def _plan(spec: SweepSpec, max_runs_per_program: int | None) -> tuple[list, list]:
     runs = spec.runs()
     branched = (branched_schedules(spec) if spec.strategy in ("branch", "branch+halving")
                 else {})
     kind = "halving" if spec.strategy in ("halving", "branch+halving") else "grid"
-    out = []
-    for f, steps in zip(spec.budgets, spec.budget_steps(), strict=True):
-        idx = [i for i, r in enumerate(runs)
-               if r["budget_fraction"] == f and r["schedule"] not in branched]
-        if not idx:
-            continue
-        for g, part in enumerate(_split(idx, max_runs_per_program)):
-            out.append({"group_id": f"T{steps}/g{g}", "kind": kind, "budget": steps,
-                        "budget_fraction": f, "run_idx": part})
+    out = grid_groups(spec, runs, lambda r: r["schedule"] not in branched,
+                      max_runs_per_program, kind=kind)
     trunks = []
     if branched:
         longest = max(spec.budget_steps())
