@@ -196,28 +196,35 @@ def format_table(cells: list[Cell], *, markdown_bold: bool = True,
     within the seed spread of the selection metric, ``⇥`` a best lr at the edge of
     the grid.
     """
-    budgets = list(dict.fromkeys((c.budget_fraction, c.budget) for c in cells))
-    schedules = list(dict.fromkeys(c.schedule for c in cells))
-    by = {(c.budget, c.schedule): c for c in cells}
+    def text(c):
+        if c is None:
+            return ""
+        if c.best_lr is None:
+            return "diverged"
+        marks = ("†" if c.lr_near_tie else "") + ("⇥" if c.lr_at_edge else "")
+        out = f"{_value(metric, c.mean, c.std)} (lr {c.best_lr:g}{marks})"
+        if c.best_in_budget:
+            out = f"**{out}**" if markdown_bold else f"{out} *"
+            if c.winner_near_tie:
+                out = "~" + out
+        return out
+
+    return _budget_table([(c.budget_fraction, c.budget, c.schedule, c) for c in cells], text)
+
+
+def _budget_table(entries, text, budget_label="{:.0%}") -> str:
+    """A markdown table of ``(fraction, steps, schedule, item)`` entries: a row per budget,
+    a column per schedule (first-seen order), each cell ``text(item)`` (``text(None)``
+    where a budget lacks a schedule)."""
+    budgets = list(dict.fromkeys((f, steps) for f, steps, _, _ in entries))
+    schedules = list(dict.fromkeys(s for _, _, s, _ in entries))
+    by = {(steps, s): item for _, steps, s, item in entries}
     header = ["budget", "steps"] + schedules
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for f, steps in budgets:
-        out = [f"{f:.0%}", str(steps)]
-        for s in schedules:
-            c = by.get((steps, s))
-            if c is None:
-                out.append("")
-            elif c.best_lr is None:
-                out.append("diverged")
-            else:
-                marks = ("†" if c.lr_near_tie else "") + ("⇥" if c.lr_at_edge else "")
-                text = f"{_value(metric, c.mean, c.std)} (lr {c.best_lr:g}{marks})"
-                if c.best_in_budget:
-                    text = f"**{text}**" if markdown_bold else f"{text} *"
-                    if c.winner_near_tie:
-                        text = "~" + text
-                out.append(text)
-        lines.append("| " + " | ".join(out) + " |")
+        row = [budget_label.format(f), str(steps)] + [text(by.get((steps, s)))
+                                                     for s in schedules]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -508,21 +515,11 @@ def predict_cells(cells: list[Cell], runs_by_id: dict, metric: str, fractions,
 
 def format_predictions(preds: list[dict], metric: str) -> str:
     """The predicted cells as a markdown table (``≈ mean [low, high]``), budget-major."""
-    k = 100 if metric.endswith("accuracy") else 1
-    fmt = (lambda v: f"{k * v:.1f}") if metric.endswith("accuracy") else (lambda v: f"{v:.4g}")
-    schedules = list(dict.fromkeys(p["schedule"] for p in preds))
-    budgets = list(dict.fromkeys((p["budget_fraction"], p["budget"]) for p in preds))
-    by = {(p["budget"], p["schedule"]): p for p in preds}
-    header = ["budget", "steps"] + schedules
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for f, steps in budgets:
-        row = [f"{f:.0%} (predicted)", str(steps)]
-        for s in schedules:
-            p = by.get((steps, s))
-            row.append("" if p is None else
-                       f"≈{fmt(p['mean'])} [{fmt(p['low'])}, {fmt(p['high'])}]")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    fmt = (lambda v: f"{100 * v:.1f}") if metric.endswith("accuracy") else (lambda v: f"{v:.4g}")
+    text = lambda p: ("" if p is None else
+                      f"≈{fmt(p['mean'])} [{fmt(p['low'])}, {fmt(p['high'])}]")
+    return _budget_table([(p["budget_fraction"], p["budget"], p["schedule"], p) for p in preds],
+                         text, "{:.0%} (predicted)")
 
 
 def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
