@@ -78,3 +78,27 @@ def core_traces():
     Yields ``traced`` with ``traced["n"]`` the count so far.
     """
     yield _Since()
+
+
+def interrupt(monkeypatch, owner, name: str, run, *, call: int = 1, after: bool = False):
+    """Runs ``run()`` with ``owner.name`` raising KeyboardInterrupt at its ``call``-th call.
+
+    ``after``: the call completes first (e.g. a checkpoint is saved), then the
+    interrupt comes, as a Ctrl-C right after it. ``owner.name`` is restored after.
+    """
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call and not after:
+            raise KeyboardInterrupt
+        out = original(*args, **kwargs)
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(owner, name, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(owner, name, original)

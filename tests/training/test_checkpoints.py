@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import os
 
-import pytest
-
 from budgetax import training
 from budgetax.training.sweep import checkpoints
 from budgetax.training.sweep.store import Store
 from tests import tasks
+from tests.conftest import interrupt
 
 SPEC = training.SweepSpec(full_budget=16, budgets=(1.0,), schedules=("cosine",),
                           peak_lrs=(0.05,), seeds=(0, 1), batch_size=32, num_evals=4,
@@ -22,16 +21,8 @@ def test_a_save_cut_short_by_a_kill_is_removed_without_a_warning(tmp_path, monke
     ref = tmp_path / "ref"
     training.sweep(task, SPEC, str(ref), progress=False)
     out = tmp_path / "out"
-    save = checkpoints.Checkpoints.save
-
-    def save_then_stop(self, seg, tree):
-        save(self, seg, tree)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoints.Checkpoints, "save", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        training.sweep(task, SPEC, str(out), progress=False)
-    monkeypatch.setattr(checkpoints.Checkpoints, "save", save)
+    interrupt(monkeypatch, checkpoints.Checkpoints, "save",
+              lambda: training.sweep(task, SPEC, str(out), progress=False), after=True)
     (group,) = os.listdir(out / "checkpoints")
     # what a kill in the middle of the next save leaves: orbax's unfinished folder
     unfinished = out / "checkpoints" / group / f"2{checkpoints.TMP_MARK}"

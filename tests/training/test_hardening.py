@@ -18,6 +18,7 @@ from budgetax import _io, cli, training
 from budgetax.training.sweep import checkpoints, run
 from budgetax.training.sweep.store import Store, StoreError
 from tests import tasks
+from tests.conftest import interrupt
 
 OPT = training.OptimizerSpec("sgd", momentum=0.9)
 SPEC = training.SweepSpec(full_budget=16, budgets=(1.0,), schedules=("cosine", "wsd"),
@@ -40,16 +41,8 @@ def reference(task, tmp_path_factory):
 
 
 def _interrupt_after_first_checkpoint(task, out, monkeypatch):
-    save = checkpoints.Checkpoints.save
-
-    def save_then_stop(self, seg, tree):
-        save(self, seg, tree)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoints.Checkpoints, "save", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        training.sweep(task, SPEC, str(out), progress=False)
-    monkeypatch.setattr(checkpoints.Checkpoints, "save", save)
+    interrupt(monkeypatch, checkpoints.Checkpoints, "save",
+              lambda: training.sweep(task, SPEC, str(out), progress=False), after=True)
 
 
 def test_a_corrupted_checkpoint_is_discarded_and_its_group_retrained(task, reference, tmp_path,

@@ -16,6 +16,7 @@ from budgetax.training.sweep.frontier import fit_frontier
 from budgetax.training.sweep.spec import plan_groups, plan_trunks
 from budgetax.training.sweep.store import RUN_COLUMNS, Store
 from tests import tasks
+from tests.conftest import interrupt
 
 BASE = dict(full_budget=40, budgets=(0.25, 0.5, 1.0), schedules=("wsd", "constant", "linear"),
             peak_lrs=(0.03, 0.1, 0.3), seeds=(0, 1), batch_size=20, num_evals=4,
@@ -88,19 +89,8 @@ def test_branch_points_follow_the_learning_rate():
 
 def test_a_killed_branched_sweep_resumes_to_the_same_store(swept, tmp_path, monkeypatch):
     spec = training.SweepSpec(strategy="branch", **BRANCHING)
-    calls = {"n": 0}
-    original = run._run_branch
-
-    def dies_on_the_second_branch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(run, "_run_branch", dies_on_the_second_branch)
-    with pytest.raises(KeyboardInterrupt):
-        training.sweep(task(), spec, str(tmp_path), progress=False)
-    monkeypatch.setattr(run, "_run_branch", original)
+    interrupt(monkeypatch, run, "_run_branch",  # killed as the second branch starts
+              lambda: training.sweep(task(), spec, str(tmp_path), progress=False), call=2)
     assert os.path.isdir(tmp_path / "checkpoints" / "trunk0")  # the trunk at its branch step
     again = training.sweep(task(), spec, str(tmp_path), progress=False)
     assert any(g["resumed"] for g in again.groups)
@@ -134,19 +124,8 @@ def test_halving_prunes_lrs_per_schedule_and_keeps_the_survivors(swept):
 
 def test_a_killed_halving_sweep_resumes_to_the_same_store(swept, tmp_path, monkeypatch):
     spec = training.SweepSpec(strategy="halving", **BASE)
-    original = run.prune
-    calls = {"n": 0}
-
-    def dies_on_the_second_rung(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(run, "prune", dies_on_the_second_rung)
-    with pytest.raises(KeyboardInterrupt):
-        training.sweep(task(), spec, str(tmp_path), progress=False)
-    monkeypatch.setattr(run, "prune", original)
+    interrupt(monkeypatch, run, "prune",  # killed at the second rung
+              lambda: training.sweep(task(), spec, str(tmp_path), progress=False), call=2)
     again = training.sweep(task(), spec, str(tmp_path), progress=False)
     assert any(g["resumed"] for g in again.groups)
     assert _dump(tmp_path) == _dump(swept["halving"].out_dir)
