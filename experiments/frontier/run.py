@@ -109,16 +109,17 @@ def _cells(d: str):
     return spec, runs, groups, report.summarize(runs, SELECT, METRIC, True)
 
 
-def _grid_value(runs, budget, schedule, lr) -> float:
-    vals = [r["final"][METRIC] for r in runs if r["budget"] == budget
-            and r["schedule"] == schedule and r["peak_lr"] == lr and r["status"] == "done"]
-    return float(np.mean(vals)) if vals else math.nan
-
-
 def _grid_stats(runs, budget, schedule, lr) -> tuple[float, float]:
+    """Mean and seed std of the metric of the finished runs of one (budget, schedule, lr)."""
     vals = [r["final"][METRIC] for r in runs if r["budget"] == budget
             and r["schedule"] == schedule and r["peak_lr"] == lr and r["status"] == "done"]
-    return (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+    if not vals:
+        return math.nan, math.nan
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def _grid_value(runs, budget, schedule, lr) -> float:
+    return _grid_stats(runs, budget, schedule, lr)[0]
 
 
 def _winner(cells, budget):
