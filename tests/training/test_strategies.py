@@ -239,6 +239,13 @@ def test_auto_lrs_extends_the_grid_until_every_best_lr_is_interior(tmp_path):
     bounded = training.sweep(task(), spec, str(tmp_path / "bounded"), progress=False,
                              auto_lrs=1)
     assert bounded.spec.peak_lrs == (1e-3, 3e-3, 9e-3)  # one step at most
+    # the same call again resumes the widened grid (no error, nothing trained)
+    again = training.sweep(task(), spec, str(tmp_path), progress=False, auto_lrs=6)
+    assert again.spec.peak_lrs == lrs and again.compiled_budgets == 0
+    # a larger bound continues past the stored lrs
+    more = training.sweep(task(), spec, str(tmp_path / "bounded"), progress=False,
+                          auto_lrs=2)
+    assert more.spec.peak_lrs[:3] == (1e-3, 3e-3, 9e-3) and len(more.spec.peak_lrs) == 4
 
 
 def test_cli_strategy_prediction_and_auto_lrs(tmp_path, capsys, monkeypatch):

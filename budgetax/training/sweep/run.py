@@ -688,10 +688,14 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
     t0 = time.perf_counter()
     kw = dict(max_runs_per_program=max_runs_per_program, checkpoint_every=checkpoint_every,
               devices=devices, progress=progress)
+    added = 0
+    if auto_lrs and resume and not overwrite:  # rerun of the same call: keep the added lrs
+        extra = _auto_added_lrs(spec, out_dir)
+        spec = dataclasses.replace(spec, peak_lrs=tuple(sorted(spec.peak_lrs + extra)))
+        added = len(extra)
     result = _sweep(task, spec, out_dir, resume=resume, overwrite=overwrite, **kw)
     select, higher = (("train_loss", False) if spec.diagnostics
                       else task.table_metric(spec.diagnostics))
-    added = 0
     while added < auto_lrs:
         new = lr_extension(result.runs, spec.peak_lrs, select, higher)[:auto_lrs - added]
         if not new:
@@ -701,6 +705,26 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
         result = _sweep(task, spec, out_dir, resume=True, overwrite=False, **kw)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _auto_added_lrs(spec: SweepSpec, out_dir: str) -> tuple[float, ...]:
+    """The lrs an earlier ``auto_lrs`` call added past the edges of ``spec``'s grid in
+    ``out_dir``: the stored spec is ``spec`` with more peak lrs, all outside its range."""
+    path = os.path.join(out_dir, STORE_NAME)
+    if not os.path.isfile(path):
+        return ()
+    with Store(path, readonly=True) as store:
+        stored = store.get_meta("spec")
+    if stored is None:
+        return ()
+    stored, given = _comparable(stored), _comparable(spec.to_dict())
+    have, want = stored.pop("peak_lrs", ()), given.pop("peak_lrs")
+    extra = tuple(sorted(set(have) - set(want)))
+    if stored != given or not set(want) <= set(have):
+        return ()
+    if all(lr < min(want) or lr > max(want) for lr in extra):
+        return extra
+    return ()
 
 
 def _sweep(task, spec, out_dir, *, resume, overwrite, max_runs_per_program, checkpoint_every,
