@@ -24,6 +24,7 @@ import numpy as np
 
 from budgetax._io import atomic_write_json, atomic_write_text
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves
+from budgetax.training.sweep.strategies import rank_lrs, select_sign
 
 __all__ = ["SELECT", "Cell", "curve_grid", "elasticity_stops", "format_table", "load",
            "metric_vs_budget", "optimizer_text", "summarize", "write_report"]
@@ -106,19 +107,16 @@ def elasticity_stops(runs: list[dict], steps_per_epoch: int, train_metrics, *,
     return out
 
 
-def _score(runs, select):
-    vals = [r["final"].get(select, math.nan) for r in runs]
-    m = float(np.mean(vals))
-    return -m if select.endswith("accuracy") else m  # lower is better
-
-
 def summarize(runs: list[dict], select: str = "train_loss", metric: str = "test_accuracy",
               higher_is_better: bool = True) -> list[Cell]:
     """The table's cells, budget-major then in the sweep's schedule order (finished runs only).
 
     Args:
       runs: the store's rows.
-      select: the evaluation metric that picks each cell's learning rate.
+      select: the evaluation metric that picks each cell's learning rate (the best
+        mean over seeds, among the lrs at which no seed diverged; in ``metric``'s
+        direction when it is ``metric``, else larger for accuracies and smaller
+        for the rest: :func:`budgetax.training.sweep.strategies.rank_lrs`).
       metric: the evaluation metric the cells report.
       higher_is_better: the direction of ``metric`` (which cell of a budget is best).
     """
@@ -130,6 +128,7 @@ def summarize(runs: list[dict], select: str = "train_loss", metric: str = "test_
                              f"got {value!r}")
     budgets = sorted({(r["budget_fraction"], r["budget"]) for r in done})
     schedules = list(dict.fromkeys(r["schedule"] for r in runs))
+    sign = select_sign(select, metric, higher_is_better)
     cells = []
     for f, steps in budgets:
         row = []
@@ -143,12 +142,11 @@ def summarize(runs: list[dict], select: str = "train_loss", metric: str = "test_
             diverged = tuple(sorted(lr for lr, rs in by_lr.items()
                                     if any(r["status"] == "diverged" for r in rs)))
             ok = {lr: rs for lr, rs in by_lr.items() if lr not in diverged}
-            scored = {lr: _score(rs, select) for lr, rs in ok.items()}
-            scored = {lr: v for lr, v in scored.items() if np.isfinite(v)}
+            scored = dict(rank_lrs(ok, select, sign))
             if not scored:
                 row.append(Cell(f, steps, s, None, math.nan, math.nan, 0, diverged))
                 continue
-            ranked = sorted(scored, key=lambda k: (scored[k], k))
+            ranked = list(scored)
             lr = ranked[0]
             acc = np.array([r["final"][metric] for r in ok[lr]], np.float64)
             cell = Cell(f, steps, s, lr, float(acc.mean()),

@@ -107,3 +107,18 @@ def test_write_report_writes_the_three_plots(tmp_path):
     report._plots(str(tmp_path), cells, {r["run_id"]: r for r in runs}, "test_accuracy", NAMES)
     for name in report.PLOTS:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_the_table_and_the_lr_extension_pick_the_same_lr_in_the_metric_direction(higher):
+    """A task's own metric (here ``test_f1``, no diagnostics) selects in its direction."""
+    from budgetax.training.sweep import strategies
+    runs = [{"run_id": f"{lr}/{seed}", "budget_fraction": 1.0, "budget": 100,
+             "schedule": "linear", "peak_lr": lr, "seed": seed, "status": "done",
+             "final": {"test_f1": f1 + 0.01 * seed}}
+            for lr, f1 in ((0.01, 0.2), (0.03, 0.9), (0.1, 0.5)) for seed in (0, 1)]
+    (cell,) = report.summarize(runs, select="test_f1", metric="test_f1",
+                               higher_is_better=higher)
+    assert cell.best_lr == (0.03 if higher else 0.01)
+    assert strategies.lr_extension(runs, (0.01, 0.03, 0.1), "test_f1", higher) == (
+        [] if higher else [0.00316])
