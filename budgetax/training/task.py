@@ -215,11 +215,25 @@ class Task:
                 or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
 
     def build_model(self, rngs: nnx.Rngs, precision: str = "float32") -> nnx.Module:
-        """The model for ``precision`` (``"float32"`` or a ``"bf16*"`` mode)."""
+        """The model for ``precision`` (``"float32"`` or a ``"bf16*"`` mode).
+
+        A ``bf16*`` model is initialised in float32 from the same ``rngs`` and rounded
+        to bfloat16, so a seed gives every precision mode the same initial weights (to
+        bfloat16's rounding) and precision modes can be compared paired by seed. A
+        model that accepts ``dtype``/``param_dtype`` is built with bfloat16
+        activations and its state takes the dtypes of a bfloat16 build; otherwise its
+        floating parameters are cast to bfloat16.
+        """
         if precision == "float32":
             model = self.model(rngs)
         elif self._accepts_dtype:
-            model = self.model(rngs, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+            bf16 = jnp.bfloat16
+            target = nnx.state(nnx.eval_shape(
+                lambda: self.model(nnx.Rngs(0), dtype=bf16, param_dtype=bf16)))
+            model = self.model(rngs, dtype=bf16, param_dtype=jnp.float32)
+            graphdef, state = nnx.split(model)
+            state = jax.tree.map(lambda a, t: a.astype(t.dtype), state, target)
+            model = nnx.merge(graphdef, state)
         else:
             model = self.model(rngs)
             graphdef, params, rest = nnx.split(model, nnx.Param, ...)

@@ -127,6 +127,21 @@ def test_bf16_precision_casts_a_factory_without_dtype_keywords(task):
     assert np.isfinite(h.train["loss"]).all()
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn1d"])
+def test_a_seed_gives_every_precision_the_same_initial_weights(model):
+    """bf16 models are initialised in float32 and rounded: paired by seed across modes."""
+    task = training.preset("mnist1d", model)
+    full = nnx.state(task.build_model(nnx.Rngs(7)))
+    half = nnx.state(task.build_model(nnx.Rngs(7), "bf16_sr"))
+    want = nnx.state(nnx.eval_shape(lambda: task.model(
+        nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)))
+    assert jax.tree.structure(half) == jax.tree.structure(want)
+    for a, b, t in zip(jax.tree.leaves(full), jax.tree.leaves(half), jax.tree.leaves(want),
+                       strict=True):
+        assert b.dtype == t.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a.astype(jnp.bfloat16)))
+
+
 def test_cli_sweeps_a_user_task(tmp_path, capsys):
     out = tmp_path / "cli"
     rc = cli.main(["sweep", "--task", "tests.tasks:make_task", "--out", str(out),
