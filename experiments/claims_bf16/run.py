@@ -12,10 +12,9 @@ Comparison rule: each mode at its own best peak lr (lowest mean final full-train
 over seeds; an lr at which a seed diverged is not eligible); the test metric at the end of
 the budget (test accuracy; test bits per byte for the Transformer, lower is better); the gap
 of a mode to float32 is the mean over seeds of ``mode - float32`` of the same seed, with a
-95 % t-interval over the seed differences. The same seed gives the same batch order in every
-mode and the same initial weights in the three bf16 modes; float32 draws its initial weights
-in float32, a different draw (the initialisers sample in the parameter dtype), so against
-float32 the pairing shares the batch order only.
+95 % t-interval over the seed differences. The same seed gives every mode the same batch
+order and the same initial weights (a bf16 model is initialised in float32 and rounded to
+bfloat16, ``Task.build_model``).
 
 Usage:
   python experiments/claims_bf16/run.py [--config default] [--analyze-only]
@@ -333,8 +332,8 @@ def markdown(meta, summary, cfg):
          "full-training-set loss over seeds; never the test set). Test metric at the end of the "
          "budget: accuracy in % (gaps in points), bits per byte for the Transformer (lower is "
          "better). Intervals: 95 % t-intervals over the seeds; a gap is `mode - float32` "
-         "paired by seed (the same batch order; the bf16 modes share their initial weights, "
-         "float32's are another draw, sampled in float32). Tolerance: "
+         "paired by seed (the same batch order and initial weights, rounded to bfloat16 in "
+         "the bf16 modes). Tolerance: "
          f"{cfg['tolerance_points']} points of accuracy; for bits per byte "
          f"{100 * cfg['tolerance_relative']:.1f} % of float32's value.", "",
          "## Results per setting", "",
