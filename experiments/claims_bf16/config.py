@@ -11,6 +11,7 @@ with stochastic rounding, bf16 with Kahan summation). Adam (b1 0.9, b2 0.999, no
 decay), linear decay of the learning rate to 0, no warmup; each mode at its own best peak lr
 of a half-decade grid of 4 (widened by the sweep engine, ``auto_lrs``, where the best lr sits
 at an edge), chosen on the final full-training-set loss; seeds 0, 1, 2.
+``sgdm``: the same with SGD with momentum 0.9 (lr grid 0.03-1).
 ``smoke``: the same code path in about two minutes.
 
 One ``budgetax.training.sweep`` per (task, mode), stored in ``sweeps/<task>/<mode>``.
@@ -33,22 +34,28 @@ _COMMON = {
     "tolerance_relative": 0.002,
 }
 
+_TASKS = {
+        # budgets 3x (MNIST-1D MLP), 2.4x (CNN), 2.5x (digits), 2x (Transformer) the Demon
+        # experiment's full budgets; grids: 4 half-decade lrs around the float32 optimum of
+        # Adam + linear decay there
+        "mnist1d_mlp": {"preset": ("mnist1d", "mlp"), "budget": 3000, "batch_size": 100,
+                        "lrs": (1e-3, 3e-3, 1e-2, 3e-2)},
+        "mnist1d_cnn1d": {"preset": ("mnist1d", "cnn1d"), "budget": 600,
+                          "batch_size": 100, "lrs": (3e-3, 1e-2, 3e-2, 0.1)},
+        "digits_mlp": {"preset": ("digits", "mlp"), "budget": 1000, "batch_size": 64,
+                       "lrs": (3e-3, 1e-2, 3e-2, 0.1)},
+        "transformer_ci": {"task": "examples.transformer_lm:make_ci_task", "budget": 400,
+                           "batch_size": 16, "lrs": (1e-3, 3e-3, 1e-2, 3e-2)},
+}
+
 CONFIGS = {
-    "default": {
+    "default": {**_COMMON, "tasks": _TASKS},
+    # the same four settings with SGD with momentum 0.9 (its momentum buffer, like Adam's
+    # moments, follows the parameter dtype): the paper's optimizer for its image models
+    "sgdm": {
         **_COMMON,
-        "tasks": {
-            # budgets 3x (MNIST-1D MLP), 2.4x (CNN), 2.5x (digits), 2x (Transformer) the Demon
-            # experiment's full budgets; grids: 4 half-decade lrs around the float32 optimum of
-            # Adam + linear decay there
-            "mnist1d_mlp": {"preset": ("mnist1d", "mlp"), "budget": 3000, "batch_size": 100,
-                            "lrs": (1e-3, 3e-3, 1e-2, 3e-2)},
-            "mnist1d_cnn1d": {"preset": ("mnist1d", "cnn1d"), "budget": 600,
-                              "batch_size": 100, "lrs": (3e-3, 1e-2, 3e-2, 0.1)},
-            "digits_mlp": {"preset": ("digits", "mlp"), "budget": 1000, "batch_size": 64,
-                           "lrs": (3e-3, 1e-2, 3e-2, 0.1)},
-            "transformer_ci": {"task": "examples.transformer_lm:make_ci_task", "budget": 400,
-                               "batch_size": 16, "lrs": (1e-3, 3e-3, 1e-2, 3e-2)},
-        },
+        "optimizer": "momentum",
+        "tasks": {name: {**t, "lrs": (0.03, 0.1, 0.3, 1.0)} for name, t in _TASKS.items()},
     },
     "smoke": {
         **_COMMON,

@@ -103,6 +103,8 @@ def _kind(path) -> str:
     for n in names:
         if n in ("mu", "nu"):
             return f"adam_{n}"
+        if n == "trace":
+            return "momentum"
         if n == "compensation":
             return "kahan_buffer"
         if n == "key":
@@ -326,7 +328,9 @@ def markdown(meta, summary, cfg):
          f"Machine: {meta['machine']}, {meta['cpu_count']} CPU cores (shared with other jobs), "
          f"jax {meta['jax']}, budgetax {meta['budgetax']} at commit {meta['commit'][:10]}, "
          f"{meta['date']}; training wall time {meta['train_seconds']:.0f} s.", "",
-         f"Optimizer: {cfg['optimizer'].capitalize()} (b1 {cfg['momentum']}, b2 0.999, eps 1e-8, "
+         "Optimizer: " + (f"Adam (b1 {cfg['momentum']}, b2 0.999, eps 1e-8, "
+                          if cfg["optimizer"] == "adam" else
+                          f"SGD with momentum {cfg['momentum']} (") +
          f"no weight decay), {cfg['schedule']} decay of the lr to 0, no warmup; seeds "
          f"{list(cfg['seeds'])}. Each mode at its own best peak lr (lowest mean final "
          "full-training-set loss over seeds; never the test set). Test metric at the end of the "
@@ -345,7 +349,8 @@ def markdown(meta, summary, cfg):
         for m, c in row["modes"].items():
             st = c["state"]
             dts = ", ".join(f"{k} {'/'.join(v)}" for k, v in st["dtypes"].items()
-                            if k in ("params", "adam_mu", "adam_nu", "kahan_buffer"))
+                            if k in ("params", "adam_mu", "adam_nu", "momentum",
+                                     "kahan_buffer"))
             mark = {"smallest": " ⇤", "largest": " ⇥"}.get(c["edge"], "")
             if "test" not in c:
                 L.append(f"| {row['task']} | {LABELS[m]} | - | diverged | | | | | "
@@ -360,7 +365,8 @@ def markdown(meta, summary, cfg):
                      f"{tg} | {c['test_loss']['mean']:.3f} ± {c['test_loss']['ci95']:.3f} | "
                      f"{st['bytes_per_param']:.3f} | {dts} |")
     L += ["", "⇤ / ⇥: the chosen lr is the smallest / largest of the (final, possibly widened) "
-          "grid. bytes/param: params + optimizer state (Adam mu, nu, count; the Kahan buffer; "
+          "grid. bytes/param: params + optimizer state (Adam mu, nu, count, or the SGD momentum; "
+          "the Kahan buffer; "
           "the stochastic-rounding key) of one run, from the training core's carried state; "
           "breakdown in results.json (`state`).", "",
           "## Verdict per setting", "",
