@@ -20,7 +20,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,8 +29,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # claims_common
 sys.path.append(str(ROOT))
 
+from claims_common import ci95, head_commit, make_task  # noqa: E402
 from config import CONFIGS  # noqa: E402
 
 import budgetax  # noqa: E402
@@ -39,14 +40,9 @@ from budgetax import schedules, training  # noqa: E402
 from budgetax.report import load  # noqa: E402
 
 OPT_NAMES = {"adamp": "AdamP", "lamb": "LAMB"}
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
 
 # ----------------------------------------------------------------------------- training
-
-def make_task(tcfg):
-    return training.preset(*tcfg["preset"], model_kwargs=tcfg.get("model_kwargs"))
-
 
 def budget_steps(tcfg):
     return [schedules.steps_for_budget(full_steps=tcfg["full_budget"], fraction=f)
@@ -140,13 +136,6 @@ def run_all(cfg, work: Path):
 
 
 # ----------------------------------------------------------------------------- analysis
-
-def ci95(x):
-    x = np.asarray(x, np.float64)
-    if len(x) < 2:
-        return 0.0
-    return T975.get(len(x) - 1, 1.96) * float(np.std(x, ddof=1)) / math.sqrt(len(x))
-
 
 def switch_of(lr, loss, budget, kw):
     """AutoWU's warmup read off its per-step lr curve.
@@ -435,11 +424,7 @@ def main(argv=None):
                          ) + [round(pass_seconds, 1)]
     train_seconds = sum(passes)
     cells = analyze(cfg, work)
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = head_commit()
     meta = {"command": "python experiments/claims_autowu/run.py" + (
                 f" --config {args.config}" if args.config != "default" else ""),
             "machine": platform.platform(), "cpu_count": os.cpu_count(),

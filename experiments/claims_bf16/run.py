@@ -23,12 +23,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib
+import functools
 import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,8 +37,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # claims_common
 sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
 
+from claims_common import ci95 as _ci95  # noqa: E402
+from claims_common import head_commit, make_task  # noqa: E402
 from config import CONFIGS  # noqa: E402
 
 import budgetax  # noqa: E402
@@ -50,17 +52,11 @@ from budgetax.training import core  # noqa: E402
 LABELS = {"float32": "float32", "bf16": "bf16, nearest", "bf16_sr": "bf16 + stochastic rounding",
           "bf16_kahan": "bf16 + Kahan summation"}
 PAPER = "0.1 % lower to 0.2 % higher than float32 (SR or Kahan); nearest rounding behind"
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+
+ci95 = functools.partial(_ci95, single=math.nan)  # one seed: no interval
 
 
 # ----------------------------------------------------------------------------- sweeps
-
-def make_task(tcfg):
-    if "preset" in tcfg:
-        return training.preset(*tcfg["preset"])
-    module, factory = tcfg["task"].split(":")
-    return getattr(importlib.import_module(module), factory)()
-
 
 def opt_spec(cfg, mode):
     return training.OptimizerSpec(cfg["optimizer"], cfg["schedule"], momentum=cfg["momentum"],
@@ -189,14 +185,6 @@ def choose(by_lr, metric, seeds, select="train_loss"):
         return None, None
     lr = min(scores, key=lambda k: (scores[k], k))
     return lr, [by_lr[lr][s] for s in seeds]
-
-
-def ci95(x):
-    x = np.asarray(x, np.float64)
-    n = len(x)
-    if n < 2:
-        return math.nan
-    return T975.get(n - 1, 1.96) * float(np.std(x, ddof=1)) / math.sqrt(n)
 
 
 def mean_ci(x):
@@ -498,11 +486,7 @@ def main(argv=None):
     out = Path(args.out)
     work = Path(args.work) if args.work else out / f"sweeps{suffix}"
     tasks = {name: make_task(tcfg) for name, tcfg in cfg["tasks"].items()}
-    try:  # the commit of the budgetax that trains (HEAD as training starts)
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = head_commit()  # the commit of the budgetax that trains (HEAD as training starts)
     date = time.strftime("%Y-%m-%d %H:%M")
     t0 = time.perf_counter()
     timings = [] if args.analyze_only else run_sweeps(cfg, work, tasks)

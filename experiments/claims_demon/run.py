@@ -18,12 +18,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,8 +31,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # claims_common
 sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
 
+from claims_common import ci95, head_commit, make_task  # noqa: E402
 from config import CONFIGS, PAPER_SCHEDULES  # noqa: E402
 
 import budgetax  # noqa: E402
@@ -45,17 +45,9 @@ OPT_NAMES = {"momentum": "SGDM", "adam": "Adam"}
 DEMON = "demon"                # Demon, constant lr (the main entrant)
 DEMON_LIN = "demon+linear"     # Demon with linear lr decay (a variant)
 PAPER = {"top1": 39.29, "top3": 85.71, "settings": 28}
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
 
 # ----------------------------------------------------------------------------- sweeps
-
-def make_task(tcfg):
-    if "preset" in tcfg:
-        return training.preset(*tcfg["preset"])
-    module, factory = tcfg["task"].split(":")
-    return getattr(importlib.import_module(module), factory)()
-
 
 def sweep_dirs(cfg, work: Path):
     """``[(task_name, opt, demon, part, lrs, dir)]`` of every sweep of the config."""
@@ -133,13 +125,6 @@ def choose(by_lr, grid, metric, seeds, select="train_loss"):
         return None, None
     lr = min(scores, key=lambda k: (scores[k], k))
     return lr, np.array([by_lr[lr][s][metric] for s in seeds], np.float64)
-
-
-def ci95(x):
-    n = len(x)
-    if n < 2:
-        return 0.0
-    return T975.get(n - 1, 1.96) * float(np.std(x, ddof=1)) / math.sqrt(n)
 
 
 # ----------------------------------------------------------------------------- counting
@@ -532,13 +517,7 @@ def main(argv=None):
     summary = analyze(cfg, work)
     # the commit of the budgetax that trained (CLAIMS_DEMON_COMMIT when it ran from a clean
     # export of a commit, e.g. while the checkout had uncommitted edits), else HEAD
-    commit = os.environ.get("CLAIMS_DEMON_COMMIT", "")
-    if not commit:
-        try:
-            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
-                                    capture_output=True, text=True).stdout.strip()
-        except OSError:
-            commit = "unknown"
+    commit = os.environ.get("CLAIMS_DEMON_COMMIT", "") or head_commit()
     meta = {"command": "python experiments/claims_demon/run.py" + (
                 f" --config {args.config}" if args.config != "default" else ""),
             "machine": platform.platform(), "cpu_count": os.cpu_count(),

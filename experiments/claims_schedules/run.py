@@ -16,12 +16,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,8 +30,10 @@ from scipy.stats import spearmanr
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # claims_common
 sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
 
+from claims_common import ci95, head_commit, make_task  # noqa: E402
 from config import CONFIGS, REX_FIELD, SMALL  # noqa: E402
 
 import budgetax  # noqa: E402
@@ -43,17 +43,9 @@ from budgetax.report import load, summarize  # noqa: E402
 from budgetax.training.sweep.strategies import rank_lrs  # noqa: E402
 
 OPT_NAMES = {"momentum": "SGDM", "adam": "Adam"}
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
 
 # ----------------------------------------------------------------------------- sweeps
-
-def make_task(tcfg):
-    if "preset" in tcfg:
-        return training.preset(*tcfg["preset"])
-    module, factory = tcfg["task"].split(":")
-    return getattr(importlib.import_module(module), factory)()
-
 
 def sweep_spec(cfg, tcfg, opt):
     return training.SweepSpec(
@@ -118,13 +110,6 @@ def choose(by_lr, seeds):
         return None, None
     lr = ranked[0][0]
     return lr, [by_lr[lr][s] for s in seeds]
-
-
-def ci95(x):
-    x = np.asarray(x, np.float64)
-    if len(x) < 2:
-        return 0.0
-    return T975.get(len(x) - 1, 1.96) * float(np.std(x, ddof=1)) / math.sqrt(len(x))
 
 
 def picked(cell, seeds):
@@ -504,11 +489,7 @@ def main(argv=None):
     elif out_json.exists():
         old = json.loads(out_json.read_text())["meta"]
         timings, train_seconds = old.get("sweeps", []), old.get("train_seconds")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = head_commit()
     import jax
     meta = {"command": "python experiments/claims_schedules/run.py"
             + ("" if args.config == "default" else f" --config {args.config}"),

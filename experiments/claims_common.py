@@ -1,0 +1,44 @@
+"""Pieces the claim experiments share (``experiments/claims_*/run.py``): the task of a
+config entry, the 95 % t-interval over seeds, and the commit that trains."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from budgetax import training
+
+ROOT = Path(__file__).resolve().parents[1]
+# two-sided 95 % quantiles of Student's t by degrees of freedom (1.96 beyond)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+
+
+def make_task(tcfg: dict) -> training.Task:
+    """A config's task: ``{"preset": (dataset, model)[, "model_kwargs": {...}]}`` or
+    ``{"task": "module:factory"}`` (e.g. ``examples.transformer_lm:make_ci_task``)."""
+    if "preset" in tcfg:
+        return training.preset(*tcfg["preset"], model_kwargs=tcfg.get("model_kwargs"))
+    module, factory = tcfg["task"].split(":")
+    return getattr(importlib.import_module(module), factory)()
+
+
+def ci95(x, single: float = 0.0) -> float:
+    """Half-width of the 95 % t-interval of the mean of ``x`` (``single`` for one value)."""
+    x = np.asarray(x, np.float64)
+    if len(x) < 2:
+        return single
+    return T975.get(len(x) - 1, 1.96) * float(np.std(x, ddof=1)) / math.sqrt(len(x))
+
+
+def head_commit(fallback: str = "unknown") -> str:
+    """The commit checked out in the repository (``fallback`` without git)."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return fallback
+    return out or fallback
