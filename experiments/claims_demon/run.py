@@ -511,7 +511,7 @@ def main(argv=None):
     if args.analyze_only and prev.exists():  # keep the training timings of the run
         old = json.loads(prev.read_text())["meta"]
         timings, train_seconds = old.get("sweeps", []), old.get("train_seconds", 0.0)
-        carried = {k: old[k] for k in ("first_pass", "note") if k in old}
+        carried = {k: old[k] for k in ("first_pass", "note", "commit", "date") if k in old}
     else:
         carried = {}
     summary = analyze(cfg, work)

@@ -481,7 +481,7 @@ def main(argv=None):
         "sweeps" if args.config == "default" else f"sweeps_{args.config}")
     suffix = "" if args.config == "default" else f"_{args.config}"
     out_json = HERE / f"results{suffix}.json"
-    timings, train_seconds = [], None
+    timings, train_seconds, kept = [], None, {}
     if not args.analyze_only:
         t0 = time.perf_counter()
         timings = run_sweeps(cfg, work)
@@ -489,6 +489,7 @@ def main(argv=None):
     elif out_json.exists():
         old = json.loads(out_json.read_text())["meta"]
         timings, train_seconds = old.get("sweeps", []), old.get("train_seconds")
+        kept = {k: old[k] for k in ("commit", "date") if k in old}  # of the training
     commit = head_commit()
     import jax
     meta = {"command": "python experiments/claims_schedules/run.py"
@@ -496,7 +497,7 @@ def main(argv=None):
             "machine": platform.platform(), "cpu_count": os.cpu_count(),
             "jax": jax.__version__, "budgetax": budgetax.__version__, "commit": commit,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "train_seconds": train_seconds or 0.0, "sweeps": timings}
+            "train_seconds": train_seconds or 0.0, "sweeps": timings, **kept}
     summary = analyze(cfg, work)
     out_json.write_text(json.dumps({"meta": meta, "config": cfg, "summary": summary},
                                    indent=1, default=list) + "\n")
