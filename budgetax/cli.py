@@ -223,8 +223,9 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
                         f"diverged (default: {spec['divergence_factor']:g}; 0: only NaN/inf)")
     p.add_argument("--compile-cache", default=None, metavar="DIR",
                    help="JAX's persistent compilation cache: a second run of the same sweep "
-                        "skips compilation (default: $BUDGETAX_COMPILE_CACHE or "
-                        "~/.cache/budgetax/jax; 'off' to disable)")
+                        "skips compilation (default: $BUDGETAX_COMPILE_CACHE, else "
+                        "$JAX_COMPILATION_CACHE_DIR, else ~/.cache/budgetax/jax; 'off' to "
+                        "disable)")
     p.add_argument("--processes", type=int, default=None, metavar="N",
                    help="run the sweep in N processes on this machine (JAX's multi-controller "
                         "runtime on localhost, CPU devices, gloo collectives)")
@@ -289,6 +290,34 @@ def compile_cache_dir(option: str | None) -> str | None:
     return None if value == "off" else os.path.expanduser(value)
 
 
+def use_compile_cache(option: str | None) -> str | None:
+    """Points JAX's persistent compilation cache at the sweep's directory; returns it.
+
+    ``--compile-cache`` wins, then ``$BUDGETAX_COMPILE_CACHE``, then a directory the
+    user gave JAX itself (``JAX_COMPILATION_CACHE_DIR``), then ``~/.cache/budgetax/jax``.
+    ``off`` turns the cache off. JAX opens its cache at its first compilation (the
+    parser's checks compile a little), so a changed directory, or ``off``, resets it.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    own = jax.config.jax_compilation_cache_dir
+    if option is None and "BUDGETAX_COMPILE_CACHE" not in os.environ and own:
+        return own
+    cache = compile_cache_dir(option)
+    if cache is None:
+        jax.config.update("jax_enable_compilation_cache", False)
+        compilation_cache.reset_cache()
+        return None
+    jax.config.update("jax_enable_compilation_cache", True)
+    if cache != own:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        compilation_cache.reset_cache()
+    if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return cache
+
+
 def _task(args):
     from budgetax import training
 
@@ -307,10 +336,7 @@ def run_sweep(args) -> int:
         return launch.processes(args)
     import jax  # (with --distributed, main() has initialised the runtime already)
 
-    cache = compile_cache_dir(args.compile_cache)
-    if cache is not None:
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    use_compile_cache(args.compile_cache)
 
     from budgetax import report, training
 

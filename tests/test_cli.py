@@ -80,13 +80,23 @@ def test_the_sweep_fills_a_persistent_compilation_cache(tmp_path):
            "--full-budget", "4", "--budgets", "1", "--schedules", "linear", "--lrs", "0.01",
            "--seeds", "0", "--batch-size", "32", "--no-progress", "--no-plots",
            "--compile-cache", str(cache)]
+    # the flag wins over a cache directory the user gave JAX itself, which the parser's
+    # checks open before the flag is read
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-own"))
+    del env["BUDGETAX_COMPILE_CACHE"]
     subprocess.run(cmd + ["--out", str(tmp_path / "a")], check=True, capture_output=True,
-                   cwd=root)
-    assert cache.is_dir() and any(cache.iterdir())
-    off = tmp_path / "off"
+                   cwd=root, env=env)
+    own = tmp_path / "jax-own"
+    step_programs = lambda d: [p for p in d.iterdir() if "advance" in p.name] if d.exists() else []
+    assert step_programs(cache) and not step_programs(own)
+    # 'off' is off, whatever JAX's own setting
     subprocess.run(cmd[:-1] + ["off", "--out", str(tmp_path / "b")], check=True,
-                   capture_output=True, cwd=root)
-    assert not off.exists()
+                   capture_output=True, cwd=root, env=env)
+    assert not (tmp_path / "off").exists() and not step_programs(own)
+    # without the flag, the directory given to JAX is used rather than ~/.cache/budgetax/jax
+    subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "c")], check=True,
+                   capture_output=True, cwd=root, env=env)
+    assert step_programs(own)
     assert cli.compile_cache_dir("off") is None
     assert cli.compile_cache_dir(str(cache)) == str(cache)
 
