@@ -256,22 +256,25 @@ END_IDS = [f"{n}-{k}" for n, k, _ in END_CASES]
 @pytest.mark.parametrize("total", [1, 7, 1000, 123457, 2**31 - 1])
 def test_every_schedule_ends_exactly_from_the_budget_on(name, knobs, prof_end, total):
     peak = 0.7
-    for end in (0.0, 0.3):
-        for warmup, k in ((0, 1), (total // 3, 3)):
-            sched = getattr(schedules, name)(total, peak, end_value=end, warmup_steps=warmup,
-                                             sample_every=k, **knobs)
-            ts = np.array(sorted({total, total + 1, min(2 * total, 2**31 - 1), 2**31 - 1}))
-            ts = ts[ts <= 2**31 - 1]
-            got = values(sched, ts)  # under jit
-            eager = np.array([np.asarray(sched(int(t))) for t in ts])
-            np.testing.assert_array_equal(eager, got)
-            if prof_end == 0.0:
-                # exactly the end value, not an ulp off
-                np.testing.assert_array_equal(got, np.full(ts.shape, np.float32(end)))
-            else:
-                assert np.all(got == got[0]), f"{name} is not held after the budget: {got}"
-                want = end + (peak - end) * prof_end
-                np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)
+    ts = np.array(sorted({total, total + 1, min(2 * total, 2**31 - 1), 2**31 - 1}))
+    ts = ts[ts <= 2**31 - 1]
+    ends = (0.0, 0.0, 0.3, 0.3)
+    scheds = [getattr(schedules, name)(total, peak, end_value=end, warmup_steps=warmup,
+                                       sample_every=k, **knobs)
+              for end, (warmup, k) in zip(ends, ((0, 1), (total // 3, 3)) * 2, strict=True)]
+    # under jit, the four schedules in one program
+    jitted = np.asarray(jax.jit(lambda ts: jnp.stack([jax.vmap(s)(ts) for s in scheds]))(
+        jnp.asarray(ts, jnp.int32)))
+    for sched, end, got in zip(scheds, ends, jitted, strict=True):
+        eager = np.array([np.asarray(sched(int(t))) for t in ts])
+        np.testing.assert_array_equal(eager, got)
+        if prof_end == 0.0:
+            # exactly the end value, not an ulp off
+            np.testing.assert_array_equal(got, np.full(ts.shape, np.float32(end)))
+        else:
+            assert np.all(got == got[0]), f"{name} is not held after the budget: {got}"
+            want = end + (peak - end) * prof_end
+            np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)
 
 
 def test_wsd_end_is_exact_at_the_issue_budget():
