@@ -93,12 +93,21 @@ def test_the_sweep_fills_a_persistent_compilation_cache(tmp_path):
     subprocess.run(cmd[:-1] + ["off", "--out", str(tmp_path / "b")], check=True,
                    capture_output=True, cwd=root, env=env)
     assert not (tmp_path / "off").exists() and not step_programs(own)
-    # without the flag, the directory given to JAX is used rather than ~/.cache/budgetax/jax
-    subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "c")], check=True,
-                   capture_output=True, cwd=root, env=env)
-    assert step_programs(own)
     assert cli.compile_cache_dir("off") is None
     assert cli.compile_cache_dir(str(cache)) == str(cache)
+
+
+def test_without_the_flag_the_cache_directory_given_to_jax_is_kept(tmp_path, monkeypatch):
+    import jax
+
+    monkeypatch.delenv("BUDGETAX_COMPILE_CACHE")
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax-own"))
+    try:  # rather than ~/.cache/budgetax/jax
+        assert cli.use_compile_cache(None) == str(tmp_path / "jax-own")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax-own")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
 
 
 def test_a_negative_budget_reaches_the_budget_check(tmp_path, capsys):
