@@ -15,6 +15,7 @@ import pytest
 from budgetax import training
 from budgetax.training.sweep.store import Store
 from tests import tasks
+from tests.conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ["--task", "tests.tasks:make_task", "--full-budget", "24", "--budgets", "0.5,1",
@@ -27,9 +28,7 @@ SPEC = training.SweepSpec(full_budget=24, budgets=(0.5, 1.0), schedules=("cosine
 
 def _env(devices: int | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("XLA_FLAGS", None)
-    if devices:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     return env
 
 

@@ -20,7 +20,7 @@ from budgetax import cli, report, training
 from budgetax.training import core
 from budgetax.training.sweep import run
 from budgetax.training.sweep.store import Store, decode_curves, encode_curves
-from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces
+from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces, xla_flags
 from tests.data.helpers import built_data_dir, dataset
 
 # The module's shared sweep: 2 budgets x 3 schedules x 2 lrs x 2 seeds of SGD with momentum;
@@ -40,7 +40,7 @@ def _env():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, BUDGETAX_DATA_DIR=built_data_dir(),
                PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = xla_flags()
     return env
 
 
@@ -332,7 +332,7 @@ SHARD_CODE = textwrap.dedent("""
 def _sharded(tmp_path, ndev, interrupt=False):
     env = _env()
     if ndev > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
+        env["XLA_FLAGS"] = xla_flags(ndev)
     d = tmp_path / f"d{ndev}{'-interrupted' if interrupt else ''}"
     out = subprocess.run([sys.executable, "-c", SHARD_CODE, str(d)] + (["x"] if interrupt else []),
                          env=env, capture_output=True, text=True, check=True)
@@ -386,8 +386,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_store(tmp
     assert len(ref) == 8 and sum(r[8] == "diverged" for r in ref) == 4
     rng = random.Random(1234)
     interrupted = resumed_from_checkpoint = 0
-    # kill (a) when the first checkpoint is complete, (b) when a group is stored, (c, d) at random
-    for trial in range(4):
+    # kill (a) when the first checkpoint is complete, (b) when a group is stored, (c) at random
+    for trial in range(3):
         d = tmp_path / f"kill{trial}"
         proc = subprocess.Popen([sys.executable, "-c", KILL_CODE, str(d)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
