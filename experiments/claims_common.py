@@ -1,5 +1,6 @@
 """Pieces the claim experiments share (``experiments/claims_*/run.py``): the task of a
-config entry, the 95 % t-interval over seeds, and the commit that trains."""
+config entry, the lr a method runs at, the 95 % t-interval over seeds, and the commit
+that trains."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from budgetax import training
+from budgetax.training.sweep.strategies import rank_lrs
 
 ROOT = Path(__file__).resolve().parents[1]
 # two-sided 95 % quantiles of Student's t by degrees of freedom (1.96 beyond)
@@ -24,6 +26,21 @@ def make_task(tcfg: dict) -> training.Task:
         return training.preset(*tcfg["preset"], model_kwargs=tcfg.get("model_kwargs"))
     module, factory = tcfg["task"].split(":")
     return getattr(importlib.import_module(module), factory)()
+
+
+def choose_lr(by_lr: dict, seeds, lrs=None, select: str = "train_loss"):
+    """``(lr, [final metrics of each seed])`` at the lr with the lowest mean final ``select``
+    over ``seeds``: the rule of ``report.summarize`` (``strategies.rank_lrs``), re-applied to
+    any seeds (a bootstrap resample). ``by_lr`` is ``{lr: {seed: final metrics}}``; only
+    ``lrs`` (default: all) are eligible, and of them only those where every seed finished
+    with a finite ``select`` (a diverged run is missing). ``(None, None)`` when none is."""
+    ok = {lr: [{"final": runs[s]} for s in seeds] for lr, runs in by_lr.items()
+          if (lrs is None or lr in lrs) and all(runs.get(s) is not None for s in seeds)}
+    ranked = rank_lrs(ok, select, 1.0)
+    if not ranked:
+        return None, None
+    lr = ranked[0][0]
+    return lr, [by_lr[lr][s] for s in seeds]
 
 
 def ci95(x, single: float = 0.0) -> float:

@@ -40,8 +40,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # claims_common
 sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
 
+from claims_common import choose_lr, head_commit, make_task  # noqa: E402
 from claims_common import ci95 as _ci95  # noqa: E402
-from claims_common import head_commit, make_task  # noqa: E402
 from config import CONFIGS  # noqa: E402
 
 import budgetax  # noqa: E402
@@ -170,23 +170,6 @@ def collect(cfg, work: Path):
     return data, meta
 
 
-def choose(by_lr, metric, seeds, select="train_loss"):
-    """The best lr (lowest mean final training loss; an lr where a seed diverged or is
-    missing is not eligible) and the runs at it over ``seeds``."""
-    scores = {}
-    for lr in sorted(by_lr):
-        vals = [by_lr[lr].get(s) for s in seeds]
-        if any(v is None for v in vals):
-            continue
-        sel = np.array([v[select] for v in vals], np.float64)
-        if np.all(np.isfinite(sel)):
-            scores[lr] = sel.mean()
-    if not scores:
-        return None, None
-    lr = min(scores, key=lambda k: (scores[k], k))
-    return lr, [by_lr[lr][s] for s in seeds]
-
-
 def mean_ci(x):
     x = np.asarray(x, np.float64)
     return {"mean": float(x.mean()), "ci95": ci95(x), "per_seed": x.tolist()}
@@ -224,7 +207,7 @@ def analyze(cfg, work: Path, states):
     for name in cfg["tasks"]:
         metric, higher = meta[name]["table_metric"]
         scale = 100.0 if metric.endswith("accuracy") else 1.0  # accuracy in points
-        chosen = {m: choose(data[(name, m)], metric, seeds) for m in cfg["modes"]}
+        chosen = {m: choose_lr(data[(name, m)], seeds) for m in cfg["modes"]}
         base_lr, base_runs = chosen["float32"]
         base = np.array([r[metric] for r in base_runs]) * scale
         base_train = np.array([r["train_loss"] for r in base_runs])

@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # claims_common
 sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
 
-from claims_common import ci95, head_commit, make_task  # noqa: E402
+from claims_common import choose_lr, ci95, head_commit, make_task  # noqa: E402
 from config import CONFIGS, PAPER_SCHEDULES  # noqa: E402
 
 import budgetax  # noqa: E402
@@ -109,22 +109,11 @@ def collect(cfg, work: Path):
     return data, meta
 
 
-def choose(by_lr, grid, metric, seeds, select="train_loss"):
-    """The entrant's best lr in ``grid`` (lowest mean final training loss; an lr where a
-    seed diverged or is missing is not eligible) and its metric values over ``seeds``."""
-    scores = {}
-    for lr in grid:
-        runs = by_lr.get(lr, {})
-        vals = [runs.get(s) for s in seeds]
-        if any(v is None for v in vals):
-            continue
-        sel = np.array([v[select] for v in vals], np.float64)
-        if np.all(np.isfinite(sel)):
-            scores[lr] = sel.mean()
-    if not scores:
-        return None, None
-    lr = min(scores, key=lambda k: (scores[k], k))
-    return lr, np.array([by_lr[lr][s][metric] for s in seeds], np.float64)
+def choose(by_lr, grid, metric, seeds):
+    """The entrant's lr among ``grid`` (:func:`claims_common.choose_lr`) and its ``metric``
+    over ``seeds``."""
+    lr, runs = choose_lr(by_lr, seeds, lrs=grid)
+    return lr, None if runs is None else np.array([r[metric] for r in runs], np.float64)
 
 
 # ----------------------------------------------------------------------------- counting

@@ -33,14 +33,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # claims_common
 sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
 
-from claims_common import ci95, head_commit, make_task  # noqa: E402
+from claims_common import choose_lr, ci95, head_commit, make_task  # noqa: E402
 from config import CONFIGS, REX_FIELD, SMALL  # noqa: E402
 
 import budgetax  # noqa: E402
 from budgetax import schedules as sched_lib  # noqa: E402
 from budgetax import training  # noqa: E402
 from budgetax.report import load, summarize  # noqa: E402
-from budgetax.training.sweep.strategies import rank_lrs  # noqa: E402
 
 OPT_NAMES = {"momentum": "SGDM", "adam": "Adam"}
 
@@ -99,24 +98,11 @@ def collect(cfg, work: Path):
     return cells
 
 
-def choose(by_lr, seeds):
-    """The lr with the lowest mean final training loss over ``seeds`` and its runs' final
-    metrics: the rule of ``report.summarize`` (``strategies.rank_lrs``), re-applied to
-    resampled seeds (an lr at which a seed diverged is not eligible)."""
-    ok = {lr: [{"final": runs[s]} for s in seeds] for lr, runs in by_lr.items()
-          if all(runs.get(s) is not None for s in seeds)}
-    ranked = rank_lrs(ok, "train_loss", 1.0)
-    if not ranked:
-        return None, None
-    lr = ranked[0][0]
-    return lr, [by_lr[lr][s] for s in seeds]
-
-
 def picked(cell, seeds):
     """``{schedule: (lr, metric per seed, full grad norm per seed, train loss per seed)}``."""
     out = {}
     for s, by_lr in cell["by_sched"].items():
-        lr, runs = choose(by_lr, seeds)
+        lr, runs = choose_lr(by_lr, seeds)
         if lr is None:
             out[s] = (None, None, None, None)
             continue
