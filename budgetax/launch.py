@@ -94,6 +94,16 @@ def _last_line(path: str) -> str:
     return lines[-1] if lines else ""
 
 
+def xla_flags(devices: int | None = None) -> str:
+    """``$XLA_FLAGS`` for a child process with ``devices`` CPU devices (``None``: JAX's
+    default of one): the other flags are kept."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    if devices:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return " ".join(flags)
+
+
 def processes(args) -> int:
     """Runs ``budgetax sweep`` in ``args.processes`` local processes; returns the exit code."""
     from budgetax import _validate
@@ -107,9 +117,7 @@ def processes(args) -> int:
     for i in range(n):
         env = dict(os.environ, JAX_PLATFORMS="cpu", BUDGETAX_COORDINATOR=coordinator,
                    BUDGETAX_NUM_PROCESSES=str(n), BUDGETAX_PROCESS_ID=str(i))
-        flags = [f for f in env.get("XLA_FLAGS", "").split()
-                 if not f.startswith("--xla_force_host_platform_device_count")]
-        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={k}"])
+        env["XLA_FLAGS"] = xla_flags(k)
         err = os.path.join(logs, f"process{i}.err")
         errs.append(err)
         with open(err, "w") as err_file:  # process 0 speaks on the terminal

@@ -14,25 +14,13 @@ os.environ.setdefault("BUDGETAX_COMPILE_CACHE", "off")
 # The suite's programs are small: its time is XLA's compile time, much of it in LLVM's
 # optimisation passes, which the CPU backend's optimisation level 0 skips (the strategies
 # tests take 65 s instead of 105 s). Results can differ from the default level's in their
-# last bits, so every process of a test uses the same flags: subprocesses get them through
-# ``xla_flags``. ``BUDGETAX_TEST_XLA_OPT=default`` runs the suite at XLA's default level.
+# last bits, so every process of a test uses the same flags: subprocesses inherit them
+# (``budgetax.launch.xla_flags`` keeps them when it sets a device count).
+# ``BUDGETAX_TEST_XLA_OPT=default`` runs the suite at XLA's default level.
 _TEST_XLA_FLAGS = ([] if os.environ.get("BUDGETAX_TEST_XLA_OPT") == "default"
                    else ["--xla_backend_optimization_level=0"])
-
-
-def xla_flags(devices: int | None = None) -> str:
-    """``XLA_FLAGS`` for a test's subprocess: the suite's flags, and ``devices`` CPU devices."""
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_force_host_platform_device_count")]
-    flags += [f for f in _TEST_XLA_FLAGS if f not in flags]
-    if devices:
-        flags.append(f"--xla_force_host_platform_device_count={devices}")
-    return " ".join(flags)
-
-
-os.environ["XLA_FLAGS"] = " ".join(
-    os.environ.get("XLA_FLAGS", "").split()
-    + [f for f in _TEST_XLA_FLAGS if f not in os.environ.get("XLA_FLAGS", "")])
+_flags = os.environ.get("XLA_FLAGS", "").split()
+os.environ["XLA_FLAGS"] = " ".join(_flags + [f for f in _TEST_XLA_FLAGS if f not in _flags])
 
 
 class TraceCounter:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from budgetax import training
+from budgetax.launch import xla_flags
 from budgetax.training.sweep.store import Store
 from tests import tasks
-from tests.conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ["--task", "tests.tasks:make_task", "--full-budget", "24", "--budgets", "0.5,1",

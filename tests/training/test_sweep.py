@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from budgetax import cli, report, training
+from budgetax.launch import xla_flags
 from budgetax.training import core
 from budgetax.training.sweep import run
 from budgetax.training.sweep.store import Store, decode_curves, encode_curves
-from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces, xla_flags
+from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces
 from tests.data.helpers import built_data_dir, dataset
 
 # The module's shared sweep: 2 budgets x 3 schedules x 2 lrs x 2 seeds of SGD with momentum;
