@@ -62,6 +62,7 @@ import inspect
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,6 +76,107 @@ __all__ = ["Task", "TaskError", "load_task"]
 
 class TaskError(TypeError):
     """A task (or the factory that should make one) is not usable, with the reason."""
+
+
+def describe(value) -> str:
+    """What a value is, in a few words: ``a (32, 10) float32 array``, ``a str 'abc'``."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        shape = tuple(shape)
+        return f"a {dtype} scalar" if shape == () else f"a {shape} {dtype} array"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"a {type(value).__name__} {text}"
+
+
+def _library_file(filename: str) -> bool:
+    """Whether a traceback frame is in installed packages, the standard library or here."""
+    path = os.path.abspath(filename)
+    if path == os.path.abspath(__file__) or filename.startswith("<frozen"):
+        return True
+    if "site-packages" in path or "dist-packages" in path:
+        return True
+    stdlib = os.path.dirname(os.path.abspath(os.__file__))
+    return path.startswith(stdlib + os.sep)
+
+
+def raised_at(err: BaseException) -> str | None:
+    """``file:line, in function`` of the innermost frame of ``err`` in the user's own code.
+
+    Frames of installed packages, of the standard library and of this module (the
+    call into the user's code) are skipped; ``None`` when no frame is left (the
+    error was raised by the call itself, e.g. a wrong number of arguments). A
+    ``SyntaxError`` gives the place of the syntax error.
+    """
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{err.filename}:{err.lineno}"
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if not _library_file(f.filename)]
+    if not frames:
+        return None
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno}, in {f.name}"
+
+
+def user_error(what: str, err: BaseException, hint: str | None = None) -> str:
+    """The one form of an error in the user's code: what failed, the exception, where, a hint.
+
+    ``what`` says what was called (``"the model factory, CNN(rngs=rngs)"``); the
+    message is a few lines: ``<what> raised <Type>: <message>``, ``at <file>:<line>``
+    and ``hint: ...``.
+    """
+    message = str(err).strip() or "(no message)"
+    if len(message) > 400:
+        message = message[:397] + "..."
+    lines = [f"{what} raised {type(err).__name__}: {message}"]
+    where = raised_at(err)
+    if where is not None:
+        lines.append(f"  at {where}")
+    if hint:
+        lines.append(f"  hint: {hint}")
+    return "\n".join(lines)
+
+
+def _signature(fn) -> inspect.Signature | None:
+    """The call signature of a model factory (a class: its ``__init__`` without ``self``)."""
+    try:
+        if isinstance(fn, functools.partial) and isinstance(fn.func, type):
+            inner = _signature(fn.func)
+            if inner is None:
+                return None
+
+            def stub(*args, **kwargs):
+                pass
+
+            stub.__signature__ = inner
+            return inspect.signature(functools.partial(stub, *fn.args, **fn.keywords))
+        if isinstance(fn, type):
+            params = list(inspect.signature(fn.__init__).parameters.values())[1:]
+            return inspect.Signature(params)
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rngs_by_keyword(sig: inspect.Signature | None) -> bool:
+    """Whether a factory takes ``rngs=`` (Flax's ``__init__(self, *, rngs)``) or positionally."""
+    if sig is None:
+        return False
+    params = sig.parameters
+    kinds = {p.kind for p in params.values()}
+    rngs = params.get("rngs")
+    if rngs is not None and rngs.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                          inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        return True
+    positional = {inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL}
+    if kinds & positional:
+        return False
+    if inspect.Parameter.VAR_KEYWORD in kinds:
+        return True
+    raise TaskError(f"model must take the random streams, as model(rngs) or "
+                    f"model(*, rngs) (Flax's convention), got a factory with signature {sig}")
 
 
 def is_source(data) -> bool:
@@ -171,6 +273,7 @@ class Task:
         for field in ("model", "loss"):
             if not callable(getattr(self, field)):
                 raise TypeError(f"{field} must be callable, got {getattr(self, field)!r}")
+        self._model_signature  # noqa: B018 - a factory that cannot take the rngs, refused now
         if self.eval_metrics is not None and not callable(self.eval_metrics):
             raise TypeError(f"eval_metrics must be callable or None, got {self.eval_metrics!r}")
         object.__setattr__(self, "config", _json("config", dict(self.config)))
@@ -205,18 +308,43 @@ class Task:
         return {"name": self.name, "config": dict(self.config)}
 
     @functools.cached_property
+    def _model_signature(self) -> tuple[bool, bool]:
+        """``(rngs by keyword, accepts dtype/param_dtype)``, from the factory's signature."""
+        sig = _signature(self.model)
+        by_keyword = _rngs_by_keyword(sig)
+        accepts = sig is not None and (
+            "param_dtype" in sig.parameters
+            or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()))
+        return by_keyword, accepts
+
+    @property
     def _accepts_dtype(self) -> bool:
-        fn = self.model.__init__ if isinstance(self.model, type) else self.model
+        return self._model_signature[1]
+
+    def _call_model(self, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+        """``model(rngs=rngs, **kwargs)`` or ``model(rngs, **kwargs)``, as the factory asks."""
+        by_keyword = self._model_signature[0]
         try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            return False
-        return ("param_dtype" in params
-                or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
+            return self.model(rngs=rngs, **kwargs) if by_keyword else self.model(rngs, **kwargs)
+        except TaskError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure of the user's code, with context
+            name = getattr(self.model, "__qualname__", None) or type(self.model).__name__
+            extra = "".join(f", {k}={_dtype_name(v)}" for k, v in kwargs.items())
+            call = f"{name}(rngs=rngs{extra})" if by_keyword else f"{name}(rngs{extra})"
+            hint = None
+            if raised_at(err) is None and isinstance(err, TypeError):
+                hint = ("the model factory is called with the random streams only, as "
+                        "model(rngs) or model(*, rngs); bind its other arguments with "
+                        "functools.partial or a lambda")
+            raise TaskError(user_error(f"task {self.name!r}: the model factory, {call},",
+                                       err, hint)) from err
 
     def build_model(self, rngs: nnx.Rngs, precision: str = "float32") -> nnx.Module:
         """The model for ``precision`` (``"float32"`` or a ``"bf16*"`` mode).
 
+        The factory is called as ``model(rngs=rngs)`` when its signature names a
+        keyword ``rngs`` (Flax's ``__init__(self, *, rngs)``), else as ``model(rngs)``.
         A ``bf16*`` model is initialised in float32 from the same ``rngs`` and rounded
         to bfloat16, so a seed gives every precision mode the same initial weights (to
         bfloat16's rounding) and precision modes can be compared paired by seed. A
@@ -225,25 +353,28 @@ class Task:
         floating parameters are cast to bfloat16.
         """
         if precision == "float32":
-            model = self.model(rngs)
+            model = self._call_model(rngs)
         elif self._accepts_dtype:
             bf16 = jnp.bfloat16
             target = nnx.state(nnx.eval_shape(
-                lambda: self.model(nnx.Rngs(0), dtype=bf16, param_dtype=bf16)))
-            model = self.model(rngs, dtype=bf16, param_dtype=jnp.float32)
+                lambda: self._call_model(nnx.Rngs(0), dtype=bf16, param_dtype=bf16)))
+            model = self._call_model(rngs, dtype=bf16, param_dtype=jnp.float32)
             graphdef, state = nnx.split(model)
             state = jax.tree.map(lambda a, t: a.astype(t.dtype), state, target)
             model = nnx.merge(graphdef, state)
         else:
-            model = self.model(rngs)
+            model = self._call_model(rngs)
+            if not isinstance(model, nnx.Module):
+                raise TaskError(f"task {self.name!r}: the model factory must return an "
+                                f"nnx.Module, got {describe(model)}")
             graphdef, params, rest = nnx.split(model, nnx.Param, ...)
             params = jax.tree.map(
                 lambda a: a.astype(jnp.bfloat16) if jnp.issubdtype(a.dtype, jnp.floating)
                 else a, params)
             model = nnx.merge(graphdef, params, rest)
         if not isinstance(model, nnx.Module):
-            raise TaskError(f"task {self.name!r}: model(rngs) must return an nnx.Module, "
-                            f"got {type(model).__name__}")
+            raise TaskError(f"task {self.name!r}: the model factory must return an "
+                            f"nnx.Module, got {describe(model)}")
         return model
 
     def sample_batch(self, size: int = 2) -> Any:
@@ -255,27 +386,29 @@ class Task:
     def _metric_names(self) -> dict:
         batch = self.sample_batch()
         batch_sd = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch)
+        seen = f"the batch: {batch_text(batch)}"
+
+        def call(what, fn, *args):
+            try:
+                return fn(*args)
+            except TaskError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any failure of the user's code
+                raise TaskError(user_error(
+                    f"task {self.name!r}: {what} on a batch of training data ({seen})",
+                    err)) from err
 
         def train_out(b):
-            return split_loss(self.name, self.loss(self.build_model(nnx.Rngs(0)), b))
+            model = self.build_model(nnx.Rngs(0))
+            return split_loss(self.name, call("loss(model, batch)", self.loss, model, b))
 
-        try:
-            _, metrics = jax.eval_shape(train_out, batch_sd)
-        except TaskError:
-            raise
-        except Exception as err:  # noqa: BLE001 - any failure of the user's code, with context
-            raise TaskError(f"task {self.name!r}: loss(model, batch) failed on a batch of "
-                            f"training data: {type(err).__name__}: {err}") from err
+        _, metrics = jax.eval_shape(train_out, batch_sd)
         train = ("loss", *metrics)
         if self.eval_metrics is None:
             evals = train
         else:
-            try:
-                out = jax.eval_shape(
-                    lambda b: self.eval_metrics(self.build_model(nnx.Rngs(0)), b), batch_sd)
-            except Exception as err:  # noqa: BLE001
-                raise TaskError(f"task {self.name!r}: eval_metrics(model, batch) failed: "
-                                f"{type(err).__name__}: {err}") from err
+            out = jax.eval_shape(lambda b: call("eval_metrics(model, batch)", self.eval_metrics,
+                                                self.build_model(nnx.Rngs(0)), b), batch_sd)
             _check_metrics(self.name, "eval_metrics", out)
             evals = ("loss", *(k for k in out if k != "loss"))
         return {"train": train, "eval_base": evals}
@@ -314,31 +447,52 @@ class Task:
         return metric, higher
 
 
+def _dtype_name(value) -> str:
+    try:
+        return jnp.dtype(value).name
+    except TypeError:
+        return repr(value)
+
+
+def batch_text(batch) -> str:
+    """The shapes and dtypes of a batch: ``{'x': (2, 64) float32, 'y': (2,) int32}``."""
+    parts = [f"{jax.tree_util.keystr(path) or 'batch'}: "
+             f"{tuple(getattr(a, 'shape', ()))} {getattr(a, 'dtype', type(a).__name__)}"
+             for path, a in jax.tree_util.tree_flatten_with_path(batch)[0]]
+    return "{" + ", ".join(parts) + "}"
+
+
 def _check_metrics(task: str, what: str, metrics) -> None:
     if not isinstance(metrics, Mapping):
-        raise TaskError(f"task {task!r}: {what} must return a dict of scalars, "
-                        f"got {type(metrics).__name__}")
+        raise TaskError(f"task {task!r}: {what} must return a dict {{name: scalar batch mean}}, "
+                        f"got {describe(metrics)}")
     for k, v in metrics.items():
         if not isinstance(k, str):
             raise TaskError(f"task {task!r}: {what} metric names must be str, got {k!r}")
         if getattr(v, "shape", None) != ():
             raise TaskError(f"task {task!r}: {what} metric {k!r} must be a scalar batch mean, "
-                            f"got shape {getattr(v, 'shape', None)}")
+                            f"got {describe(v)}")
 
 
 def split_loss(task: str, out) -> tuple[Any, dict]:
     """``(loss, metrics)`` from a loss function's output, checked (scalar float loss)."""
     if isinstance(out, tuple):
         if len(out) != 2:
-            raise TaskError(f"task {task!r}: loss must return a scalar or (scalar, dict), "
-                            f"got a tuple of {len(out)}")
+            raise TaskError(f"task {task!r}: loss must return a scalar or (scalar, "
+                            f"{{name: scalar}}), got a tuple of {len(out)}")
         loss, metrics = out
+        if not isinstance(metrics, Mapping):
+            raise TaskError(
+                f"task {task!r}: loss returned (loss, {describe(metrics)}): the second element "
+                f"must be a dict {{name: scalar batch mean}}, e.g. {{'accuracy': acc}}; "
+                f"return the loss alone, or compute metrics such as accuracy from the logits "
+                f"inside the loss")
     else:
         loss, metrics = out, {}
     shape = getattr(loss, "shape", None)
     if shape != ():
         raise TaskError(f"task {task!r}: loss must return a scalar (the batch mean), "
-                        f"got shape {shape}")
+                        f"got {describe(loss)}")
     if not jnp.issubdtype(loss.dtype, jnp.floating):
         raise TaskError(f"task {task!r}: loss must be a float, got dtype {loss.dtype}")
     _check_metrics(task, "loss", metrics)

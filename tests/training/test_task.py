@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -231,3 +233,97 @@ def test_a_users_own_jitted_step_with_budgetax_transforms_compiles_once(task):
         params, opt_state, value = step(params, opt_state, batch)
         losses.append(float(value))
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+# ---------------------------------------------------------------- Flax tutorial style
+class TutorialCNN(nnx.Module):
+    """The CNN of Flax's MNIST tutorial (smaller, for 8x8 images): keyword-only ``rngs``."""
+
+    def __init__(self, *, rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(1, 4, kernel_size=(3, 3), rngs=rngs)
+        self.linear1 = nnx.Linear(4 * 4 * 4, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.avg_pool(nnx.relu(self.conv1(x)), window_shape=(2, 2), strides=(2, 2))
+        return self.linear1(x.reshape(x.shape[0], -1))
+
+
+class TutorialMLP(nnx.Module):
+    """Flax layers' own dtype keywords, passed through, with keyword-only ``rngs``."""
+
+    def __init__(self, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(64, 10, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.linear(x.reshape(x.shape[0], -1))
+
+
+def images(n=64):
+    rng = np.random.default_rng(0)
+    return {"image": rng.normal(size=(n, 8, 8, 1)).astype(np.float32),
+            "label": rng.integers(0, 10, n).astype(np.int32)}
+
+
+def tutorial_loss(model, batch):
+    logits = model(batch["image"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits=logits, labels=batch["label"]).mean()
+    return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+
+
+def test_a_flax_tutorial_model_with_keyword_rngs_trains():
+    task = training.Task(name="cnn", model=TutorialCNN, loss=tutorial_loss, train_data=images())
+    h = training.train(task, budget=4, batch_size=16, num_evals=1, diagnostics=False)
+    assert np.isfinite(h.train["loss"]).all()
+    model = TutorialCNN(rngs=nnx.Rngs(0))  # the run's parameters fit the user's own model
+    nnx.update(model, h.params)
+
+
+def test_keyword_rngs_and_dtype_keywords_reach_the_model_in_bf16():
+    task = training.Task(name="mlp", model=TutorialMLP, loss=tutorial_loss, train_data=images())
+    opt = training.OptimizerSpec("sgd", "constant", peak_lr=0.1, precision="bf16")
+    h = training.train(task, budget=2, batch_size=16, num_evals=1, optimizer=opt,
+                       diagnostics=False)
+    assert {x.dtype for x in jax.tree.leaves(h.params)} == {jnp.dtype(jnp.bfloat16)}
+    part = training.Task(name="p", model=functools.partial(TutorialMLP, dtype=jnp.float32),
+                         loss=tutorial_loss, train_data=images())
+    assert isinstance(part.build_model(nnx.Rngs(0)), TutorialMLP)
+
+
+def test_an_error_in_the_model_factory_is_worded_by_the_factory():
+    class Broken(nnx.Module):
+        def __init__(self, *, rngs: nnx.Rngs):
+            self.linear = nnx.Linear(3136, 10, rngs=rngs)
+            raise ValueError("layer sizes do not match")
+
+    task = training.Task(name="broken", model=Broken, loss=tutorial_loss, train_data=images())
+    with pytest.raises(training.TaskError) as err:
+        training.train(task, budget=2, batch_size=16)
+    text = str(err.value)
+    assert "the model factory, " in text and "Broken(rngs=rngs)" in text
+    assert "ValueError: layer sizes do not match" in text and "loss(model" not in text
+    assert f"{__file__}:" in text  # the line that raised
+
+    def needs_width(width, rngs):
+        return nnx.Linear(64, width, rngs=rngs)
+
+    task = training.Task(name="w", model=needs_width, loss=tutorial_loss, train_data=images())
+    with pytest.raises(training.TaskError, match="functools.partial"):
+        training.train(task, budget=2, batch_size=16)
+    with pytest.raises(training.TaskError, match=r"model\(\*, rngs\)"):
+        training.Task(name="n", model=lambda: TutorialCNN(rngs=nnx.Rngs(0)),
+                      loss=tutorial_loss, train_data=images())
+
+
+def test_a_loss_returning_logits_says_the_second_element_must_be_a_dict():
+    def loss_fn(model, batch):  # the Flax tutorial's loss
+        logits = model(batch["image"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(
+            logits=logits, labels=batch["label"]).mean()
+        return loss, logits
+
+    task = training.Task(name="cnn", model=TutorialCNN, loss=loss_fn, train_data=images())
+    with pytest.raises(training.TaskError,
+                       match=r"second element must be a dict \{name: scalar batch mean\}") as err:
+        training.train(task, budget=2, batch_size=16)
+    assert "loss, a (2, 10) float32 array" in str(err.value)
