@@ -132,8 +132,9 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
     opt = OptimizerSpec()
     p.add_argument("--out", default=out, help=f"output directory (default: {out})")
     p.add_argument("--task", default=None, metavar="MODULE:FACTORY",
-                   help="your own task: FACTORY() in the importable MODULE returns a "
-                        "budgetax.training.Task (instead of --dataset/--model)")
+                   help="your own task: FACTORY() in the importable MODULE (or in a .py "
+                        "file: path/to/file.py:FACTORY) returns a budgetax.training.Task "
+                        "(instead of --dataset/--model)")
     p.add_argument("--dataset", default=None,
                    help="built-in preset: mnist1d, digits or tfds:NAME (default: mnist1d)")
     p.add_argument("--model", default=None,
@@ -430,8 +431,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _message(err: BaseException, args) -> str:
-    """One line: what went wrong, the path, and what to do."""
+    """One line (a task's own errors: a few): what went wrong, the path, and what to do."""
     if not isinstance(err, OSError) or err.strerror is None:  # budgetax's own messages
+        if type(err).__name__ == "TaskError":  # what failed, where it was raised, a hint
+            return "\n".join(line.rstrip() for line in str(err).splitlines() if line.strip())
         return " ".join(str(err).split())
     where = err.filename or getattr(args, "out", None) or ""
     if err.errno == errno.ENOSPC:

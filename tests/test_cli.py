@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -44,9 +45,9 @@ def test_no_command_prints_help(capsys):
 
 
 @pytest.mark.parametrize("task, message", [
-    ("tests.nowhere:make_task", "cannot import module 'tests.nowhere'"),
+    ("tests.nowhere:make_task", "no module named 'tests.nowhere'"),
     ("tests.tasks:missing", "has no attribute 'missing'"),
-    ("tests.tasks:not_a_task", "must return a budgetax.training.Task, got dict"),
+    ("tests.tasks:not_a_task", "must return a budgetax.training.Task, got a dict"),
     ("tests.tasks:vector_loss", "loss must return a scalar"),
     ("tests.tasks:ragged_data", "leading dimensions disagree"),
     ("no-colon", "must be 'package.module:factory'"),
@@ -55,7 +56,85 @@ def test_task_errors_are_one_clear_line(task, message, tmp_path, capsys):
     rc = cli.main(["sweep", "--task", task, "--out", str(tmp_path / "x"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and message in err, err
-    assert err.count("\n") == 1
+    assert err.count("\n") <= 3 and "Traceback" not in err
+
+
+TASK_FILE = """
+import numpy as np
+from tests import tasks
+from budgetax import training
+
+def make_task():
+    return tasks.make_task()
+
+def broken_key():
+    config = {"n_train": 600}
+    return config["n_test"]
+
+def broken_reshape():
+    x = np.zeros((32, 28, 28))
+    return x.reshape(-1, 7, 7, 3)
+
+def needs_args(n_train, width=4):
+    return tasks.make_task()
+
+def bad_task():
+    return training.Task(name="t", model=tasks.Regressor, loss=tasks.mse,
+                         train_data="train.npz")
+"""
+
+
+def _lines_of(source: str, text: str) -> int:
+    return next(i for i, line in enumerate(source.splitlines(), 1) if text in line)
+
+
+@pytest.fixture
+def task_files(tmp_path):
+    (tmp_path / "my_task.py").write_text(TASK_FILE)
+    (tmp_path / "syntax_error.py").write_text("def make_task(:\n    pass\n")
+    (tmp_path / "raises_on_import.py").write_text("import os\nos.environ['NOPE_NOT_SET']\n")
+    (tmp_path / "run").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("factory, lines", [
+    ("my_task.py:broken_key", ["my_task.py:broken_key': broken_key() raised KeyError: 'n_test'",
+                               "my_task.py:{broken_key}, in broken_key", "hint:"]),
+    ("my_task.py:broken_reshape", ["broken_reshape() raised ValueError: cannot reshape",
+                                   "my_task.py:{broken_reshape}, in broken_reshape"]),
+    ("my_task.py:needs_args", ["needs_args(n_train, width=4) needs arguments (n_train)",
+                               "hint: give them defaults"]),
+    ("my_task.py:nope", ["has no attribute 'nope'", "'make_task'"]),
+    ("syntax_error.py:make_task", ["importing ../syntax_error.py raised SyntaxError",
+                                   "syntax_error.py:1"]),
+    ("raises_on_import.py:make_task", ["raised KeyError: 'NOPE_NOT_SET'",
+                                       "raises_on_import.py:2, in <module>"]),
+    (":make_task", ["names no module"]),
+])
+def test_a_task_factory_that_fails_is_told_what_where_and_why(factory, lines, task_files,
+                                                               monkeypatch, capsys):
+    monkeypatch.chdir(task_files / "run")  # the file is given by a relative path
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+    rc = cli.main(["sweep", "--task", "../" + factory if factory[0] != ":" else factory,
+                   "--out", str(task_files / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert 1 <= err.count("\n") <= 4, err
+    at = {name: _lines_of(TASK_FILE, f"    {text}") for name, text in [
+        ("broken_key", 'return config["n_test"]'), ("broken_reshape", "return x.reshape"),
+        ("bad_task", "train_data=")]}
+    for line in lines:
+        assert line.format(**at) in err, err
+    assert not (task_files / "out").exists()
+
+
+def test_a_task_in_a_py_file_by_its_path(task_files, monkeypatch):
+    from budgetax import training
+
+    monkeypatch.chdir(task_files / "run")
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+    task = training.load_task("../my_task.py:make_task")
+    assert task.name == "toy-regression"
 
 
 def test_task_and_dataset_are_exclusive(tmp_path, capsys):
