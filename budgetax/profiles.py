@@ -52,7 +52,7 @@ __all__ = [
     "wsd",
 ]
 
-WSD_DECAYS = ("linear", "cosine", "sqrt")
+WSD_DECAYS = ("linear", "cosine", "sqrt", "1-sqrt")  # "1-sqrt" is "sqrt" by its usual name
 
 
 def hyperparam(name: str, value, **bounds):
@@ -312,8 +312,9 @@ def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
     With :math:`d = \text{decay\_fraction}` and the elapsed fraction of the decay
     :math:`q = \mathrm{clip}((p - (1 - d)) / d, 0, 1)`, the multiplier is 1 for
     :math:`p \le 1 - d`, then ``linear``: :math:`1 - q`; ``cosine``:
-    :math:`\tfrac12(1 + \cos \pi q)`; ``sqrt``: :math:`1 - \sqrt{q}`: the decays
-    "linear", "cosine" and "1-sqrt" of HF transformers' ``get_wsd_schedule``.
+    :math:`\tfrac12(1 + \cos \pi q)`; ``sqrt`` (also named ``"1-sqrt"``, as in HF
+    transformers' ``get_wsd_schedule`` and pytorch-optimizer): :math:`1 - \sqrt{q}`:
+    the decays "linear", "cosine" and "1-sqrt" of HF transformers' ``get_wsd_schedule``.
     The first half of the decay is computed from :math:`q` (exactly 1 where the
     decay starts, which matters for the steep ``sqrt``), the second half from the
     remaining fraction :math:`u = \mathrm{clip}((1 - p) / d, 0, 1) = 1 - q`
@@ -323,7 +324,7 @@ def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
     Args:
       p: progress in [0, 1] (clipped).
       decay_fraction: fraction of the budget spent decaying, in (0, 1].
-      decay: one of ``"linear"``, ``"cosine"``, ``"sqrt"``.
+      decay: one of ``"linear"``, ``"cosine"``, ``"sqrt"`` or its other name ``"1-sqrt"``.
 
     Returns:
       The multiplier, of the shape of ``p``.

@@ -36,7 +36,10 @@ budget up to ``2**31 - 1``.
 ``sample_every = steps_per_epoch`` is the per-epoch sampling rate of the REX paper;
 ``sample_every = 1`` (the default) re-samples at every step.
 
-**Arguments.** ``total_steps``, ``warmup_steps`` and ``sample_every`` are static:
+**Arguments.** Every schedule takes ``(total_steps, peak_value)``: the budget
+first, the reverse of optax's ``(init_value, decay_steps)`` order (a float where
+the budget belongs is refused with that said: ``wsd(3e-3, T)`` asks for
+``wsd(T, 3e-3)``). ``total_steps``, ``warmup_steps`` and ``sample_every`` are static:
 Python ints (or concrete integer arrays) up to ``2**31 - 1``, checked when the
 schedule is built. The numeric hyperparameters (``peak_value``, ``end_value`` and
 the profile's knobs) may be JAX arrays: concrete ones are checked, traced ones
@@ -393,6 +396,7 @@ def budgeted(
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
       Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
+    _check_order("budgeted", total_steps, peak_value)
     default_peak = peak_value is _PEAK
     if default_peak:
         peak_value = 1.0
@@ -452,7 +456,32 @@ def budgeted(
     return schedule
 
 
+def _check_order(name: str, total_steps, peak_value) -> None:
+    """A ``total_steps`` that is not an int, said in terms of optax's argument order.
+
+    budgetax schedules take ``(total_steps, peak_value)``, the reverse of optax's
+    ``(init_value, decay_steps)``: ``wsd(3e-3, T)`` is that habit, and is told so.
+    """
+    if isinstance(total_steps, bool) or not isinstance(total_steps, float | np.floating):
+        return
+    if float(total_steps).is_integer():
+        return
+    call = f"{name}(total_steps, peak_value)"
+    if (_validate._is_int(peak_value) and not isinstance(peak_value, bool)
+            and int(peak_value) > 1):
+        raise TypeError(
+            f"total_steps must be a positive int, got {total_steps!r}, and peak_value is the "
+            f"int {peak_value!r}: the arguments look swapped. budgetax schedules take {call}, "
+            f"the reverse of optax's (value, steps) order: {name}({peak_value!r}, "
+            f"{total_steps!r})")
+    raise TypeError(
+        f"total_steps must be a positive int, got {total_steps!r}: budgetax schedules take "
+        f"{call}, the reverse of optax's (value, steps) order, e.g. {name}(1000, "
+        f"{total_steps!r})")
+
+
 def _make(profile_fn, total_steps, peak_value, end_value, warmup_steps, sample_every, **knobs):
+    _check_order(profile_fn.__name__, total_steps, peak_value)
     default_peak = peak_value is _PEAK
     prof = functools.partial(profile_fn, **knobs) if knobs else profile_fn
     schedule = budgeted(prof, total_steps, 1.0 if default_peak else peak_value,
@@ -663,12 +692,12 @@ def wsd(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_
     is an integer this is HF transformers' ``get_wsd_schedule`` with
     ``num_decay_steps = decay_fraction * (T - w)``, ``min_lr_ratio = end / peak``
     (from ``end = 0`` warmups agree too) and ``decay_type`` "linear", "cosine" or
-    "1-sqrt" (``decay="sqrt"``).
+    "1-sqrt" (``decay="1-sqrt"``, also named ``"sqrt"``).
 
     Args:
       {args}
       decay_fraction: the fraction of the budget after warmup spent decaying, in (0, 1].
-      decay: ``"linear"``, ``"cosine"`` or ``"sqrt"``.
+      decay: ``"linear"``, ``"cosine"`` or ``"1-sqrt"`` (also named ``"sqrt"``).
 
     {returns}
 

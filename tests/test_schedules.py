@@ -687,3 +687,23 @@ def test_a_schedule_without_peak_value_warns_that_it_peaks_at_one(name):
         budgetax.scale_by_profile(name, 10)
         with pytest.raises(ValueError, match="total_steps"):  # an error first, no warning
             getattr(schedules, name)(0)
+
+
+def test_optax_order_is_told_the_arguments_look_swapped():
+    with pytest.raises(TypeError, match=r"look swapped.*wsd\(total_steps, peak_value\).*"
+                                        r"wsd\(1000, 0\.003\)"):
+        schedules.wsd(3e-3, 1000)
+    with pytest.raises(TypeError, match=r"reverse of optax's \(value, steps\) order"):
+        schedules.budgeted("linear", 3e-3)
+    sched = schedules.wsd(1000, 3e-3)  # the right order, unchanged
+    assert float(sched(0)) == pytest.approx(3e-3)
+
+
+def test_wsd_accepts_the_literature_name_1_sqrt():
+    named = schedules.wsd(100, 1.0, decay="1-sqrt", decay_fraction=0.5)
+    short = schedules.wsd(100, 1.0, decay="sqrt", decay_fraction=0.5)
+    counts = np.arange(101)
+    np.testing.assert_array_equal(named(counts), short(counts))
+    assert float(named(75)) == pytest.approx(1 - np.sqrt(0.5), abs=1e-6)
+    with pytest.raises(ValueError, match="1-sqrt"):
+        schedules.wsd(100, 1.0, decay="sqrt1")

@@ -266,7 +266,10 @@ def stochastic_rounding(seed=0) -> optax.GradientTransformation:
     to one of its two neighbouring 16-bit values, unbiased:
     :math:`E[w'] = w + u`) and returns the float32 update :math:`w' - w`, so
     that ``optax.apply_updates`` lands exactly on :math:`w'`. Other leaves pass
-    through unchanged. Put it last in the chain.
+    through unchanged. Put it last in the chain: a transform after it changes the
+    rounded update, so the weights are no longer its unbiased rounding, and
+    ``optax.chain`` cannot tell. :func:`precision_chain` puts it last:
+    ``precision_chain([...transforms], "stochastic")``.
 
     The PRNG key lives in the state (a raw ``uint32[2]`` threefry key, so the
     state is a plain array that orbax saves) and is split at every update, once
@@ -432,16 +435,21 @@ def kahan_summation() -> optax.GradientTransformation:
 # ----------------------------------------------------------------------------- helpers
 
 
-def precision_chain(tx: optax.GradientTransformation, rounding: str = "nearest",
+def precision_chain(tx, rounding: str = "nearest",
                     seed=0) -> optax.GradientTransformation:
-    """Appends the weight-update rounding for 16-bit parameters to ``tx``.
+    """Appends the weight-update rounding for 16-bit parameters to ``tx``: last, where it belongs.
 
     ``"nearest"`` returns ``tx`` itself (``optax.apply_updates`` rounds to
     nearest); ``"stochastic"`` returns ``optax.chain(tx, stochastic_rounding(seed))``;
-    ``"kahan"`` returns ``optax.chain(tx, kahan_summation())``.
+    ``"kahan"`` returns ``optax.chain(tx, kahan_summation())``. ``tx`` may be a list
+    of transforms, chained in order before the rounding, so that
+    ``precision_chain([a, b, c], "stochastic")`` replaces ``optax.chain(a, b, c)``
+    with the rounding in the one place it works: a rounding followed by another
+    transform (``optax.chain(stochastic_rounding(), optax.scale(-lr))``) rounds an
+    update that is then changed, and ``optax.chain`` cannot tell.
 
     Args:
-      tx: the optimizer, an ``optax.GradientTransformation``.
+      tx: the optimizer, an ``optax.GradientTransformation``, or a list of them.
       rounding: one of ``"nearest"``, ``"stochastic"``, ``"kahan"``.
       seed: seed of the stochastic rounding (validated in every mode).
 
@@ -451,13 +459,19 @@ def precision_chain(tx: optax.GradientTransformation, rounding: str = "nearest",
     Example:
       >>> import jax.numpy as jnp, optax, budgetax
       >>> tx = budgetax.precision_chain(optax.adam(1e-3, mu_dtype=jnp.bfloat16), "kahan")
+      >>> tx = budgetax.precision_chain(
+      ...     [optax.scale_by_adam(), budgetax.rex(1000), optax.scale(-1e-3)], "stochastic")
 
     References:
       Zamirai, Zhang, Aberger, De Sa. Revisiting BFloat16 Training. 2020.
       arXiv:2010.06192.
     """
-    if not (hasattr(tx, "init") and hasattr(tx, "update")):
-        raise TypeError(f"tx must be an optax.GradientTransformation, got {tx!r}")
+    is_tx = lambda t: hasattr(t, "init") and hasattr(t, "update")
+    if not is_tx(tx):
+        if not isinstance(tx, list | tuple) or not tx or not all(is_tx(t) for t in tx):
+            raise TypeError(f"tx must be an optax.GradientTransformation or a non-empty list "
+                            f"of them, got {tx!r}")
+        tx = optax.chain(*tx)
     _validate.one_of("rounding", rounding, ROUNDINGS)
     seed = _check_seed(seed)
     if rounding == "stochastic":

@@ -394,3 +394,16 @@ def test_sr_unbiased_over_many_steps_and_uniform_bits(counting_jit):
     counts = np.bincount(top, minlength=64)
     chi2 = float(((counts - counts.mean()) ** 2 / counts.mean()).sum())
     assert chi2 < 120.0, chi2  # 63 degrees of freedom: p < 1e-5 beyond ~120
+
+
+def test_precision_chain_of_a_list_puts_the_rounding_last():
+    params = {"w": jnp.full((8,), 0.5, jnp.bfloat16)}
+    grads = {"w": jnp.full((8,), 1e-3, jnp.float32)}
+    parts = [optax.scale_by_adam(), budgetax.rex(100), optax.scale(-1e-2)]
+    listed = budgetax.precision_chain(parts, "stochastic", seed=1)
+    by_hand = optax.chain(*parts, budgetax.stochastic_rounding(1))
+    a, _ = listed.update(grads, listed.init(params), params)
+    b, _ = by_hand.update(grads, by_hand.init(params), params)
+    np.testing.assert_array_equal(a["w"], b["w"])
+    with pytest.raises(TypeError, match="list of them"):
+        budgetax.precision_chain([], "stochastic")
