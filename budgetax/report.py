@@ -23,8 +23,8 @@ import platform
 import numpy as np
 
 from budgetax._io import atomic_write_json, atomic_write_text
+from budgetax.training.sweep.selection import rank_lrs, select_sign
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves
-from budgetax.training.sweep.strategies import rank_lrs, select_sign
 
 __all__ = ["SELECT", "Cell", "curve_grid", "elasticity_stops", "format_table", "load",
            "metric_vs_budget", "optimizer_text", "summarize", "write_report"]
@@ -116,7 +116,7 @@ def summarize(runs: list[dict], select: str = "train_loss", metric: str = "test_
       select: the evaluation metric that picks each cell's learning rate (the best
         mean over seeds, among the lrs at which no seed diverged; in ``metric``'s
         direction when it is ``metric``, else larger for accuracies and smaller
-        for the rest: :func:`budgetax.training.sweep.strategies.rank_lrs`).
+        for the rest: :func:`budgetax.training.sweep.selection.rank_lrs`).
       metric: the evaluation metric the cells report.
       higher_is_better: the direction of ``metric`` (which cell of a budget is best).
     """

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from budgetax import training
-from budgetax.training.sweep.strategies import rank_lrs
+from budgetax.training.sweep.selection import rank_lrs
 
 ROOT = Path(__file__).resolve().parents[1]
 # two-sided 95 % quantiles of Student's t by degrees of freedom (1.96 beyond)
@@ -30,7 +30,7 @@ def make_task(tcfg: dict) -> training.Task:
 
 def choose_lr(by_lr: dict, seeds, lrs=None, select: str = "train_loss"):
     """``(lr, [final metrics of each seed])`` at the lr with the lowest mean final ``select``
-    over ``seeds``: the rule of ``report.summarize`` (``strategies.rank_lrs``), re-applied to
+    over ``seeds``: the rule of ``report.summarize`` (``selection.rank_lrs``), re-applied to
     any seeds (a bootstrap resample). ``by_lr`` is ``{lr: {seed: final metrics}}``; only
     ``lrs`` (default: all) are eligible, and of them only those where every seed finished
     with a finite ``select`` (a diverged run is missing). ``(None, None)`` when none is."""

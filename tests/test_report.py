@@ -112,7 +112,7 @@ def test_write_report_writes_the_three_plots(tmp_path):
 @pytest.mark.parametrize("higher", [True, False])
 def test_the_table_and_the_lr_extension_pick_the_same_lr_in_the_metric_direction(higher):
     """A task's own metric (here ``test_f1``, no diagnostics) selects in its direction."""
-    from budgetax.training.sweep import strategies
+    from budgetax.training.sweep import selection
     runs = [{"run_id": f"{lr}/{seed}", "budget_fraction": 1.0, "budget": 100,
              "schedule": "linear", "peak_lr": lr, "seed": seed, "status": "done",
              "final": {"test_f1": f1 + 0.01 * seed}}
@@ -120,5 +120,5 @@ def test_the_table_and_the_lr_extension_pick_the_same_lr_in_the_metric_direction
     (cell,) = report.summarize(runs, select="test_f1", metric="test_f1",
                                higher_is_better=higher)
     assert cell.best_lr == (0.03 if higher else 0.01)
-    assert strategies.lr_extension(runs, (0.01, 0.03, 0.1), "test_f1", higher) == (
+    assert selection.lr_extension(runs, (0.01, 0.03, 0.1), "test_f1", higher) == (
         [] if higher else [0.00316])

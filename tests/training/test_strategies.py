@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from budgetax import profiles, training
-from budgetax.training.sweep import run, strategies
+from budgetax.training.sweep import run, selection, strategies
 from budgetax.training.sweep.frontier import fit_frontier
 from budgetax.training.sweep.spec import plan_groups, plan_trunks
 from budgetax.training.sweep.store import RUN_COLUMNS, Store
@@ -234,7 +234,7 @@ def test_auto_lrs_extends_the_grid_until_every_best_lr_is_interior(tmp_path):
     added = len(lrs) - 2
     assert 0 < added < 6  # stopped because the best lrs became interior, not at the bound
     assert all(b / a == pytest.approx(3.0, rel=1e-2) for a, b in zip(lrs, lrs[1:]))
-    assert strategies.lr_extension(result.runs, lrs, "train_loss", False) == []
+    assert selection.lr_extension(result.runs, lrs, "train_loss", False) == []
     assert len(result.runs) == len(lrs) * 2  # 2 budgets x 1 schedule x 1 seed per lr
     bounded = training.sweep(task(), spec, str(tmp_path / "bounded"), progress=False,
                              auto_lrs=1)

@@ -64,6 +64,7 @@ from budgetax import _validate
 from budgetax.training import core
 from budgetax.training.sweep.checkpoints import CHECKPOINT_DIR, Checkpoints
 from budgetax.training.sweep.progress import Progress
+from budgetax.training.sweep.selection import lr_extension
 from budgetax.training.sweep.spec import (
     SweepSpec,
     SweepSpecMismatchError,
@@ -72,7 +73,7 @@ from budgetax.training.sweep.spec import (
     plan_trunks,
 )
 from budgetax.training.sweep.store import STORE_NAME, Store, encode_curves
-from budgetax.training.sweep.strategies import lr_extension, prune, score_curves
+from budgetax.training.sweep.strategies import prune, score_curves
 from budgetax.training.train import as_task
 
 __all__ = ["LOCK_NAME", "SweepBusyError", "SweepResult", "sweep"]

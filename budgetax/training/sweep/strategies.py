@@ -45,9 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from budgetax import profiles, ranking
+from budgetax.training.sweep.selection import lr_extension, rank_lrs, select_sign
 
 __all__ = ["ESTIMATORS", "STRATEGIES", "branched_schedules", "lr_extension", "prune",
-           "score_curves", "shared_prefix"]
+           "rank_lrs", "score_curves", "select_sign", "shared_prefix"]
 
 STRATEGIES = ("grid", "branch", "halving", "branch+halving")
 
@@ -155,60 +156,4 @@ def branched_schedules(spec) -> dict[str, list[int]]:
         shorter = [(s, t) for s, t in zip(steps, budgets, strict=True) if t < longest]
         if shorter and all(2 * s >= t for s, t in shorter):
             out[name] = steps
-    return out
-
-
-def select_sign(select: str, metric: str, higher_is_better: bool) -> float:
-    """``-1.0`` when a larger final ``select`` is better, else ``1.0``: the table
-    ``metric``'s own direction when ``select`` is that metric; otherwise larger for
-    accuracies, smaller for the rest (losses, norms)."""
-    if select == metric:
-        return -1.0 if higher_is_better else 1.0
-    return -1.0 if select.endswith("accuracy") else 1.0
-
-
-def rank_lrs(by_lr: dict, select: str, sign: float) -> list[tuple[float, float]]:
-    """``[(lr, score)]`` of one (budget, schedule), best first: the score is ``sign``
-    times the mean final ``select`` over the lr's runs (lower is better), lrs with a
-    non-finite score are left out, and a tie goes to the smaller lr. The rule that
-    picks a cell's lr in the report and in :func:`lr_extension`; the caller decides
-    which lrs are eligible."""
-    scores = {}
-    for lr, rs in by_lr.items():
-        m = float(np.mean([r["final"].get(select, math.nan) for r in rs]))
-        if np.isfinite(m):
-            scores[lr] = sign * m
-    return sorted(scores.items(), key=lambda kv: (kv[1], kv[0]))
-
-
-def lr_extension(runs: list[dict], peak_lrs, select: str, higher_is_better: bool) -> list[float]:
-    """The peak lrs to add so that no (budget, schedule)'s best lr stays at the grid's edge.
-
-    Each (budget, schedule)'s best lr is the one with the best mean final ``select``
-    (larger if ``higher_is_better``) among the lrs at which every run finished and
-    none diverged (:func:`rank_lrs`, the report's rule). If any is the
-    smallest lr of the grid, one geometric step below it is added (the grid's mean
-    ratio, 3 for a one-lr grid); likewise above the largest. Rounded to 3
-    significant digits. An empty list: every best lr is interior (or the runs are
-    not finished).
-    """
-    grid = sorted(float(v) for v in peak_lrs)
-    ratio = 3.0 if len(grid) < 2 else (grid[-1] / grid[0]) ** (1.0 / (len(grid) - 1))
-    cells: dict = {}
-    for r in runs:
-        cells.setdefault((r["budget"], r["schedule"]), {}).setdefault(r["peak_lr"], []).append(r)
-    low = high = False
-    for by_lr in cells.values():
-        ok = {lr: rs for lr, rs in by_lr.items() if all(r["status"] == "done" for r in rs)}
-        ranked = rank_lrs(ok, select, -1.0 if higher_is_better else 1.0)
-        if not ranked:
-            continue
-        best = ranked[0][0]
-        low |= best == grid[0]
-        high |= best == grid[-1]
-    out = []
-    if low:
-        out.append(float(f"{grid[0] / ratio:.3g}"))
-    if high:
-        out.append(float(f"{grid[-1] * ratio:.3g}"))
     return out
