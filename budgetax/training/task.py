@@ -11,7 +11,9 @@ The built-in models and datasets are tasks made with the same interface
 
 The pieces:
 
-- ``model``: ``rngs -> nnx.Module``. A factory that also accepts ``dtype`` and
+- ``model``: ``rngs -> nnx.Module``, called as ``model(rngs)``, or as
+  ``model(rngs=rngs)`` when its signature has a keyword ``rngs`` (Flax's
+  ``__init__(self, *, rngs)``). A factory that also accepts ``dtype`` and
   ``param_dtype`` keywords (as Flax layers do) gets the precision of the
   optimizer spec (``bfloat16`` activations and parameters for ``precision="bf16*"``);
   any other factory has its floating-point parameters cast to the spec's
@@ -26,7 +28,11 @@ The pieces:
   and either ``gather(indices) -> batch pytree`` or ``__getitem__(i) -> record
   pytree`` (``__getitems__`` is used when present), such as a TFDS / grain
   ``data_source``. Batches are sampled from a per-epoch permutation drawn from
-  the run's key, identically in both modes.
+  the run's key, identically in both modes. JAX computes in 32 bits unless
+  ``jax_enable_x64`` is set: 64-bit arrays (NumPy's default ``int64`` labels,
+  ``float64`` inputs) are trained as ``int32``/``float32``, which a warning says
+  when the task is made (a source: when its first batch is checked), and integers
+  that do not fit in 32 bits are refused.
 - ``eval_data`` (optional): held-out data, in either form. Metrics on it are
   reported as ``test_<name>``.
 - ``eval_metrics`` (optional): ``(model, batch) -> {name: scalar batch mean}``,
@@ -63,6 +69,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -228,6 +235,43 @@ def _check_arrays(name: str, data) -> int:
     return n
 
 
+_NARROW = {"int64": np.int32, "uint64": np.uint32, "float64": np.float32,
+           "complex128": np.complex64}
+
+
+def _narrowed(name: str, data) -> list[str]:
+    """The 64-bit leaves of ``data`` JAX will compute in 32 bits, as ``name['y'] int64 -> int32``.
+
+    Nothing when ``jax_enable_x64`` is set. In-memory integers that do not fit in 32
+    bits (they would wrap around) are refused.
+    """
+    if jax.config.jax_enable_x64:
+        return []
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        to = _NARROW.get(getattr(dtype, "name", ""))
+        if to is None:
+            continue
+        where = f"{name}{jax.tree_util.keystr(path)}"
+        if np.issubdtype(to, np.integer) and isinstance(leaf, np.ndarray) and leaf.size:
+            info = np.iinfo(to)
+            low, high = leaf.min(), leaf.max()
+            if low < info.min or high > info.max:
+                raise ValueError(f"{where} is {dtype} with values in [{low}, {high}], which do "
+                                 f"not fit in {np.dtype(to).name} (JAX computes in 32 bits "
+                                 f"unless jax_enable_x64 is set): give values that fit")
+        out.append(f"{where} {dtype} -> {np.dtype(to).name}")
+    return out
+
+
+def _say_narrowed(task: str, narrowed: list[str]) -> None:
+    if narrowed:
+        warnings.warn(f"task {task!r}: {', '.join(narrowed)} (JAX computes in 32 bits unless "
+                      f"jax_enable_x64 is set); give 32-bit arrays to silence this",
+                      UserWarning, stacklevel=4)
+
+
 def _json(name: str, value) -> Any:
     try:
         return json.loads(json.dumps(value, sort_keys=True))
@@ -282,6 +326,7 @@ class Task:
         if self.higher_is_better is not None and not isinstance(self.higher_is_better, bool):
             raise TypeError(f"higher_is_better must be a bool or None, "
                             f"got {self.higher_is_better!r}")
+        narrowed = []
         for field in ("train_data", "eval_data"):
             data = getattr(self, field)
             if data is None and field == "eval_data":
@@ -291,6 +336,8 @@ class Task:
                     raise ValueError(f"{field} has no examples")
             else:
                 _check_arrays(field, data)
+                narrowed += _narrowed(field, data)
+        _say_narrowed(self.name, narrowed)
 
     # ------------------------------------------------------------ properties
     @property
@@ -385,6 +432,8 @@ class Task:
     @functools.cached_property
     def _metric_names(self) -> dict:
         batch = self.sample_batch()
+        if self.streamed:  # what a source gives is seen on its batches only
+            _say_narrowed(self.name, _narrowed("train_data batches", batch))
         batch_sd = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch)
         seen = f"the batch: {batch_text(batch)}"
 
@@ -394,9 +443,13 @@ class Task:
             except TaskError:
                 raise
             except Exception as err:  # noqa: BLE001 - any failure of the user's code
+                hint = None
+                if "dtype" in str(err) or "integer" in str(err):
+                    hint = ("check the dtypes of the batch against what the loss expects "
+                            "(integer class labels: labels.astype(np.int32))")
                 raise TaskError(user_error(
                     f"task {self.name!r}: {what} on a batch of training data ({seen})",
-                    err)) from err
+                    err, hint)) from err
 
         def train_out(b):
             model = self.build_model(nnx.Rngs(0))

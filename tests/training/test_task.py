@@ -327,3 +327,23 @@ def test_a_loss_returning_logits_says_the_second_element_must_be_a_dict():
                        match=r"second element must be a dict \{name: scalar batch mean\}") as err:
         training.train(task, budget=2, batch_size=16)
     assert "loss, a (2, 10) float32 array" in str(err.value)
+
+
+def test_64_bit_data_is_said_to_be_trained_in_32_bits():
+    data = images()
+    data = {"image": data["image"].astype(np.float64), "label": data["label"].astype(np.int64)}
+    with pytest.warns(UserWarning, match=r"train_data\['image'\] float64 -> float32, "
+                                         r"train_data\['label'\] int64 -> int32"):
+        training.Task(name="digits", model=TutorialCNN, loss=tutorial_loss, train_data=data)
+    data["label"][0] = 2 ** 40  # would wrap around in 32 bits
+    with pytest.raises(ValueError, match=r"train_data\['label'\] is int64 with values in"):
+        training.Task(name="digits", model=TutorialCNN, loss=tutorial_loss, train_data=data)
+
+
+def test_float_labels_are_shown_next_to_the_losss_own_error():
+    data = images()
+    data["label"] = data["label"].astype(np.float32)
+    task = training.Task(name="cnn", model=TutorialCNN, loss=tutorial_loss, train_data=data)
+    with pytest.raises(training.TaskError, match=r"\['label'\]: \(2,\) float32") as err:
+        training.train(task, budget=2, batch_size=16)
+    assert "hint: check the dtypes of the batch" in str(err.value)
