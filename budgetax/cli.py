@@ -122,14 +122,102 @@ def _join(values) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
+_SPECS = {"SweepSpec": "budgetax.training.sweep.spec", "OptimizerSpec": "budgetax.training.optim"}
+
+
+def _source_file(module: str) -> str:
+    """The file of a budgetax module, found without importing it (or its package)."""
+    root = os.path.dirname(os.path.abspath(budgetax.__file__))
+    return os.path.join(root, *module.split(".")[1:]) + ".py"
+
+
+def _literal_names(module: str, seen: frozenset = frozenset()) -> dict:
+    """Module-level ``NAME = <literal>`` of a budgetax module's source, and the literals it
+    imports from other budgetax modules (``from budgetax.x import NAME``)."""
+    import ast
+
+    with open(_source_file(module)) as f:
+        tree = ast.parse(f.read())
+    names: dict = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("budgetax.") \
+                and node.module not in seen:
+            try:
+                found = _literal_names(node.module, seen | {module})
+            except (OSError, SyntaxError):
+                continue
+            names.update({a.asname or a.name: found[a.name] for a in node.names
+                          if a.name in found})
+        targets = ([node.target] if isinstance(node, ast.AnnAssign)
+                   else node.targets if isinstance(node, ast.Assign) else [])
+        if len(targets) == 1 and isinstance(targets[0], ast.Name) and node.value is not None:
+            try:
+                names[targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return names
+
+
+def spec_defaults(name: str) -> dict | None:
+    """The defaults of ``SweepSpec`` or ``OptimizerSpec``, read from their source.
+
+    The dataclasses are where the defaults live; importing them imports JAX (seconds),
+    which ``budgetax sweep --help`` should not wait for, so their fields' literal
+    defaults (and the module constants they name) are read from the source without
+    importing it. Fields with a ``default_factory`` are left out; ``None`` when a
+    default is not a literal (then the caller imports the class).
+    """
+    import ast
+
+    module = _SPECS[name]
+    try:
+        with open(_source_file(module)) as f:
+            tree = ast.parse(f.read())
+        consts = _literal_names(module)
+    except (OSError, SyntaxError):
+        return None
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+    if cls is None:
+        return None
+    out = {}
+    for node in cls.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and node.value is not None):
+            continue
+        value = node.value
+        if isinstance(value, ast.Call):  # dataclasses.field(...)
+            kw = {k.arg: k.value for k in value.keywords}
+            if "default" not in kw:
+                continue
+            value = kw["default"]
+        if isinstance(value, ast.Name):
+            if value.id not in consts:
+                return None
+            out[node.target.id] = consts[value.id]
+            continue
+        try:
+            out[node.target.id] = ast.literal_eval(value)
+        except ValueError:
+            return None
+    return out
+
+
+def _defaults(name: str) -> dict:
+    """:func:`spec_defaults`, or the class's own defaults when the source cannot be read."""
+    found = spec_defaults(name)
+    if found is not None:
+        return found
+    from budgetax import training
+
+    return {f.name: f.default for f in dataclasses.fields(getattr(training, name))
+            if f.default is not dataclasses.MISSING}
+
+
 def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> None:
     """The options of a sweep; defaults from :class:`SweepSpec` and :class:`OptimizerSpec`."""
-    from budgetax.training import OptimizerSpec, SweepSpec
-
-    spec = {f.name: f.default for f in dataclasses.fields(SweepSpec)
-            if f.default is not dataclasses.MISSING}
+    spec = _defaults("SweepSpec")
     spec.update(overrides)
-    opt = OptimizerSpec()
+    opt = argparse.Namespace(**_defaults("OptimizerSpec"))
     p.add_argument("--out", default=out, help=f"output directory (default: {out})")
     p.add_argument("--task", default=None, metavar="MODULE:FACTORY",
                    help="your own task: FACTORY() in the importable MODULE (or in a .py "
@@ -166,13 +254,18 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
     p.add_argument("--momentum", type=float, default=opt.momentum,
                    help=f"SGD momentum (sgd, momentum, sgdp) or Adam's b1 (adam, adamw, lamb, "
                         f"adamp) (default: {opt.momentum:g}, also for --optimizer sgd)")
-    p.add_argument("--weight-decay", type=float, default=opt.weight_decay)
+    p.add_argument("--weight-decay", type=float, default=opt.weight_decay,
+                   help=f"weight decay: L2 added to the gradient for sgd, momentum and adam; "
+                        f"decoupled for adamw, lamb, adamp and sgdp (default: "
+                        f"{opt.weight_decay:g})")
     p.add_argument("--warmup-fraction", type=float, default=opt.warmup_fraction,
                    help="linear warmup as a fraction of each budget (default: 0)")
     p.add_argument("--demon", action="store_true", help="decay the momentum with Demon")
     p.add_argument("--precision", default=opt.precision,
                    help=f"float32, bf16, bf16_sr or bf16_kahan (default: {opt.precision})")
-    p.add_argument("--batch-size", type=int, default=spec["batch_size"])
+    p.add_argument("--batch-size", type=int, default=spec["batch_size"],
+                   help=f"examples per optimizer step (default: {spec['batch_size']}); the "
+                        f"default full budget is counted in epochs at this batch size")
     p.add_argument("--num-evals", type=int, default=spec["num_evals"],
                    help="evaluations (and checkpoint opportunities) per run "
                         f"(default: {spec['num_evals']})")
@@ -241,8 +334,9 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
 def build_parser(options: bool = True) -> argparse.ArgumentParser:
     """The ``budgetax`` parser; without ``options`` the subcommands carry no options yet.
 
-    ``budgetax --help`` lists the commands from that light parser: the sweep's options
-    read their defaults from the spec dataclasses, which imports JAX.
+    ``budgetax --help`` lists the commands from that light parser. The sweep's options
+    read their defaults from the spec dataclasses' source (:func:`spec_defaults`),
+    so ``budgetax sweep --help`` does not import JAX either.
     """
     parser = argparse.ArgumentParser(
         prog="budgetax",
@@ -365,9 +459,9 @@ def run_sweep(args) -> int:
     say = (lambda *a, **k: None) if quiet else print
     say(f"budgetax {args.command}: task {task.name}, "
           f"{report.optimizer_text(dataclasses.asdict(spec.optimizer))}, "
-          f"{len(spec.budgets)} budgets x {len(spec.schedules)} schedules x "
-          f"{len(spec.peak_lrs)} lrs x {len(spec.seeds)} seeds = {len(runs)} runs "
-          f"-> {args.out}", flush=True)
+          f"batch {spec.batch_size}, {len(spec.budgets)} budgets x "
+          f"{len(spec.schedules)} schedules x {len(spec.peak_lrs)} lrs x "
+          f"{len(spec.seeds)} seeds = {len(runs)} runs -> {args.out}", flush=True)
     if derived:
         say(f"full budget {spec.full_budget} steps: {DEFAULT_EPOCHS} epochs of "
             f"{task.num_train} training examples at batch {spec.batch_size} (the default; "

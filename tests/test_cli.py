@@ -231,3 +231,24 @@ def test_the_default_full_budget_is_75_epochs_of_the_task(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["spec"]["full_budget"] == 75
     md = (out / "results.md").read_text()
     assert "sgd with momentum 0.9" in md and "full budget 75 steps (75 epochs)" in md
+
+
+def test_sweep_help_is_fast_and_its_defaults_are_the_specs():
+    import dataclasses
+    import subprocess
+    import sys
+
+    from budgetax import training
+
+    for name in ("SweepSpec", "OptimizerSpec"):
+        want = {f.name: f.default for f in dataclasses.fields(getattr(training, name))
+                if f.default is not dataclasses.MISSING}
+        assert cli.spec_defaults(name) == want, name
+    code = ("import sys\nfrom budgetax import cli\ntry:\n    cli.main(['sweep', '--help'])\n"
+            "except SystemExit:\n    pass\nprint('jax imported:', 'jax' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[1]).stdout
+    assert "jax imported: False" in out
+    text = " ".join(out.split())
+    assert "examples per optimizer step (default: 100)" in text
+    assert "decoupled for adamw, lamb, adamp and sgdp (default: 0)" in text

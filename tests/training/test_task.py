@@ -153,6 +153,7 @@ def test_cli_sweeps_a_user_task(tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "task toy-regression" in text and "| budget | steps | linear | wsd |" in text
+    assert "batch 32, 1 budgets x 2 schedules" in text  # the header says the batch size
     md = (out / "results.md").read_text()
     assert "test_loss at the end of each budget" in md
     # resuming the directory with another task is refused, naming the difference
