@@ -1,0 +1,498 @@
+r"""Fitting a loss law to a few runs, predicting any schedule, with an interval.
+
+**Objective.** The Multi-Power Law's reference objective: the Huber loss (``delta = 1e-3``)
+of the log-residuals ``r = log(loss) - log(max(pred, 1e-10))``, summed over every logged
+point of every curve.
+
+**Solver.** The parameters are fitted in log space (each of them is positive), by
+Levenberg-Marquardt on the Huber objective: at each iteration the Huber weights
+``w = min(1, delta / |r|)`` make ``sum w r dr`` the exact gradient and ``J^T W J`` the
+Gauss-Newton matrix; the step solves ``(J^T W J + lambda diag(J^T W J)) d = -J^T W r``, is
+kept when it lowers the objective (then ``lambda`` shrinks 3x, else it grows 4x), and is
+limited to a factor ``e^2`` per parameter. The Multi-Power Law's residuals and their
+Jacobian are computed in one pass over the (logged step, lr change) terms, with the
+derivatives written out (one ``log1p`` and one ``exp`` per term). Several starts (a fixed
+grid built from the data: no randomness, so a fit is deterministic) run together under
+``jax.vmap``; for the Multi-Power Law they first run on a coarse form of the curves
+(consecutive lr changes merged into at most ``coarse_terms`` blocks per curve, to a
+relative objective change of ``1e-10``), and the best
+of them is then refined on the exact terms until a step gains less than ``1e-8`` of the
+objective.
+
+**Interval.** :meth:`Fit.interval` is a Laplace (delta-method) interval on the log of the
+prediction: the parameters' covariance ``s^2 (J^T W J)^{-1}`` with the residual scale ``s``
+estimated from the fitted points with an effective sample size corrected for the lag-1
+autocorrelation of the residuals (``n (1 - rho) / (1 + rho)``), plus the residual variance
+``s^2`` itself. It measures the fit's uncertainty on curves like the fitted ones; it cannot
+know how far the law itself is from the truth on a new schedule (a systematic error), so
+its coverage on other schedules is measured, not assumed (``experiments/laws/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from budgetax.laws import forms
+from budgetax.laws.curve import Curve, schedule_values
+
+__all__ = ["LAWS", "Fit", "fit"]
+
+LAWS = ("multi_power", "lr_annealing")
+HUBER_DELTA = 1e-3  # the reference objective's Huber threshold on log-residuals
+_PRED_FLOOR = 1e-10  # the reference code clamps predictions here before the log
+_CHUNK = 32  # logged points per block of the (points x changes) terms
+_MAX_LOG_STEP = 2.0  # a step changes each parameter by at most this factor of e
+_EXACT_RTOL = 1e-8  # the refinement stops once a step lowers the objective by less (relative)
+
+
+# ---------------------------------------------------------------- per-law residual engines
+
+
+def _pad_points(n):
+    return n + (-n) % _CHUNK
+
+
+def _mpl_curve_data(curve: Curve, coarse_terms: int | None):
+    """Arrays of one curve for the Multi-Power Law's fused residual/Jacobian pass."""
+    lrs = curve.lrs
+    cs = np.cumsum(lrs)
+    k = np.flatnonzero(np.diff(lrs) != 0) + 1
+    gap = lrs[k] - lrs[k - 1]
+    if coarse_terms is not None and k.shape[0] > coarse_terms:
+        # merge consecutive changes into blocks, each at its last change (stage 1 only)
+        size = -(-k.shape[0] // coarse_terms)
+        ends = np.minimum(np.arange(size - 1, k.shape[0] + size - 1, size), k.shape[0] - 1)
+        gap = np.add.reduceat(gap, np.arange(0, k.shape[0], size))
+        k = k[ends]
+    eta = lrs[k] if k.shape[0] else np.zeros(0)
+    n = curve.steps.shape[0]
+    npad = _pad_points(n)
+    s = np.full(npad, -1, np.int64)
+    s[:n] = curve.steps
+    mask = np.zeros(npad)
+    mask[:n] = 1.0
+    s1 = np.ones(npad)
+    s1[:n] = cs[curve.steps]
+    cs_s = np.zeros(npad)
+    cs_s[:n] = cs[curve.steps]
+    logy = np.zeros(npad)
+    logy[:n] = np.log(curve.loss)
+    positive = eta > 0
+    return dict(s=s, mask=mask, s1=s1, cs_s=cs_s, logy=logy, k=k,
+                eta=np.where(positive, eta, 1.0), positive=positive,
+                log_eta=np.log(np.where(positive, eta, 1.0)), gap=gap,
+                before=cs[k - 1] if k.shape[0] else np.zeros(0))
+
+
+def _mpl_pred_jac(p, d):
+    """Prediction ``[n]`` and its Jacobian ``[n, 7]`` w.r.t. the natural parameters."""
+    L0, A, alpha, B, C, beta, gamma = (p[i] for i in range(7))
+    s1_pow = d["s1"] ** (-alpha)
+    k, gap, before, pos = d["k"], d["gap"], d["before"], d["positive"]
+    ep = jnp.where(pos, jnp.exp(-gamma * d["log_eta"]), 0.0)
+
+    def block(args):
+        s, cs_s = args
+        inside = (k[None, :] <= s[:, None]) & pos[None, :]
+        sk = cs_s[:, None] - before[None, :]
+        x = jnp.where(inside, C * ep[None, :] * sk, 0.0)
+        q = jnp.log1p(x)
+        pw = jnp.exp(-beta * q)
+        pe = pw / (1 + x)
+        g = jnp.where(inside, 1 - pw, 0.0)
+        # a drop to eta == 0 after it: G = 1 (x = inf), no derivatives
+        g = g + jnp.where((k[None, :] <= s[:, None]) & ~pos[None, :] & (sk > 0), 1.0, 0.0)
+        wgap = gap[None, :]
+        ld = jnp.sum(wgap * g, -1)
+        dc = jnp.sum(jnp.where(inside, wgap * beta * pe * ep[None, :] * sk, 0.0), -1)
+        dbeta = jnp.sum(jnp.where(inside, wgap * pw * q, 0.0), -1)
+        dgamma = jnp.sum(jnp.where(inside, -wgap * beta * pe * x * d["log_eta"][None, :], 0.0), -1)
+        return ld, dc, dbeta, dgamma
+
+    if k.shape[0] == 0:
+        zeros = jnp.zeros_like(d["s1"])
+        ld = dc = dbeta = dgamma = zeros
+    else:
+        shape = (-1, _CHUNK)
+        outs = jax.lax.map(block, (d["s"].reshape(shape), d["cs_s"].reshape(shape)))
+        ld, dc, dbeta, dgamma = (o.reshape(-1) for o in outs)
+    pred = L0 + A * s1_pow + B * ld
+    jac = jnp.stack([jnp.ones_like(pred), s1_pow, -A * s1_pow * jnp.log(d["s1"]), ld,
+                     B * dc, B * dbeta, B * dgamma], axis=-1)
+    return pred, jac
+
+
+def _mpl_starts(curves: Sequence[Curve]):
+    y_min, y_max, peak, logs1, logy = _summary(curves)
+    gamma0 = beta0 = 0.5
+    c0 = peak ** gamma0 / (10 * peak)  # x = C eta^-gamma S_k ~ 1 after ten steps at the peak
+    starts = []
+    for l0_frac in (0.5, 0.9):
+        l0 = l0_frac * y_min
+        a0, alpha0 = _power_guess(logs1, logy, l0)
+        for b_frac in (0.1, 0.5):
+            for c in (c0 / 5, c0):
+                starts.append([l0, a0, alpha0, b_frac * max(y_max - y_min, 1e-3 * y_max) / peak,
+                               c, beta0, gamma0])
+    return np.asarray(starts)
+
+
+def _la_curve_data(curve: Curve, decay: float):
+    cs = np.cumsum(curve.lrs)
+    drop = np.concatenate([[0.0], curve.lrs[:-1] - curve.lrs[1:]])
+    m = np.zeros_like(drop)
+    acc = 0.0
+    for i, v in enumerate(drop):  # host-side, once per fitted curve
+        acc = decay * acc + v
+        m[i] = acc
+    s2 = np.cumsum(m)
+    return dict(s1=cs[curve.steps], s2=s2[curve.steps], logy=np.log(curve.loss),
+                mask=np.ones(curve.steps.shape[0]))
+
+
+def _la_pred_jac(p, d):
+    L0, A, alpha, C = (p[i] for i in range(4))
+    s1_pow = d["s1"] ** (-alpha)
+    pred = L0 + A * s1_pow - C * d["s2"]
+    jac = jnp.stack([jnp.ones_like(pred), s1_pow, -A * s1_pow * jnp.log(d["s1"]), -d["s2"]], -1)
+    return pred, jac
+
+
+def _la_starts(curves: Sequence[Curve], decay: float):
+    y_min, y_max, peak, logs1, logy = _summary(curves)
+    s2_max = max(float(_la_curve_data(c, decay)["s2"].max()) for c in curves)
+    starts = []
+    for l0_frac in (0.5, 0.9):
+        l0 = l0_frac * y_min
+        a0, alpha0 = _power_guess(logs1, logy, l0)
+        for c_frac in (0.1, 0.5):
+            starts.append([l0, a0, alpha0, c_frac * max(y_max - y_min, 1e-3 * y_max)
+                           / max(s2_max, 1e-12)])
+    return np.asarray(starts)
+
+
+def _summary(curves):
+    loss = np.concatenate([c.loss for c in curves])
+    logs1 = np.concatenate([np.log(np.cumsum(c.lrs)[c.steps]) for c in curves])
+    peak = max(float(c.lrs.max()) for c in curves)
+    return float(loss.min()), float(loss.max()), peak, logs1, loss
+
+
+def _power_guess(logs1, loss, l0):
+    """``A, alpha`` of ``loss - l0 ~ A S1^-alpha`` by a line through the log-log points."""
+    fit_ = stats.linregress(logs1, np.log(np.maximum(loss - l0, 1e-12)))
+    alpha = float(np.clip(-fit_.slope, 0.05, 3.0))
+    return float(np.exp(np.mean(np.log(np.maximum(loss - l0, 1e-12)) + alpha * logs1))), alpha
+
+
+@dataclasses.dataclass(frozen=True)
+class _LawSpec:
+    fields: tuple[str, ...]
+    params_cls: type
+    pred_jac: object
+
+
+_SPECS = {
+    "multi_power": _LawSpec(forms.MultiPowerParams._fields, forms.MultiPowerParams,
+                            _mpl_pred_jac),
+    "lr_annealing": _LawSpec(forms.LrAnnealingParams._fields, forms.LrAnnealingParams,
+                             _la_pred_jac),
+}
+
+
+# ---------------------------------------------------------------- the solver
+
+
+def _residuals(theta, data, law):
+    """Log-residuals ``[N]``, their Jacobian ``[N, P]`` w.r.t. log-parameters, and a mask."""
+    p = jnp.exp(theta)
+    rs, js, ms = [], [], []
+    for d in data:
+        pred, jac = _SPECS[law].pred_jac(p, d)
+        ok = pred > _PRED_FLOOR
+        r = d["logy"] - jnp.log(jnp.maximum(pred, _PRED_FLOOR))
+        j = jnp.where(ok[:, None], -jac * p[None, :] / jnp.maximum(pred, _PRED_FLOOR)[:, None], 0)
+        rs.append(r)
+        js.append(j)
+        ms.append(d["mask"])
+    return jnp.concatenate(rs), jnp.concatenate(js), jnp.concatenate(ms)
+
+
+def _huber(r, mask, delta):
+    a = jnp.abs(r)
+    return jnp.sum(mask * jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta)))
+
+
+def _lm(theta0, data, law, delta, max_iter, rtol):
+    def objective(r, m):
+        f = _huber(r, m, delta)
+        return jnp.where(jnp.isfinite(f), f, jnp.inf)
+
+    r0, j0, m = _residuals(theta0, data, law)
+    f0 = objective(r0, m)
+
+    def cond(state):
+        return (state["it"] < max_iter) & ~state["done"]
+
+    def body(state):
+        theta, r, j, f, lam = state["theta"], state["r"], state["j"], state["f"], state["lam"]
+        w = m * jnp.minimum(1.0, delta / jnp.maximum(jnp.abs(r), 1e-300))
+        h = (j * w[:, None]).T @ j
+        g = (j * w[:, None]).T @ r
+        diag = jnp.diag(h) + 1e-12 * (jnp.trace(h) / h.shape[0] + 1e-30)
+        step = -jnp.linalg.solve(h + lam * jnp.diag(diag), g)
+        step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
+        step = step * jnp.minimum(1.0, _MAX_LOG_STEP / jnp.maximum(jnp.max(jnp.abs(step)), 1e-300))
+        new = theta + step
+        r2, j2, _ = _residuals(new, data, law)
+        f2 = objective(r2, m)
+        better = f2 < f
+        gain = jnp.where(better, f - f2, 0.0)
+        done = (better & (gain <= rtol * f)) | (lam > 1e12)
+        return dict(theta=jnp.where(better, new, theta), r=jnp.where(better, r2, r),
+                    j=jnp.where(better, j2, j), f=jnp.where(better, f2, f),
+                    lam=jnp.where(better, lam / 3, lam * 4), it=state["it"] + 1, done=done)
+
+    state = dict(theta=theta0, r=r0, j=j0, f=f0, lam=jnp.asarray(1e-3, theta0.dtype),
+                 it=jnp.asarray(0), done=~jnp.isfinite(f0))
+    state = jax.lax.while_loop(cond, body, state)
+    return state["theta"], state["f"], state["it"]
+
+
+@functools.partial(jax.jit, static_argnames=("law", "max_iter"))
+def _solve(theta0s, data, law, delta, max_iter, rtol):
+    return jax.vmap(lambda t: _lm(t, data, law, delta, max_iter, rtol))(theta0s)
+
+
+@functools.partial(jax.jit, static_argnames=("law",))
+def _at(theta, data, law):
+    return _residuals(theta, data, law)
+
+
+# ---------------------------------------------------------------- the public API
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveQuality:
+    """How well a fit reproduces one curve: R^2, mean and worst relative error."""
+
+    name: str
+    r2: float
+    mean_rel_error: float
+    worst_rel_error: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """A fitted loss law: its parameters, quality on the fitted curves, predictions.
+
+    Attributes:
+      law: the law's name (``"multi_power"`` or ``"lr_annealing"``).
+      params: the fitted parameters (a :class:`~budgetax.laws.MultiPowerParams` or
+        :class:`~budgetax.laws.LrAnnealingParams` of floats).
+      objective: the Huber objective at ``params``.
+      quality: a :class:`CurveQuality` per fitted curve.
+      decay: the LR-annealing law's ``lambda`` (``None`` for the Multi-Power Law).
+      iterations: Levenberg-Marquardt iterations of the refinement.
+    """
+
+    law: str
+    params: tuple
+    objective: float
+    quality: tuple[CurveQuality, ...]
+    decay: float | None
+    iterations: int
+    _cov: np.ndarray = dataclasses.field(repr=False)
+    _scale: float = dataclasses.field(repr=False)
+
+    def _lrs(self, lrs, steps):
+        steps = np.asarray(steps)
+        if callable(lrs) or isinstance(lrs, (int, float)):
+            if steps.size == 0:
+                raise ValueError("steps must not be empty")
+            lrs = schedule_values(lrs, int(np.max(steps)) + 1)
+        lrs = np.asarray(lrs, np.float64)
+        if lrs.ndim != 1:
+            raise ValueError(f"lrs must be a 1-D array of per-update learning rates, "
+                             f"got shape {lrs.shape}")
+        if steps.dtype.kind not in "iu":
+            raise TypeError(f"steps must be integer step indices, got dtype {steps.dtype}")
+        if steps.size and (steps.min() < 0 or steps.max() >= lrs.shape[0]):
+            raise ValueError(f"steps must index lrs (0 <= step < len(lrs) = {lrs.shape[0]}), "
+                             f"got steps from {steps.min()} to {steps.max()}")
+        if not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
+            raise ValueError("lrs must be finite and >= 0")
+        return lrs, steps
+
+    def predict(self, lrs, steps) -> np.ndarray:
+        """The predicted loss at ``steps`` of the learning-rate sequence ``lrs``.
+
+        Args:
+          lrs: ``[T]`` per-update learning rates, or an optax schedule (evaluated on
+            ``0..max(steps)``), or a number (a constant rate).
+          steps: integer indices into ``lrs`` (any shape).
+
+        Returns:
+          A float64 NumPy array shaped like ``steps``.
+        """
+        lrs, steps = self._lrs(lrs, steps)
+        with jax.enable_x64(True):
+            if self.law == "multi_power":
+                out = forms.multi_power(self.params, lrs, steps)
+            else:
+                out = forms.lr_annealing(self.params, lrs, steps, decay=self.decay)
+            return np.asarray(out, np.float64)
+
+    def interval(self, lrs, steps, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """A ``level`` interval ``(low, high)`` around :meth:`predict` (see the module doc)."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        lrs, steps = self._lrs(lrs, steps)
+        flat = np.unique(steps.reshape(-1))
+        curve = Curve(lrs=np.where(lrs > 0, lrs, 0.0), steps=flat, loss=np.ones(flat.shape))
+        with jax.enable_x64(True):
+            data = (_curve_data(self.law, curve, None, self.decay),)
+            theta = jnp.log(jnp.asarray(np.asarray(self.params, np.float64)))
+            _, j, _ = _at(theta, data, self.law)
+            j = np.asarray(j)[: flat.shape[0]]
+        var = np.einsum("np,pq,nq->n", j, self._cov, j) + self._scale ** 2
+        z = stats.norm.ppf(0.5 + level / 2)
+        pred = self.predict(lrs, flat)
+        lo, hi = pred * np.exp(-z * np.sqrt(var)), pred * np.exp(z * np.sqrt(var))
+        idx = np.searchsorted(flat, steps)
+        return lo[idx], hi[idx]
+
+
+def _curve_data(law, curve, coarse_terms, decay):
+    if law == "multi_power":
+        return _mpl_curve_data(curve, coarse_terms)
+    return _la_curve_data(curve, decay)
+
+
+def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUBER_DELTA,
+        decay: float = 0.999, max_iter: int = 200, coarse_terms: int = 1024,
+        starts=None) -> Fit:
+    r"""Fits a loss law to ``curves`` (several runs of one model and data).
+
+    Args:
+      curves: one or more :class:`Curve`; the Multi-Power Law needs curves with
+        different decays (the paper's three: a cosine, a constant and a two-stage drop) to
+        tell its decay parameters apart.
+      law: ``"multi_power"`` (7 parameters) or ``"lr_annealing"`` (4, with ``decay`` fixed).
+      delta: the Huber threshold on log-residuals (the reference's ``1e-3``).
+      decay: the LR-annealing law's ``lambda``.
+      max_iter: Levenberg-Marquardt iterations per stage at most.
+      coarse_terms: lr changes per curve in the first (multi-start) stage of the
+        Multi-Power Law's fit; ``0`` fits every start on the exact terms.
+      starts: optional ``[S, P]`` starting parameters (natural scale, all positive) in
+        place of the data-built grid.
+
+    Returns:
+      A :class:`Fit`.
+
+    Raises:
+      ValueError, TypeError: naming the argument: an unknown law, no curves, a curve that is
+        not a :class:`Curve`, or a non-positive ``delta``.
+
+    Example:
+      >>> import numpy as np
+      >>> from budgetax import laws
+      >>> true = laws.MultiPowerParams(2.0, 0.5, 0.5, 300.0, 2.0, 0.6, 0.6)
+      >>> def run(lrs):
+      ...     steps = np.arange(99, len(lrs), 100)
+      ...     return laws.Curve(lrs, steps, laws.multi_power(true, lrs, steps))
+      >>> const = np.full(2000, 1e-3)
+      >>> drop = np.where(np.arange(2000) < 1000, 1e-3, 3e-4)
+      >>> cosine = 1e-4 + 4.5e-4 * (1 + np.cos(np.pi * np.arange(2000) / 2000))
+      >>> f = laws.fit([run(const), run(drop), run(cosine)])
+      >>> bool(f.quality[0].worst_rel_error < 1e-4)
+      True
+    """
+    if law not in _SPECS:
+        raise ValueError(f"law must be one of {list(LAWS)}, got {law!r}")
+    if isinstance(curves, Curve):
+        curves = [curves]
+    curves = list(curves)
+    if not curves:
+        raise ValueError("curves must hold at least one Curve, got none")
+    for i, c in enumerate(curves):
+        if not isinstance(c, Curve):
+            raise TypeError(f"curves[{i}] must be a budgetax.laws.Curve, got {type(c).__name__}")
+    if not (isinstance(delta, (int, float)) and delta > 0 and math.isfinite(delta)):
+        raise ValueError(f"delta must be a positive number, got {delta!r}")
+    if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+        raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    if isinstance(coarse_terms, bool) or not isinstance(coarse_terms, int) or coarse_terms < 0:
+        raise ValueError(f"coarse_terms must be a non-negative int, got {coarse_terms!r}")
+    spec = _SPECS[law]
+    nparams = len(spec.fields)
+    if starts is None:
+        starts = _mpl_starts(curves) if law == "multi_power" else _la_starts(curves, decay)
+    else:
+        starts = np.asarray(starts, np.float64)
+        if starts.ndim == 1:
+            starts = starts[None]
+        if starts.ndim != 2 or starts.shape[1] != nparams:
+            raise ValueError(f"starts must have shape [S, {nparams}], got {starts.shape}")
+        if not np.all(np.isfinite(starts)) or np.any(starts <= 0):
+            raise ValueError("starts must be finite and > 0 (the parameters are positive)")
+    with jax.enable_x64(True):
+        exact = tuple(jax.tree.map(jnp.asarray, _curve_data(law, c, None, decay)) for c in curves)
+        theta0 = jnp.log(jnp.asarray(starts))
+        if law == "multi_power" and coarse_terms:
+            coarse = tuple(jax.tree.map(jnp.asarray, _curve_data(law, c, coarse_terms, decay))
+                           for c in curves)
+            thetas, fs, _ = _solve(theta0, coarse, law, delta, max_iter, 1e-10)
+            fs = np.where(np.isfinite(np.asarray(fs)), np.asarray(fs), np.inf)
+            theta0 = thetas[int(np.argmin(fs))][None]
+        thetas, fs, its = _solve(theta0, exact, law, delta, max_iter, _EXACT_RTOL)
+        fs = np.where(np.isfinite(np.asarray(fs)), np.asarray(fs), np.inf)
+        best = int(np.argmin(fs))
+        theta = thetas[best]
+        r, j, m = (np.asarray(a) for a in _at(theta, exact, law))
+        params = spec.params_cls(*(float(v) for v in np.exp(np.asarray(theta))))
+    cov, scale = _covariance(r, j, m.astype(bool), delta, curves)
+    quality = tuple(_quality(c, Fit(law, params, 0.0, (), decay if law == "lr_annealing"
+                                    else None, 0, cov, scale)) for c in curves)
+    return Fit(law=law, params=params, objective=float(fs[best]), quality=quality,
+               decay=decay if law == "lr_annealing" else None, iterations=int(its[best]),
+               _cov=cov, _scale=scale)
+
+
+def _covariance(r, j, m, delta, curves):
+    r, j = r[m], j[m]
+    w = np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
+    n, p = j.shape
+    # lag-1 autocorrelation of the residuals within curves
+    num = den = 0.0
+    start = 0
+    for c in curves:
+        seg = r[start:start + c.steps.shape[0]]
+        start += c.steps.shape[0]
+        seg = seg - seg.mean()
+        num += float(np.sum(seg[1:] * seg[:-1]))
+        den += float(np.sum(seg * seg))
+    rho = float(np.clip(num / den, 0.0, 0.99)) if den > 0 else 0.0
+    n_eff = max(n * (1 - rho) / (1 + rho), p + 1.0)
+    scale2 = float(np.sum(w * r * r) / max(n_eff - p, 1.0))
+    h = (j * w[:, None]).T @ j
+    cov = np.linalg.pinv(h) * scale2 * n / n_eff
+    return cov, math.sqrt(scale2)
+
+
+def _quality(curve, fitted):
+    pred = fitted.predict(curve.lrs, curve.steps)
+    rel = np.abs(pred - curve.loss) / curve.loss
+    ss_tot = float(np.sum((curve.loss - curve.loss.mean()) ** 2))
+    r2 = 1 - float(np.sum((curve.loss - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+    return CurveQuality(curve.name, r2, float(rel.mean()), float(rel.max()))
