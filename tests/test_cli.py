@@ -104,6 +104,8 @@ def task_files(tmp_path):
                                    "my_task.py:{broken_reshape}, in broken_reshape"]),
     ("my_task.py:needs_args", ["needs_args(n_train, width=4) needs arguments (n_train)",
                                "hint: give them defaults"]),
+    ("my_task.py:bad_task", ["bad_task() raised TypeError: train_data must be",
+                             "path-like 'train.npz'", "my_task.py:{bad_task}, in bad_task"]),
     ("my_task.py:nope", ["has no attribute 'nope'", "'make_task'"]),
     ("syntax_error.py:make_task", ["importing ../syntax_error.py raised SyntaxError",
                                    "syntax_error.py:1"]),
@@ -122,7 +124,7 @@ def test_a_task_factory_that_fails_is_told_what_where_and_why(factory, lines, ta
     assert 1 <= err.count("\n") <= 4, err
     at = {name: _lines_of(TASK_FILE, f"    {text}") for name, text in [
         ("broken_key", 'return config["n_test"]'), ("broken_reshape", "return x.reshape"),
-        ("bad_task", "train_data=")]}
+        ("bad_task", "return training.Task(")]}
     for line in lines:
         assert line.format(**at) in err, err
     assert not (task_files / "out").exists()

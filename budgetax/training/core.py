@@ -52,6 +52,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import math
+import warnings
 import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -405,6 +406,22 @@ def _evaluate_one(prog: Program, state, eval_data, diag_data) -> dict:
     return out
 
 
+def _say_non_finite(task: Task, ev: dict, alive: np.ndarray, real: int) -> None:
+    """Warns about evaluation metrics that are not finite at the first evaluation of live runs.
+
+    A run that has not diverged has a finite loss, so a NaN there comes from the
+    evaluation itself: NaN in ``eval_data`` (a target), or a metric that divides by
+    zero. Said once, at the first evaluation, naming the metrics.
+    """
+    bad = [k for k, v in ev.items()
+           if np.any(~np.isfinite(np.asarray(v[:real], np.float64)) & alive)]
+    if bad:
+        warnings.warn(
+            f"task {task.name!r}: {', '.join(bad)} not finite at the first evaluation of runs "
+            f"that have not diverged: the evaluation data (NaN in eval_data or train_data?) "
+            f"or the metric (a division by zero?) gives it", UserWarning, stacklevel=3)
+
+
 @functools.lru_cache(maxsize=64)
 def _advance_program(prog: Program, mesh, lmax: int):
     runs, repl = NamedSharding(mesh, P("runs")), NamedSharding(mesh, P())
@@ -681,6 +698,7 @@ class Runs:
         repl = self._repl
         scalar = lambda v: put(np.int32(v), repl)
         pool = concurrent.futures.ThreadPoolExecutor(1) if prog.streamed else None
+        first_eval = start_seg == 0
         try:
             for seg in range(start_seg, len(self.lengths)):
                 parts = []
@@ -709,7 +727,10 @@ class Runs:
                     ev = self._evaluate_streamed(carry.states)
                 else:
                     ev = _evaluate_program(prog, self.mesh)(carry.states, eval_dev, diag_dev)
-                host_m, ev = to_host(([m for m, _ in parts], ev))
+                host_m, ev, dstep = to_host(([m for m, _ in parts], ev, carry.diverged_step))
+                if first_eval and ev:
+                    first_eval = False
+                    _say_non_finite(prog.task, ev, dstep[:self.real] < 0, self.real)
                 train_m = {k: np.concatenate([hm[k][:self.real, :length] for hm, (_, length)
                                               in zip(host_m, parts, strict=True)], axis=1)
                            for k in self.names["train"]}

@@ -87,6 +87,8 @@ class TaskError(TypeError):
 
 def describe(value) -> str:
     """What a value is, in a few words: ``a (32, 10) float32 array``, ``a str 'abc'``."""
+    if value is None:
+        return "None"
     shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
     if shape is not None and dtype is not None:
         shape = tuple(shape)
@@ -320,6 +322,9 @@ class Task:
         self._model_signature  # noqa: B018 - a factory that cannot take the rngs, refused now
         if self.eval_metrics is not None and not callable(self.eval_metrics):
             raise TypeError(f"eval_metrics must be callable or None, got {self.eval_metrics!r}")
+        if not isinstance(self.config, Mapping):
+            raise TypeError(f"config must be a dict of JSON-friendly settings that identify "
+                            f"the task ({{}} for none), got {describe(self.config)}")
         object.__setattr__(self, "config", _json("config", dict(self.config)))
         if self.report_metric is not None and not isinstance(self.report_metric, str):
             raise TypeError(f"report_metric must be a str or None, got {self.report_metric!r}")
@@ -331,6 +336,11 @@ class Task:
             data = getattr(self, field)
             if data is None and field == "eval_data":
                 continue
+            if isinstance(data, str | bytes | os.PathLike):
+                raise TypeError(
+                    f"{field} must be a pytree of arrays with a leading example axis or a "
+                    f"random-access source, got the path-like {data!r}: load the file first, "
+                    f"e.g. {field}=dict(np.load({str(data)!r}))")
             if is_source(data):
                 if len(data) < 1:
                     raise ValueError(f"{field} has no examples")
@@ -429,38 +439,84 @@ class Task:
         n = min(size, self.num_train)
         return gather(self.train_data, np.arange(n))
 
+    def _check_source(self, field: str) -> None:
+        """A source gives one example per index, up to its ``len()``: checked on 3 indices."""
+        data = getattr(self, field)
+        n = len(data)
+        for idx in sorted({0, min(1, n - 1), n - 1}), [n - 1]:
+            try:
+                batch = gather(data, np.asarray(idx))
+            except Exception as err:  # noqa: BLE001 - the user's source, with context
+                raise TaskError(user_error(
+                    f"{field}: len() is {n}, but gathering examples {idx}", err,
+                    f"len({field}) must be the number of examples it can give")) from err
+            sizes = {jax.tree_util.keystr(p) or "[]": (a.shape[0] if np.ndim(a) else None)
+                     for p, a in jax.tree_util.tree_flatten_with_path(batch)[0]}
+            if not sizes or set(sizes.values()) != {len(idx)}:
+                raise TaskError(f"{field}: gathering the {len(idx)} examples {idx} gave "
+                                f"{batch_text(batch)}: a source must give one example per "
+                                f"index (a leading axis of {len(idx)})")
+
+    def _check_eval_structure(self, batch, eval_batch) -> None:
+        """eval_data has what the loss reads of train_data: its keys, with examples alike."""
+        train = {jax.tree_util.keystr(p): a
+                 for p, a in jax.tree_util.tree_flatten_with_path(batch)[0]}
+        evals = {jax.tree_util.keystr(p): a
+                 for p, a in jax.tree_util.tree_flatten_with_path(eval_batch)[0]}
+        missing = [k for k in train if k not in evals]
+        if missing:
+            raise TaskError(f"task {self.name!r}: eval_data lacks {', '.join(missing)} of "
+                            f"train_data: train_data's batches are {batch_text(batch)}, "
+                            f"eval_data's {batch_text(eval_batch)}")
+
     @functools.cached_property
     def _metric_names(self) -> dict:
+        for field in ("train_data", "eval_data"):
+            if is_source(getattr(self, field)):
+                self._check_source(field)
         batch = self.sample_batch()
         if self.streamed:  # what a source gives is seen on its batches only
             _say_narrowed(self.name, _narrowed("train_data batches", batch))
         batch_sd = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch)
         seen = f"the batch: {batch_text(batch)}"
 
-        def call(what, fn, *args):
+        def call(what, seen, fn, *args):
             try:
                 return fn(*args)
             except TaskError:
                 raise
             except Exception as err:  # noqa: BLE001 - any failure of the user's code
-                hint = None
-                if "dtype" in str(err) or "integer" in str(err):
+                text, hint = str(err), None
+                if isinstance(batch, list | tuple) and "indices" in text:
+                    hint = ("the data is a list, so a batch is one too (batch[0], batch[1]); "
+                            "to read batch['x'], give a dict: {'x': x, 'y': y}")
+                elif "dtype" in text or "integer" in text:
                     hint = ("check the dtypes of the batch against what the loss expects "
                             "(integer class labels: labels.astype(np.int32))")
-                raise TaskError(user_error(
-                    f"task {self.name!r}: {what} on a batch of training data ({seen})",
-                    err, hint)) from err
+                raise TaskError(user_error(f"task {self.name!r}: {what} ({seen})",
+                                           err, hint)) from err
 
         def train_out(b):
             model = self.build_model(nnx.Rngs(0))
-            return split_loss(self.name, call("loss(model, batch)", self.loss, model, b))
+            return split_loss(self.name, call("loss(model, batch) on a batch of training data",
+                                              seen, self.loss, model, b))
 
         _, metrics = jax.eval_shape(train_out, batch_sd)
+        if self.eval_data is not None:  # the loss is evaluated on eval_data too
+            eval_batch = gather(self.eval_data, np.arange(min(2, source_len(self.eval_data))))
+            self._check_eval_structure(batch, eval_batch)
+            eval_seen = (f"the eval batch: {batch_text(eval_batch)}; train_data's: "
+                         f"{batch_text(batch)}")
+            jax.eval_shape(lambda b: split_loss(self.name, call(
+                "loss(model, batch) on a batch of eval_data", eval_seen, self.loss,
+                self.build_model(nnx.Rngs(0)), b)),
+                jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), eval_batch))
         train = ("loss", *metrics)
         if self.eval_metrics is None:
             evals = train
         else:
-            out = jax.eval_shape(lambda b: call("eval_metrics(model, batch)", self.eval_metrics,
+            out = jax.eval_shape(lambda b: call("eval_metrics(model, batch) on a batch of "
+                                                "training data", seen, self.eval_metrics,
                                                 self.build_model(nnx.Rngs(0)), b), batch_sd)
             _check_metrics(self.name, "eval_metrics", out)
             evals = ("loss", *(k for k in out if k != "loss"))

@@ -348,3 +348,64 @@ def test_float_labels_are_shown_next_to_the_losss_own_error():
     with pytest.raises(training.TaskError, match=r"\['label'\]: \(2,\) float32") as err:
         training.train(task, budget=2, batch_size=16)
     assert "hint: check the dtypes of the batch" in str(err.value)
+
+
+class LongSource(tasks.ListSource):
+    """A source whose len() claims more examples than it holds."""
+
+    def __len__(self):
+        return 100
+
+
+class FixedGather:
+    """A source whose gather returns 32 examples whatever it is asked for."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return 64
+
+    def gather(self, idx):
+        return {k: v[:32] for k, v in self.data.items()}
+
+
+DATA = tasks.regression_data(64, 0)
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(train_data="train.npz"), r"train_data must be .* got the path-like 'train.npz'"),
+    (dict(eval_data="test.npz"), r"eval_data must be .* got the path-like 'test.npz'"),
+    (dict(train_data=[DATA["x"], DATA["y"]]), r"train_data is a list|the data is a list"),
+    (dict(train_data=LongSource(DATA)), r"train_data: len\(\) is 100, but gathering"),
+    (dict(train_data=FixedGather(DATA)), r"train_data: gathering the 3 examples .* one "
+                                         r"example per index"),
+    (dict(eval_data={"x": DATA["x"]}), r"eval_data lacks \['y'\] of train_data"),
+    (dict(eval_data={"x": np.zeros((8, 5), np.float32), "y": DATA["y"][:8]}),
+     r"loss\(model, batch\) on a batch of eval_data .*\['x'\]: \(2, 5\) float32"),
+    (dict(config="abc"), r"config must be a dict .* got a str 'abc'"),
+    (dict(config=None), r"config must be a dict .* got None"),
+])
+def test_obscure_tasks_are_refused_naming_the_field_before_compiling(fields, match):
+    kw = dict(name="t", model=tasks.Regressor, loss=tasks.mse, train_data=DATA)
+    with pytest.raises((TypeError, ValueError), match=match):
+        task = training.Task(**dict(kw, **fields))
+        task.metric_names()  # what train/sweep/load_task check first, before compiling
+
+
+def test_a_single_example_is_fewer_than_one_batch():
+    task = training.Task(name="t", model=tasks.Regressor, loss=tasks.mse,
+                         train_data={k: v[:1] for k, v in DATA.items()})
+    with pytest.raises(ValueError, match=r"batch_size must be <= the number of training "
+                                         r"examples \(1\), got 4"):
+        training.train(task, budget=2, batch_size=4)
+
+
+def test_nan_in_an_eval_target_is_said_at_the_first_evaluation():
+    test = tasks.regression_data(16, 1)
+    test["y"][3] = np.nan
+    task = training.Task(name="t", model=tasks.Regressor, loss=tasks.mse, train_data=DATA,
+                         eval_data=test, eval_metrics=tasks.within_tenth)
+    with pytest.warns(UserWarning, match=r"test_loss not finite at the first evaluation"):
+        h = training.train(task, budget=2, batch_size=4, num_evals=1, diagnostics=False)
+    assert not h.diverged
