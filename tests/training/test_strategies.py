@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from budgetax import profiles, training
-from budgetax.training.sweep import run, selection, strategies
+from budgetax.training.sweep import execute, run, selection, strategies
 from budgetax.training.sweep.frontier import fit_frontier
 from budgetax.training.sweep.spec import plan_groups, plan_trunks
 from budgetax.training.sweep.store import RUN_COLUMNS, Store
@@ -89,7 +89,7 @@ def test_branch_points_follow_the_learning_rate():
 
 def test_a_killed_branched_sweep_resumes_to_the_same_store(swept, tmp_path, monkeypatch):
     spec = training.SweepSpec(strategy="branch", **BRANCHING)
-    interrupt(monkeypatch, run, "_run_branch",  # killed as the second branch starts
+    interrupt(monkeypatch, execute, "branch",  # killed as the second branch starts
               lambda: training.sweep(task(), spec, str(tmp_path), progress=False), call=2)
     assert os.path.isdir(tmp_path / "checkpoints" / "trunk0")  # the trunk at its branch step
     again = training.sweep(task(), spec, str(tmp_path), progress=False)
@@ -124,7 +124,7 @@ def test_halving_prunes_lrs_per_schedule_and_keeps_the_survivors(swept):
 
 def test_a_killed_halving_sweep_resumes_to_the_same_store(swept, tmp_path, monkeypatch):
     spec = training.SweepSpec(strategy="halving", **BASE)
-    interrupt(monkeypatch, run, "prune",  # killed at the second rung
+    interrupt(monkeypatch, execute, "prune",  # killed at the second rung
               lambda: training.sweep(task(), spec, str(tmp_path), progress=False), call=2)
     again = training.sweep(task(), spec, str(tmp_path), progress=False)
     assert any(g["resumed"] for g in again.groups)

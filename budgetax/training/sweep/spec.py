@@ -1,4 +1,5 @@
-"""What a sweep trains: :class:`SweepSpec`, and how its runs are split into programs.
+"""What a sweep trains: :class:`SweepSpec` (how its runs are split into programs:
+:mod:`budgetax.training.sweep.plan`).
 
 The defaults of a sweep (budgets, schedules, learning rates, seeds, batch size,
 evaluations) live here and only here; the ``budgetax sweep`` command reads them
@@ -10,14 +11,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
-
-import numpy as np
 
 from budgetax import _validate, profiles, schedules
 from budgetax.training.core import DIVERGENCE_FACTOR, check_diagnostics
 from budgetax.training.optim import OptimizerSpec
-from budgetax.training.sweep.strategies import ESTIMATORS, STRATEGIES, branched_schedules
+from budgetax.training.sweep.plan import grid_groups, plan_groups, plan_trunks
+from budgetax.training.sweep.strategies import ESTIMATORS, STRATEGIES
 
 __all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepSpec", "SweepSpecMismatchError",
            "grid_groups", "plan_groups", "plan_trunks"]
@@ -186,77 +185,3 @@ class SweepSpec:
         for k in ("budgets", "schedules", "peak_lrs", "seeds", "prune_at"):
             d[k] = list(d[k])
         return json.loads(json.dumps(d))
-
-
-def plan_groups(spec: SweepSpec, max_runs_per_program: int | None) -> list[dict]:
-    """Splits the runs into groups of at most ``max_runs_per_program`` (balanced).
-
-    Returns ``[{"group_id", "kind", "budget", "budget_fraction", "run_idx": [...]}]``;
-    a group is one compiled program's batch of runs (the unit of checkpointing and
-    of a store transaction). ``kind`` is ``"grid"``, ``"halving"`` or, with
-    branching, ``"branch"``: the runs of one budget that branch from trunk
-    ``trunk`` (:func:`plan_trunks`) at step ``branch_step``; ``rows`` are their
-    positions among the trunk's runs.
-    """
-    return _plan(spec, max_runs_per_program)[0]
-
-
-def plan_trunks(spec: SweepSpec, max_runs_per_program: int | None) -> list[dict]:
-    """The trunks of a branched sweep: ``[{"trunk_id", "budget", "cells": [[s, lr, seed]]}]``."""
-    return _plan(spec, max_runs_per_program)[1]
-
-
-def _split(items: list, limit: int | None) -> list[list]:
-    k = 1 if limit is None else math.ceil(len(items) / limit)
-    return [[items[int(i)] for i in part] for part in np.array_split(np.arange(len(items)), k)]
-
-
-def grid_groups(spec: SweepSpec, runs: list[dict], include, max_runs_per_program: int | None,
-                *, kind: str = "grid", extension: int = 0) -> list[dict]:
-    """Per budget, the ``runs`` (the spec's, in plan order) passing ``include``, as groups.
-
-    Each budget's runs are split into balanced groups of at most
-    ``max_runs_per_program``; ``extension`` > 0 marks the groups added by extending
-    a sweep (``T{steps}/x{extension}/g{g}``), padded among themselves.
-    """
-    tag = f"x{extension}/" if extension else ""
-    out = []
-    for f, steps in zip(spec.budgets, spec.budget_steps(), strict=True):
-        idx = [i for i, r in enumerate(runs) if r["budget"] == steps and include(r)]
-        if not idx:
-            continue
-        for g, part in enumerate(_split(idx, max_runs_per_program)):
-            out.append({"group_id": f"T{steps}/{tag}g{g}", "kind": kind, "budget": steps,
-                        "budget_fraction": f, "run_idx": part}
-                       | ({"extension": extension} if extension else {}))
-    return out
-
-
-def _plan(spec: SweepSpec, max_runs_per_program: int | None) -> tuple[list, list]:
-    runs = spec.runs()
-    branched = (branched_schedules(spec) if spec.strategy in ("branch", "branch+halving")
-                else {})
-    kind = "halving" if spec.strategy in ("halving", "branch+halving") else "grid"
-    out = grid_groups(spec, runs, lambda r: r["schedule"] not in branched,
-                      max_runs_per_program, kind=kind)
-    trunks = []
-    if branched:
-        longest = max(spec.budget_steps())
-        cells = [(s, lr, seed) for s in spec.schedules if s in branched
-                 for lr in spec.peak_lrs for seed in spec.seeds]
-        where = {(r["budget"], r["schedule"], r["peak_lr"], r["seed"]): i
-                 for i, r in enumerate(runs)}
-        for k, part in enumerate(_split(cells, max_runs_per_program)):
-            trunks.append({"trunk_id": f"trunk{k}", "budget": longest,
-                           "cells": [list(c) for c in part]})
-            for j, (f, steps) in enumerate(zip(spec.budgets, spec.budget_steps(),
-                                               strict=True)):
-                # every run of the trunk branches where the first of them must: the
-                # branch program has the trunk's shape, like the grid program of
-                # these runs (vmapped programs of other sizes may round differently)
-                step = min(branched[s][j] for s, _, _ in part)
-                out.append({"group_id": f"T{steps}/trunk{k}", "kind": "branch",
-                            "budget": steps, "budget_fraction": f, "trunk": f"trunk{k}",
-                            "branch_step": int(step), "rows": list(range(len(part))),
-                            "run_idx": [where[(steps, *c)] for c in part]})
-    return out, trunks

@@ -37,14 +37,13 @@ References:
 
 from __future__ import annotations
 
-import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from budgetax import profiles, ranking
+from budgetax import ranking
+from budgetax.training.sweep.plan import branched_schedules, shared_prefix
 from budgetax.training.sweep.selection import lr_extension, rank_lrs, select_sign
 
 __all__ = ["ESTIMATORS", "STRATEGIES", "branched_schedules", "lr_extension", "prune",
@@ -108,52 +107,3 @@ def prune(cells: list[tuple], scores: np.ndarray, rate: int) -> list[bool]:
         for j in order[:math.ceil(len(mine) / rate)]:
             keep_cells.add(mine[j])
     return [c in keep_cells for c in cells]
-
-
-@functools.lru_cache(maxsize=256)
-def _lr_values(optimizer, schedule: str, budget: int, peak: float) -> np.ndarray:
-    sched = optimizer.learning_rate(budget, peak, profile=profiles.get(schedule))
-    return np.asarray(jax.jit(jax.vmap(sched))(jnp.arange(budget, dtype=jnp.int32)))
-
-
-def shared_prefix(optimizer, schedule: str, budget: int, longest: int, peak_lrs) -> int:
-    """Steps at the start of ``budget`` whose learning rate equals the ``longest`` budget's.
-
-    The learning rates of both budgets are computed for every peak lr; the prefix
-    ends one step before the first step where they differ (a margin against a
-    last-bit difference at the boundary), or is the whole budget when they never
-    differ (``constant``), or the longest budget itself. Branching at this step
-    reproduces the budget's own run.
-    """
-    if budget == longest:
-        return budget  # the trunk is the longest budget's own run
-    out = budget
-    for peak in peak_lrs:
-        a = _lr_values(optimizer, schedule, budget, float(peak))
-        b = _lr_values(optimizer, schedule, longest, float(peak))[:budget]
-        differ = np.flatnonzero(a != b)
-        if differ.size:
-            out = min(out, max(int(differ[0]) - 1, 0))
-    return out
-
-
-def branched_schedules(spec) -> dict[str, list[int]]:
-    """``{schedule: [branch step per budget]}`` of the spec's schedules that branch.
-
-    A schedule branches when its learning rate is shared with the longest budget
-    over at least half of every budget (and the optimizer does not depend on the
-    budget: not with Demon). The longest budget's branch step is the budget: its
-    runs are the trunk's.
-    """
-    if spec.optimizer.demon or spec.optimizer.schedule == "autowu":
-        return {}
-    budgets = spec.budget_steps()
-    longest = max(budgets)
-    out = {}
-    for name in spec.schedules:
-        steps = [shared_prefix(spec.optimizer, name, t, longest, spec.peak_lrs)
-                 for t in budgets]
-        shorter = [(s, t) for s, t in zip(steps, budgets, strict=True) if t < longest]
-        if shorter and all(2 * s >= t for s, t in shorter):
-            out[name] = steps
-    return out
