@@ -232,44 +232,59 @@ def _huber(r, mask, delta):
 
 
 def _lm(theta0, data, law, delta, max_iter, rtol):
-    def objective(r, m):
-        f = _huber(r, m, delta)
-        return jnp.where(jnp.isfinite(f), f, jnp.inf)
+    """Levenberg-Marquardt from ``theta0``; one residual/Jacobian pass per iteration.
 
-    r0, j0, m = _residuals(theta0, data, law)
-    f0 = objective(r0, m)
-
-    def cond(state):
-        return (state["it"] < max_iter) & ~state["done"]
-
-    def body(state):
-        theta, r, j, f, lam = state["theta"], state["r"], state["j"], state["f"], state["lam"]
-        w = m * jnp.minimum(1.0, delta / jnp.maximum(jnp.abs(r), 1e-300))
+    The first iteration evaluates ``theta0`` itself (a zero step from an infinite cost).
+    """
+    def step_from(r, j, lam):
+        w = mask * jnp.minimum(1.0, delta / jnp.maximum(jnp.abs(r), 1e-300))
         h = (j * w[:, None]).T @ j
         g = (j * w[:, None]).T @ r
         diag = jnp.diag(h) + 1e-12 * (jnp.trace(h) / h.shape[0] + 1e-30)
         step = -jnp.linalg.solve(h + lam * jnp.diag(diag), g)
         step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
-        step = step * jnp.minimum(1.0, _MAX_LOG_STEP / jnp.maximum(jnp.max(jnp.abs(step)), 1e-300))
-        new = theta + step
-        r2, j2, _ = _residuals(new, data, law)
-        f2 = objective(r2, m)
-        better = f2 < f
-        gain = jnp.where(better, f - f2, 0.0)
-        done = (better & (gain <= rtol * f)) | (lam > 1e12)
-        return dict(theta=jnp.where(better, new, theta), r=jnp.where(better, r2, r),
-                    j=jnp.where(better, j2, j), f=jnp.where(better, f2, f),
-                    lam=jnp.where(better, lam / 3, lam * 4), it=state["it"] + 1, done=done)
+        return step * jnp.minimum(1.0, _MAX_LOG_STEP / jnp.maximum(jnp.max(jnp.abs(step)), 1e-300))
 
-    state = dict(theta=theta0, r=r0, j=j0, f=f0, lam=jnp.asarray(1e-3, theta0.dtype),
-                 it=jnp.asarray(0), done=~jnp.isfinite(f0))
-    state = jax.lax.while_loop(cond, body, state)
-    return state["theta"], state["f"], state["it"]
+    mask = jnp.concatenate([d["mask"] for d in data])
+
+    def body(state):
+        new = state["theta"] + state["step"]
+        r2, j2, _ = _residuals(new, data, law)
+        f2 = _huber(r2, mask, delta)
+        f2 = jnp.where(jnp.isfinite(f2), f2, jnp.inf)
+        f = state["f"]
+        better = f2 < f
+        first = state["it"] == 0
+        gain = jnp.where(better & ~first, f - f2, jnp.inf)
+        lam = jnp.where(first, state["lam"], jnp.where(better, state["lam"] / 3, state["lam"] * 4))
+        r, j = jnp.where(better, r2, state["r"]), jnp.where(better, j2, state["j"])
+        theta = jnp.where(better, new, state["theta"])
+        done = (gain <= rtol * f2) | (lam > 1e12) | (first & ~better)
+        return dict(theta=theta, r=r, j=j, f=jnp.minimum(f, f2), lam=lam, it=state["it"] + 1,
+                    done=done, step=step_from(r, j, lam))
+
+    n = mask.shape[0]
+    p = theta0.shape[0]
+    state = dict(theta=theta0, r=jnp.zeros(n, theta0.dtype), j=jnp.zeros((n, p), theta0.dtype),
+                 f=jnp.asarray(jnp.inf, theta0.dtype), lam=jnp.asarray(1e-3, theta0.dtype),
+                 it=jnp.asarray(0), done=jnp.asarray(False), step=jnp.zeros_like(theta0))
+    state = jax.lax.while_loop(lambda s: (s["it"] < max_iter + 1) & ~s["done"], body, state)
+    return state["theta"], state["f"], state["it"] - 1, state["r"], state["j"]
 
 
 @functools.partial(jax.jit, static_argnames=("law", "max_iter"))
 def _solve(theta0s, data, law, delta, max_iter, rtol):
     return jax.vmap(lambda t: _lm(t, data, law, delta, max_iter, rtol))(theta0s)
+
+
+@jax.jit
+def _predict_mpl(params, lrs, steps, changes):
+    return forms.multi_power(params, lrs, steps, changes=changes)
+
+
+@jax.jit
+def _predict_la(params, lrs, steps, decay):
+    return forms.lr_annealing(params, lrs, steps, decay=decay)
 
 
 @functools.partial(jax.jit, static_argnames=("law",))
@@ -344,11 +359,13 @@ class Fit:
           A float64 NumPy array shaped like ``steps``.
         """
         lrs, steps = self._lrs(lrs, steps)
+        params = np.asarray(self.params, np.float64)
         with jax.enable_x64(True):
             if self.law == "multi_power":
-                out = forms.multi_power(self.params, lrs, steps)
+                changes = np.flatnonzero(np.diff(lrs) != 0) + 1
+                out = _predict_mpl(params, lrs, steps, changes)
             else:
-                out = forms.lr_annealing(self.params, lrs, steps, decay=self.decay)
+                out = _predict_la(params, lrs, steps, self.decay)
             return np.asarray(out, np.float64)
 
     def interval(self, lrs, steps, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -449,24 +466,36 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
     with jax.enable_x64(True):
         exact = tuple(jax.tree.map(jnp.asarray, _curve_data(law, c, None, decay)) for c in curves)
         theta0 = jnp.log(jnp.asarray(starts))
-        if law == "multi_power" and coarse_terms:
+        coarse_needed = law == "multi_power" and coarse_terms and any(
+            int(np.count_nonzero(np.diff(c.lrs))) > coarse_terms for c in curves)
+        if coarse_needed:
             coarse = tuple(jax.tree.map(jnp.asarray, _curve_data(law, c, coarse_terms, decay))
                            for c in curves)
-            thetas, fs, _ = _solve(theta0, coarse, law, delta, max_iter, 1e-10)
+            thetas, fs, *_ = _solve(theta0, coarse, law, delta, max_iter, 1e-10)
             fs = np.where(np.isfinite(np.asarray(fs)), np.asarray(fs), np.inf)
             theta0 = thetas[int(np.argmin(fs))][None]
-        thetas, fs, its = _solve(theta0, exact, law, delta, max_iter, _EXACT_RTOL)
+        thetas, fs, its, rs, js = _solve(theta0, exact, law, delta, max_iter, _EXACT_RTOL)
         fs = np.where(np.isfinite(np.asarray(fs)), np.asarray(fs), np.inf)
         best = int(np.argmin(fs))
-        theta = thetas[best]
-        r, j, m = (np.asarray(a) for a in _at(theta, exact, law))
-        params = spec.params_cls(*(float(v) for v in np.exp(np.asarray(theta))))
-    cov, scale = _covariance(r, j, m.astype(bool), delta, curves)
-    quality = tuple(_quality(c, Fit(law, params, 0.0, (), decay if law == "lr_annealing"
-                                    else None, 0, cov, scale)) for c in curves)
+        if not np.isfinite(fs[best]):
+            raise ValueError("fit found no finite objective from any start: the curves may be "
+                             "far from the law's shape (check their losses and learning rates)")
+        r, j = np.asarray(rs[best]), np.asarray(js[best])
+        m = np.concatenate([np.asarray(d["mask"]) for d in exact]).astype(bool)
+        params = spec.params_cls(*(float(v) for v in np.exp(np.asarray(thetas[best]))))
+    cov, scale = _covariance(r, j, m, delta, curves)
+    quality = tuple(_quality(c, res) for c, res in zip(curves, _split(r[m], curves)))
     return Fit(law=law, params=params, objective=float(fs[best]), quality=quality,
                decay=decay if law == "lr_annealing" else None, iterations=int(its[best]),
                _cov=cov, _scale=scale)
+
+
+def _split(values, curves):
+    out, start = [], 0
+    for c in curves:
+        out.append(values[start:start + c.steps.shape[0]])
+        start += c.steps.shape[0]
+    return out
 
 
 def _covariance(r, j, m, delta, curves):
@@ -490,8 +519,8 @@ def _covariance(r, j, m, delta, curves):
     return cov, math.sqrt(scale2)
 
 
-def _quality(curve, fitted):
-    pred = fitted.predict(curve.lrs, curve.steps)
+def _quality(curve, residuals):
+    pred = curve.loss * np.exp(-residuals)  # r = log(loss) - log(pred)
     rel = np.abs(pred - curve.loss) / curve.loss
     ss_tot = float(np.sum((curve.loss - curve.loss.mean()) ** 2))
     r2 = 1 - float(np.sum((curve.loss - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")

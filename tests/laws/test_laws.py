@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import pathlib
-import sys
 
 import chex
 import jax
@@ -16,9 +14,8 @@ import pytest
 from budgetax import laws, schedules
 from tests.reference import multipower_law as ref
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRUE = laws.MultiPowerParams(2.0, 0.5, 0.5, 300.0, 2.0, 0.6, 0.6)
-T = 1500
+T = 1000
 STEPS = np.arange(49, T, 50)
 
 
@@ -102,23 +99,6 @@ def test_lr_annealing_equals_the_papers_double_loop(seed):
                                rtol=1e-12)
 
 
-def test_upstream_parameters_reproduce_the_papers_published_errors():
-    sys.path.insert(0, str(ROOT / "experiments" / "laws"))
-    import released
-
-    for size in ("25",):  # both sizes: experiments/laws and tests/laws/test_reference_port.py
-        prede, worste = released.UPSTREAM_README[size]
-        params = released.UPSTREAM_PARAMS[size]
-        errs = []
-        for name in released.TEST_SET:
-            c = released.load(size, name)
-            with jax.enable_x64(True):
-                pred = np.asarray(laws.multi_power(params, c.lrs, c.steps))
-            errs.append(released.metrics(pred, c.loss))
-        assert round(np.mean([e["prede"] for e in errs]), 5) == prede
-        assert round(np.mean([e["worste"] for e in errs]), 5) == worste
-
-
 def test_laws_compile_once_and_vmap_over_parameters():
     lrs = jnp.asarray(_random_schedule(np.random.default_rng(7), 300), jnp.float32)
 
@@ -154,9 +134,9 @@ def test_fit_predicts_other_schedules_and_longer_budgets(synthetic_fit):
     assert np.all(lo <= synthetic_fit.predict(wsd, steps)) and np.all(lo < hi)
 
 
-def test_fit_is_deterministic():
-    a, b = laws.fit(_anchors()[:2]), laws.fit(_anchors()[:2])
-    assert a.params == b.params and a.objective == b.objective
+def test_fit_is_deterministic(synthetic_fit):
+    again = laws.fit(_anchors())
+    assert again.params == synthetic_fit.params and again.objective == synthetic_fit.objective
 
 
 def test_predict_takes_an_optax_schedule(synthetic_fit):
@@ -185,8 +165,9 @@ def test_lr_annealing_fit_recovers_its_parameters():
 
 
 def test_optimized_schedule_beats_every_built_in_under_the_same_fit(synthetic_fit):
-    total, peak, end, warm = 2000, 1e-3, 1e-5, 100
-    opt = laws.optimize_schedule(synthetic_fit, total, peak, warmup_steps=warm, end_lr=end)
+    total, peak, end, warm = 600, 1e-3, 1e-5, 30
+    opt = laws.optimize_schedule(synthetic_fit, total, peak, warmup_steps=warm, end_lr=end,
+                                 max_iter=300)
     counts = np.arange(total + 3)
     values = np.asarray(jax.jit(opt)(counts))
     assert np.all(np.diff(values[warm:total]) <= 0)  # non-increasing after warmup
