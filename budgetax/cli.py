@@ -420,7 +420,8 @@ def _task(args):
         if args.dataset is not None or args.model is not None:
             raise ValueError("give either --task or --dataset/--model, not both")
         return training.load_task(args.task)
-    return training.preset(args.dataset or "mnist1d", args.model or "mlp",
+    return training.preset("mnist1d" if args.dataset is None else args.dataset,
+                           "mlp" if args.model is None else args.model,
                            data_dir=args.data_dir)
 
 

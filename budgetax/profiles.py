@@ -11,7 +11,9 @@ The split of a schedule into a profile and a sampling rate is the one of REX
 is the lesson of *Budgeted Training* (Li, Yumer, Ramanan, 2020).
 
 Knobs given as Python numbers are validated eagerly (``ValueError`` naming the
-argument); knobs given as JAX arrays are used as they are.
+argument); knobs given as JAX arrays are used as they are. Likewise a NaN
+progress given as a Python float is refused, while arrays (often traced, inside a
+schedule) are not checked: a NaN in an array gives a NaN out.
 
 References:
   Li, Yumer, Ramanan. Budgeted Training: Rethinking Deep Neural Network Training
@@ -26,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -81,7 +84,9 @@ def _progress(p, profile: str) -> jax.Array:
 
     A profile takes progress, a float in [0, 1]; an integer array (an update
     count, as optax passes to a schedule) or a Python int other than 0 and 1 is
-    refused, naming the schedule to use instead.
+    refused, naming the schedule to use instead. A NaN Python float is refused;
+    arrays are not checked for NaN (they may be traced, inside a schedule or a
+    ``jax.jit``, where no value is known): a NaN in an array gives a NaN out.
     """
     hint = (f"a profile maps progress p = t / T in [0, 1] to a multiplier; for a learning "
             f"rate as a function of the update count use "
@@ -93,6 +98,8 @@ def _progress(p, profile: str) -> jax.Array:
         if p not in (0, 1):
             raise ValueError(f"p must be a float progress in [0, 1], got the int {p!r}; {hint}")
         p = float(p)
+    if isinstance(p, float) and math.isnan(p):  # only a concrete Python float is checked
+        raise ValueError(f"p must be a float progress in [0, 1], got {p!r}")
     p = jnp.asarray(p)
     if not jnp.issubdtype(p.dtype, jnp.floating):
         raise TypeError(f"p must be a float progress in [0, 1], got an array of dtype "

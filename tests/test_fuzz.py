@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 
+import jax
 import pytest
 
 import budgetax
@@ -96,10 +97,71 @@ def _ranking_cases():
     from budgetax import ranking
 
     return [("ranking.goodness_ranks", ranking.goodness_ranks, {"values": [1.0, 2.0]},
-             "higher_is_better", v) for v in BOOL_BAD]
+             "higher_is_better", v) for v in BOOL_BAD] + [
+        ("ranking.goodness_ranks", ranking.goodness_ranks, {"higher_is_better": True},
+         "values", v) for v in ([[1.0, 2.0], [3.0, 4.0]], 3.0)]
 
 
-CASES = _factory_cases() + _spec_cases() + _ranking_cases()
+def _make_task(**fields):
+    """A Task as the user makes it, checked as train/sweep/load_task check it first."""
+    return training.Task(**fields).metric_names()
+
+
+def _task_cases():
+    import numpy as np
+
+    data = tasks.regression_data(16, 0)
+    base = {"name": "t", "model": tasks.Regressor, "loss": tasks.mse, "train_data": data}
+    fields = {
+        "name": ["", 3, None], "model": ["mlp", None], "loss": ["mse", None],
+        "train_data": ["train.npz", b"train.npz", {}, {"x": np.zeros((4, 4))},
+                       {"x": data["x"], "y": data["y"][:3]}],
+        "eval_data": ["test.npz", {"x": np.float32(1.0)}],
+        "eval_metrics": ["accuracy", 3], "config": ["abc", None, 3, {"f": object()}],
+        "report_metric": [3, b"x"], "higher_is_better": ["yes", 1, None.__class__],
+    }
+    cases = [("training.Task", _make_task, base, f, v) for f, bad in fields.items()
+             for v in bad]
+    many = lambda **k: training.train_many(tasks.make_task(), **k)
+    for field, bad in {"seeds": [(0, 0), 3, "0"],
+                       "peak_lrs": [0.01, (0.01, 0.01), "0.01", (math.nan,)]}.items():
+        cases += [("training.train_many", many, {"budget": 2, "batch_size": 4}, field, v)
+                  for v in bad]
+    cases += [("training.train", lambda **k: training.train("mnist1d", **k),
+               {"budget": 2}, "model", v) for v in ("", "nope", 3)]
+    cases += [("training.preset", training.preset, {"dataset": "mnist1d"}, "model_kwargs",
+               v) for v in ({"hiden": (10,)}, "hidden=10")]
+    cases += [("History.early_stop", _early_stop, {}, "steps_per_epoch", v)
+              for v in (0, -1, 1.5, "10")]
+    cases += [("budgetax.profiles." + name, getattr(budgetax.profiles, name), {}, "p",
+               math.nan) for name in ("linear", "cosine", "rex", "wsd", "one_cycle")]
+    cases += [("budgetax.autowu_lamb", budgetax.autowu_lamb, {"total_steps": 100}, "mask", v)
+              for v in ("abc", 3)]
+    cases += [("budgetax.persistent_bytes_per_param", budgetax.persistent_bytes_per_param,
+               {"params": {"w": np.zeros(3, np.float32)}}, "opt_state", v)
+              for v in ("state", {"count": "3"})]
+    return cases
+
+
+def _early_stop(steps_per_epoch):
+    import numpy as np
+
+    h = training.History(config={"steps_per_epoch": 4}, eval_steps=np.array([40]), eval={},
+                         train={"loss": np.linspace(2.0, 1.0, 40)}, diverged=False,
+                         diverged_step=None, seconds=0.0)
+    return h.early_stop(steps_per_epoch=steps_per_epoch)
+
+
+def _load_task(path):
+    return training.load_task(path)
+
+
+LOAD_CASES = [("training.load_task", _load_task, {}, "path", v)
+              for v in (":make_task", "tests.tasks:", "tests.nowhere:make_task", 3, None,
+                        "tests.tasks:missing", "tests.tasks:not_a_task", "a b:c")]
+
+
+CASES = _factory_cases() + _spec_cases() + _ranking_cases() + _task_cases()
 
 
 def _outcome(fn, base, name, value) -> str:
@@ -107,16 +169,22 @@ def _outcome(fn, base, name, value) -> str:
         fn(**dict(base, **{name: value}))
     except (ValueError, TypeError) as err:
         msg = str(err)
+        if fn is _load_task:  # load_task's errors show the --task value it was given
+            name = "--task"
         items = value if isinstance(value, list | tuple) and value else [value]
         shown = repr(value) in msg or str(value) in msg or all(repr(v) in msg for v in items)
+        if isinstance(value, dict):  # data (shown by its shapes) or settings (by the leaf)
+            leaves = jax.tree.leaves(value)
+            shown = shown or any(hasattr(v, "shape") for v in leaves) or bool(leaves) and all(
+                repr(v) in msg for v in leaves)
         return "clear" if name in msg and shown else f"unclear: {type(err).__name__}: {msg}"
     except Exception as err:  # noqa: BLE001
         return f"other: {type(err).__name__}: {err}"
     return "accepted"
 
 
-@pytest.mark.parametrize("where, fn, base, name, value", CASES,
-                         ids=[f"{c[0]}-{c[3]}-{c[4]!r}" for c in CASES])
+@pytest.mark.parametrize("where, fn, base, name, value", CASES + LOAD_CASES,
+                         ids=[f"{c[0]}-{c[3]}-{c[4]!r}" for c in CASES + LOAD_CASES])
 def test_invalid_value_is_a_clear_error(where, fn, base, name, value):
     assert _outcome(fn, base, name, value) == "clear"
 
@@ -130,6 +198,7 @@ CLI_CASES = [
     ("--num-evals", "0"), ("--max-runs-per-program", "0"), ("--checkpoint-every", "-1"),
     ("--select", "nope"), ("--diagnostics", "0"), ("--divergence-factor", "0.5"),
     ("--processes", "0"), ("--task", "nope"), ("--dataset", "nope"), ("--model", "nope"),
+    ("--dataset", ""), ("--model", ""), ("--task", ":make_task"),
 ]
 
 

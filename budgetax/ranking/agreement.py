@@ -45,6 +45,8 @@ def goodness_ranks(values: Any, *, higher_is_better: bool) -> np.ndarray:
     """
     _validate.boolean("higher_is_better", higher_is_better)
     v = np.asarray(values, np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"values must be a 1-D array, got shape {v.shape}: {values!r}")
     good = v if higher_is_better else -v
     good = np.where(np.isfinite(v), good, -np.inf)
     return scipy.stats.rankdata(good)
@@ -60,6 +62,16 @@ def _prepare(scores: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"scores and truth need at least 2 entries, got {s.shape[0]}")
     return (goodness_ranks(s, higher_is_better=False),
             goodness_ranks(t, higher_is_better=True))
+
+
+def _say_constant(metric: str, scores: Any, truth: Any) -> None:
+    """Warns when a correlation is undefined because one side ranks every entry the same."""
+    s, t = _prepare(scores, truth)
+    sides = [name for name, r in (("scores", s), ("truth", t)) if np.all(r == r[0])]
+    if sides:
+        verb = "rank" if len(sides) > 1 else "ranks"
+        warnings.warn(f"{metric} is undefined (NaN): {' and '.join(sides)} {verb} every entry "
+                      f"the same (constant, or all non-finite)", UserWarning, stacklevel=3)
 
 
 def _corr(metric: str, a: np.ndarray, b: np.ndarray) -> float:
@@ -78,13 +90,15 @@ def spearman(scores: Any, truth: Any) -> float:
       truth: ``[n]``, higher = better (e.g. final accuracy); NaN/inf ranked last.
 
     Returns:
-      :math:`\rho \in [-1, 1]`, +1 for a perfect ranker; NaN if either side is constant.
+      :math:`\rho \in [-1, 1]`, +1 for a perfect ranker; NaN, with a warning saying
+      which, if either side is constant.
 
     Example:
       >>> from budgetax import ranking
       >>> ranking.spearman([0.1, 0.2, 0.3, float("nan")], [0.9, 0.8, 0.7, 0.1])
       1.0
     """
+    _say_constant("spearman", scores, truth)
     return _corr("spearman", *_prepare(scores, truth))
 
 
@@ -96,13 +110,15 @@ def kendall(scores: Any, truth: Any) -> float:
       truth: ``[n]``, higher = better; NaN/inf ranked last.
 
     Returns:
-      :math:`\tau_b \in [-1, 1]`, +1 for a perfect ranker; NaN if either side is constant.
+      :math:`\tau_b \in [-1, 1]`, +1 for a perfect ranker; NaN, with a warning saying
+      which, if either side is constant.
 
     Example:
       >>> from budgetax import ranking
       >>> round(ranking.kendall([0.1, 0.3, 0.2], [0.9, 0.8, 0.7]), 4)
       0.3333
     """
+    _say_constant("kendall", scores, truth)
     return _corr("kendall", *_prepare(scores, truth))
 
 

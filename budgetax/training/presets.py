@@ -16,7 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import weakref
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -56,11 +59,29 @@ class _Split:
         return {"x": x, "y": y}
 
 
-def _model_kwargs(model_kwargs) -> dict:
+_MODEL_CLASSES = {"mlp": _models.MLP, "cnn1d": _models.CNN1D, "resnet": _models.ResNet}
+
+
+def _knobs(model: str) -> list[str]:
+    """The keyword knobs of a built-in model (what ``model_kwargs`` may set)."""
+    params = inspect.signature(_MODEL_CLASSES[model].__init__).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
+            and p.name not in ("dtype", "param_dtype", "rngs", "in_channels")]
+
+
+def _model_kwargs(model_kwargs, model: str) -> dict:
     if model_kwargs is None:
         return {}
-    if not isinstance(model_kwargs, dict):
-        model_kwargs = dict(model_kwargs)
+    if not isinstance(model_kwargs, Mapping):
+        raise TypeError(f"model_kwargs must be a dict of the model's knobs, got "
+                        f"{model_kwargs!r}")
+    knobs = _knobs(model)
+    for k in model_kwargs:
+        if k not in knobs:
+            close = difflib.get_close_matches(str(k), knobs, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"model_kwargs={dict(model_kwargs)!r}: {model!r} has no knob "
+                             f"{k!r} ({hint}its knobs are {knobs})")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(model_kwargs.items())}
 
 
@@ -83,10 +104,10 @@ def preset(dataset: str | Dataset = "mnist1d", model: str = "mlp", *,
       ``accuracy``; its config records the dataset, the model and its knobs. The
       same arguments give the same task object (its compiled programs are reused).
     """
-    if model not in _models.MODELS:
+    if not isinstance(model, str) or model not in _models.MODELS:
         raise ValueError(f"model must be one of {sorted(_models.MODELS)}, got {model!r}")
     _validate.one_of("data", data, DATA_MODES)
-    kw = _model_kwargs(model_kwargs)
+    kw = _model_kwargs(model_kwargs, model)
     if isinstance(dataset, str):
         key = (dataset, data_dir, model, repr(kw), data)
         if key not in _BY_NAME:

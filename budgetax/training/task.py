@@ -488,8 +488,9 @@ class Task:
             except Exception as err:  # noqa: BLE001 - any failure of the user's code
                 text, hint = str(err), None
                 if isinstance(batch, list | tuple) and "indices" in text:
-                    hint = ("the data is a list, so a batch is one too (batch[0], batch[1]); "
-                            "to read batch['x'], give a dict: {'x': x, 'y': y}")
+                    field = "eval_data" if "eval_data" in what else "train_data"
+                    hint = (f"{field} is a list, so a batch is one too (batch[0], batch[1]); "
+                            f"to read batch['x'], give a dict: {{'x': x, 'y': y}}")
                 elif "dtype" in text or "integer" in text:
                     hint = ("check the dtypes of the batch against what the loss expects "
                             "(integer class labels: labels.astype(np.int32))")
@@ -498,7 +499,7 @@ class Task:
 
         def train_out(b):
             model = self.build_model(nnx.Rngs(0))
-            return split_loss(self.name, call("loss(model, batch) on a batch of training data",
+            return split_loss(self.name, call("loss(model, batch) on a batch of train_data",
                                               seen, self.loss, model, b))
 
         _, metrics = jax.eval_shape(train_out, batch_sd)
@@ -516,7 +517,7 @@ class Task:
             evals = train
         else:
             out = jax.eval_shape(lambda b: call("eval_metrics(model, batch) on a batch of "
-                                                "training data", seen, self.eval_metrics,
+                                                "train_data", seen, self.eval_metrics,
                                                 self.build_model(nnx.Rngs(0)), b), batch_sd)
             _check_metrics(self.name, "eval_metrics", out)
             evals = ("loss", *(k for k in out if k != "loss"))

@@ -40,8 +40,8 @@ def as_task(task, *, model: str | None = None, model_kwargs: dict | None = None,
                              "brings its own model")
         return task
     if isinstance(task, str | Dataset):
-        return preset(task, model or "mlp", model_kwargs=model_kwargs, data=data,
-                      data_dir=data_dir)
+        return preset(task, "mlp" if model is None else model, model_kwargs=model_kwargs,
+                      data=data, data_dir=data_dir)
     raise TypeError(f"task must be a budgetax.training.Task or a dataset (a name or a "
                     f"budgetax.data.Dataset), got {task!r}")
 
@@ -89,7 +89,8 @@ class History:
         loss (epochs of ``config["steps_per_epoch"]`` steps unless given): stop once
         the smoothed elasticity of the epoch loss with respect to training time,
         :math:`|(dL/L)/(dt/t)|`, stayed below ``threshold`` for ``patience`` epochs
-        (and not before epoch ``min_epochs``).
+        (and not before epoch ``min_epochs``). ``steps_per_epoch``, when given, is a
+        positive int.
 
         Returns:
           ``budgetax.ranking.EarlyStop(stop_epoch, compute_saved, loss_given_up)``
@@ -97,7 +98,10 @@ class History:
         """
         from budgetax import ranking
 
-        spe = steps_per_epoch or self.config.get("steps_per_epoch") or 1
+        if steps_per_epoch is None:
+            spe = self.config.get("steps_per_epoch") or 1
+        else:
+            spe = _validate.positive_int("steps_per_epoch", steps_per_epoch)
         out = ranking.early_stop(self.train["loss"], spe, threshold=threshold,
                                  patience=patience, smoothing=smoothing, min_epochs=min_epochs)
         return ranking.EarlyStop(int(out.stop_epoch), float(out.compute_saved),
@@ -181,7 +185,8 @@ def train(task, *, budget: int, batch_size: int = 100, optimizer: OptimizerSpec 
         the full-gradient norm); an int N: on a fixed random subset of N training
         examples (the same for every run; much cheaper on a large training set).
       model, model_kwargs, data, data_dir: for a built-in dataset (see
-        :func:`budgetax.training.preset`).
+        :func:`budgetax.training.preset`); ``model=None`` is ``"mlp"``, and
+        ``model_kwargs`` must name the model's knobs.
       divergence_factor: a minibatch loss above this multiple of the run's first
         (positive) minibatch loss counts as a divergence; ``None``: only non-finite
         losses and updates do.
@@ -222,8 +227,9 @@ def train_many(task, *, seeds=(0,), peak_lrs=None, budget: int, batch_size: int 
     Args:
       task, budget, batch_size, optimizer, num_evals, eval_batch_size, diagnostics,
       model, model_kwargs, data, data_dir, divergence_factor: as in :func:`train`.
-      seeds: the seeds (ints).
-      peak_lrs: the peak learning rates (default: ``optimizer.peak_lr`` only).
+      seeds: the seeds (distinct ints).
+      peak_lrs: the peak learning rates, a sequence of distinct numbers (default:
+        ``optimizer.peak_lr`` only).
       devices: the devices to shard the runs over (default: ``jax.devices()``).
 
     Returns:
@@ -247,10 +253,18 @@ def train_many(task, *, seeds=(0,), peak_lrs=None, budget: int, batch_size: int 
     seeds = [_validate.seed("seeds", s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must be a non-empty sequence of ints, got []")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds has duplicates (the same run twice), got {seeds!r}")
+    if peak_lrs is not None and (isinstance(peak_lrs, str)
+                                 or not hasattr(peak_lrs, "__iter__")):
+        raise TypeError(f"peak_lrs must be a sequence of numbers (e.g. [{peak_lrs!r}]), "
+                        f"got {peak_lrs!r}")
     lrs = [optimizer.peak_lr] if peak_lrs is None else [
         _validate.real("peak_lrs", v, low=0.0) for v in peak_lrs]
     if not lrs:
         raise ValueError("peak_lrs must be a non-empty sequence, got []")
+    if len(set(lrs)) != len(lrs):
+        raise ValueError(f"peak_lrs has duplicates (the same run twice), got {lrs!r}")
     grid = [(s, lr) for s in seeds for lr in lrs]
     devices = list(jax.devices() if devices is None else devices)
     return _drive(prog, devices, [s for s, _ in grid], [lr for _, lr in grid], optimizer)

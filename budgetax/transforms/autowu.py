@@ -778,7 +778,8 @@ def autowu_lamb(
       eps: added to the denominator, ``> 0``.
       eps_root: added inside the square root, ``>= 0``.
       weight_decay: ``>= 0``.
-      mask: see ``optax.lamb``.
+      mask: ``None``, a pytree of bools like the params (``True``: decayed) or a
+        callable returning one, as ``optax.lamb``'s.
       min_lr, max_lr, max_warmup_fraction, test_every, confidence, patience, decay,
         cooldown_fraction, seed: see :func:`autowu`.
 
@@ -804,6 +805,12 @@ def autowu_lamb(
       Training BERT in 76 minutes (LAMB). ICLR 2020. arXiv:1904.00962.
     """
     lamb_args = _lamb_args(b1, b2, eps, eps_root, weight_decay)
+    if mask is not None and not callable(mask) and (
+            isinstance(mask, str | bytes)
+            or not all(isinstance(m, bool | np.bool_) or getattr(m, "dtype", None) == np.bool_
+                       for m in jax.tree.leaves(mask))):
+        raise TypeError(f"mask must be None, a pytree of bools like the params, or a callable "
+                        f"params -> such a pytree (see optax.lamb), got {mask!r}")
     schedule = autowu(total_steps, min_lr=min_lr, max_lr=max_lr,
                       max_warmup_fraction=max_warmup_fraction, test_every=test_every,
                       confidence=confidence, patience=patience, decay=decay,

@@ -519,6 +519,12 @@ def persistent_bytes_per_param(params, opt_state) -> float:
       >>> round(persistent_bytes_per_param(params, optax.adam(1e-3).init(params)), 3)
       12.0
     """
+    for name, tree in (("params", params), ("opt_state", opt_state)):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            if not isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float):
+                raise TypeError(f"{name} must be a pytree of arrays (an optax state for "
+                                f"opt_state), got {type(leaf).__name__} {leaf!r} at "
+                                f"{name}{jax.tree_util.keystr(path)}")
     n = sum(_size(x) for x in jax.tree.leaves(params))
     if n == 0:
         raise ValueError(f"params must contain at least one array element, got {params!r}")

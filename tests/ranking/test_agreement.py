@@ -52,9 +52,11 @@ def test_nan_scores_ranked_last():
     assert r.tolist() == [3.0, 1.5, 1.5, 4.0]
 
 
-def test_constant_input_gives_nan():
-    assert np.isnan(ranking.spearman([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]))
-    assert np.isnan(ranking.kendall([0.1, 0.2, 0.3], [1.0, 1.0, 1.0]))
+def test_constant_input_gives_nan_and_says_why():
+    with pytest.warns(UserWarning, match=r"spearman is undefined \(NaN\): scores ranks every"):
+        assert np.isnan(ranking.spearman([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]))
+    with pytest.warns(UserWarning, match=r"kendall is undefined \(NaN\): truth ranks every"):
+        assert np.isnan(ranking.kendall([0.1, 0.2, 0.3], [1.0, 1.0, 1.0]))
 
 
 def test_bootstrap_ci():

@@ -376,7 +376,7 @@ DATA = tasks.regression_data(64, 0)
 @pytest.mark.parametrize("fields, match", [
     (dict(train_data="train.npz"), r"train_data must be .* got the path-like 'train.npz'"),
     (dict(eval_data="test.npz"), r"eval_data must be .* got the path-like 'test.npz'"),
-    (dict(train_data=[DATA["x"], DATA["y"]]), r"train_data is a list|the data is a list"),
+    (dict(train_data=[DATA["x"], DATA["y"]]), r"hint: train_data is a list, so a batch is one too"),
     (dict(train_data=LongSource(DATA)), r"train_data: len\(\) is 100, but gathering"),
     (dict(train_data=FixedGather(DATA)), r"train_data: gathering the 3 examples .* one "
                                          r"example per index"),
