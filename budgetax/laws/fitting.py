@@ -147,7 +147,7 @@ def _mpl_starts(curves: Sequence[Curve]):
 
 def _la_curve_data(curve: Curve, decay: float):
     cs = np.cumsum(curve.lrs)
-    drop = np.concatenate([[0.0], curve.lrs[:-1] - curve.lrs[1:]])
+    drop = np.concatenate([[0.0], np.maximum(curve.lrs[:-1] - curve.lrs[1:], 0)])
     m = np.zeros_like(drop)
     acc = 0.0
     for i, v in enumerate(drop):  # host-side, once per fitted curve

@@ -30,9 +30,13 @@ LR-annealing law (Tissue et al. 2024), with the same step convention:
 .. math::
 
    L(s) = L_0 + A\,S_1(s)^{-\alpha} - C\,S_2(s),\qquad
-   S_2(s) = \sum_{i=1}^{s} m_i,\quad m_i = \lambda\,m_{i-1} + (\eta_{i-1} - \eta_i),\ m_0 = 0,
+   S_2(s) = \sum_{i=1}^{s} m_i,\quad
+   m_i = \lambda\,m_{i-1} + \max(\eta_{i-1} - \eta_i, 0),\ m_0 = 0,
 
-with the decay factor ``lambda`` a fixed hyperparameter (the paper's 0.999). Cost ``O(T)``.
+with the decay factor ``lambda`` a fixed hyperparameter (the paper's 0.999). Only decreases
+of the learning rate are annealing: a warmup's increases add nothing to ``S_2`` (counted
+as negative drops they let a fit trade a huge ``C`` against a huge ``A``, and predictions
+diverge). Cost ``O(T)``.
 
 References:
   Luo, Wen, Hu, et al. A Multi-Power Law for Loss Curve Prediction Across Learning Rate
@@ -189,7 +193,7 @@ def multi_power(params, lrs, steps, *, changes=None):
 def annealing_area(lrs, decay=0.999):
     """``S2`` of the LR-annealing law at every step (``cumsum`` of ``m``, see the module doc)."""
     lrs = jnp.asarray(lrs)
-    drop = jnp.concatenate([jnp.zeros((1,), lrs.dtype), lrs[:-1] - lrs[1:]])
+    drop = jnp.concatenate([jnp.zeros((1,), lrs.dtype), jnp.maximum(lrs[:-1] - lrs[1:], 0)])
     decay = jnp.asarray(decay, lrs.dtype)
 
     def combine(a, b):  # m_i = decay * m_{i-1} + drop_i as an associative scan

@@ -37,14 +37,15 @@ def _random_schedule(rng, total, *, warmup=True):
 
 
 def _la_double_loop(params, lrs, steps, decay):
-    """The LR-annealing law from the paper's formula, as a direct double loop (float64)."""
+    """The LR-annealing law from the paper's formula, as a direct double loop (float64);
+    only decreases of the learning rate are annealing (budgetax.laws.forms)."""
     L0, A, alpha, C = params
     out = []
     for s in steps:
         s1 = sum(lrs[: s + 1])
         s2 = 0.0
         for i in range(1, s + 1):
-            s2 += sum((lrs[k - 1] - lrs[k]) * decay ** (i - k) for k in range(1, i + 1))
+            s2 += sum(max(lrs[k - 1] - lrs[k], 0.0) * decay ** (i - k) for k in range(1, i + 1))
         out.append(L0 + A * s1 ** -alpha - C * s2)
     return np.asarray(out)
 
