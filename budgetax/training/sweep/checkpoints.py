@@ -110,7 +110,8 @@ class Checkpoints:
         try:
             abstract = target(step, self._manager().item_metadata(step).tree)
             if abstract is None:
-                return self._discard(step, "it was made for another number of devices")
+                return self._discard(step, "it does not fit the sweep's plan (made for another "
+                                           "number of devices or by another version)")
             tree = self._manager().restore(step, args=self._ocp.args.StandardRestore(abstract))
         except Exception as err:  # noqa: BLE001 - verified yet unreadable: never used
             return self._discard(step, f"orbax cannot restore it ({type(err).__name__}: {err})")

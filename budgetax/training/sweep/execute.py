@@ -42,35 +42,46 @@ from budgetax.training.sweep.plan import (
     halving_steps,
 )
 from budgetax.training.sweep.progress import Progress
-from budgetax.training.sweep.store import encode_curves
+from budgetax.training.sweep.spec import SweepSpec
+from budgetax.training.sweep.store import Store, encode_curves
 from budgetax.training.sweep.strategies import prune, score_curves
 
 __all__ = ["RUNNERS", "Context", "GroupRun", "History", "branch", "grid", "halving",
-           "run", "trunk"]
+           "run", "trunk", "unfinished"]
 
 
 @dataclasses.dataclass
 class Context:
     """What every group of one sweep is trained with.
 
-    ``runs``: the spec's runs (:meth:`SweepSpec.runs`); ``progs``: the compiled
-    program of each budget; ``names``: ``{"train": [...], "eval": [...]}``;
-    ``finished``: the groups already stored; ``complete(group, results, timing)``
-    stores a group's results.
+    ``progs``: the program of each budget; ``names``: ``{"train": [...], "eval":
+    [...]}``; ``store``: where finished groups go (written by the ``writer``
+    process); ``finished``: the groups stored before; ``compiled``: the budgets
+    trained here.
     """
 
-    spec: object
+    spec: SweepSpec
     plan: Plan
     progs: dict
-    runs: list
     mesh: object
     names: dict
     progress: Progress
+    store: Store
     out_dir: str
     writer: bool
     checkpoint_every: int
     finished: set
-    complete: object
+    compiled: set = dataclasses.field(default_factory=set)
+
+    def __post_init__(self):
+        self.runs = self.spec.runs()
+
+    def complete(self, group: Group, results: list[dict], timing: dict) -> None:
+        """Stores a finished group (its runs and timing, one transaction) and says so."""
+        self.compiled.add(group.budget)
+        if self.writer:
+            self.store.complete_group(group.group_id, results, timing)
+        self.progress.group_done(group, results, timing)
 
     def runs_of(self, prog: core.Program, mine: list[dict], **kw) -> core.Runs:
         """The runs ``mine`` (dicts with ``seed``, ``peak_lr``, ``schedule``) on ``prog``."""
@@ -384,13 +395,30 @@ def branch(ctx: Context, group: BranchGroup, carry, trunk_hist: History):
             run.timing(budget, len(mine), padded, len(rows) * (budget - s)))
 
 
+def unfinished(plan: Plan, finished: set, out_dir: str, writer: bool):
+    """``(groups, trunks)`` left to train (branch groups are trained by their trunk); the
+    checkpoints of what is finished (stored just before a kill) are removed."""
+    todo = [g for g in plan.groups if g.group_id not in finished]
+    trunks = [t for t in plan.trunks if any(g in todo for g in plan.branches(t))]
+    done = ([g.group_id for g in plan.groups if g.group_id in finished]
+            + [t.trunk_id for t in plan.trunks if t not in trunks])
+    for name in done:
+        Checkpoints(out_dir, name, writer).remove()
+    return todo, trunks
+
+
 RUNNERS = {GridGroup: grid, HalvingGroup: halving, Trunk: trunk}
 
 
 def run(ctx: Context, item: Group | Trunk) -> None:
     """Trains a planned group, or a trunk and its branches, by its strategy
     (:data:`RUNNERS`); stores what it finishes; removes its checkpoints after."""
-    ckpt = Checkpoints(ctx.out_dir, item.trunk_id if isinstance(item, Trunk)
-                       else item.group_id, ctx.writer)
+    if isinstance(item, Trunk):
+        ckpt = Checkpoints(ctx.out_dir, item.trunk_id, ctx.writer)
+        ctx.progress.describe(f"branched schedules: trunk of {len(item.cells)} runs")
+    else:
+        ckpt = Checkpoints(ctx.out_dir, item.group_id, ctx.writer)
+        ctx.progress.describe(f"budget {item.budget_fraction:.0%} ({item.budget} steps), "
+                              f"{len(item.run_idx)} runs")
     RUNNERS[type(item)](ctx, item, ckpt)
     ckpt.remove()

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BranchGroup", "GridGroup", "Group", "HalvingGroup", "Plan", "Trunk",
            "branched_schedules", "grid_groups", "halving_plan", "halving_steps", "make_plan",
-           "memory_limited_runs", "plan_groups", "plan_trunks", "shared_prefix"]
+           "memory_limited_runs", "plan_groups", "plan_trunks", "runs_per_program",
+           "shared_prefix", "steps_to_train"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -317,6 +318,13 @@ def steps_to_train(spec: SweepSpec, plan: Plan, todo: list[Group], trunks: list[
     for t in trunks:
         total += len(t.cells) * max(g.branch_step for g in plan.branches(t) if g in todo)
     return total
+
+
+def runs_per_program(progs, devices) -> int | None:
+    """The runs that fit in one program of each of ``progs`` (:func:`memory_limited_runs`),
+    or None when the devices do not say."""
+    fits = [f for f in (memory_limited_runs(p, devices) for p in progs) if f is not None]
+    return min(fits) if fits else None
 
 
 def memory_limited_runs(prog: core.Program, devices, fraction=0.5) -> int | None:

@@ -133,6 +133,21 @@ class Progress:
         elif self.enabled:
             print(text, file=sys.stderr, flush=True)
 
+    def group_done(self, group, results: list[dict], timing: dict):
+        """The line of a stored group (a planned group of :mod:`budgetax.training.sweep.plan`)."""
+        import jax
+
+        n_div = sum(r["status"] == "diverged" for r in results)
+        n_pruned = sum(r["status"] == "pruned" for r in results)
+        what = {"branch": f" branched at step {getattr(group, 'branch_step', None)}",
+                "halving": f", {n_pruned} pruned"}.get(group.kind, "")
+        self.line(f"budget {group.budget_fraction:>5.0%} ({group.budget:>6} steps) "
+                  f"{len(results):>4} runs{what}, {timing['run_steps_per_second']:,.0f} "
+                  f"run-steps/s on {timing['devices']} device(s)"
+                  + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
+                  + f", {timing['seconds']:.1f}s" + (f", {n_div} diverged" if n_div else "")
+                  + (" (resumed)" if timing["resumed"] else ""))
+
     def close(self):
         if self._listeners is not None:
             monitoring, started, finished = self._listeners

@@ -14,11 +14,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from budgetax.training.sweep.plan import GridGroup, Plan, grid_groups
+from budgetax.training.sweep.plan import GridGroup, Plan, grid_groups, make_plan
 from budgetax.training.sweep.spec import SweepSpec, SweepSpecMismatchError
 from budgetax.training.sweep.store import STORE_NAME, Store
 
-__all__ = ["auto_added_lrs", "check", "comparable", "extend", "extends"]
+__all__ = ["auto_added_lrs", "check", "comparable", "extend", "extends", "plan"]
 
 # fields added to SweepSpec after stores were written: a stored spec without them had these
 _SPEC_ADDED = {"strategy": "grid", "prune_rate": 3, "prune_at": [0.25, 0.5],
@@ -67,6 +67,25 @@ def extend(store: Store, spec: SweepSpec, max_runs_per_program: int | None) -> N
     plan = dataclasses.replace(plan, groups=tuple(groups + added))
     store.extend({"spec": spec.to_dict(), "plan": plan.to_dict()},
                  {r["run_id"]: new_idx[r["run_id"]] for r in stored_rows}, rows)
+
+
+def plan(store: Store, task, spec: SweepSpec, metric_names: dict,
+         max_runs_per_program: int | None) -> None:
+    """Plans the sweep into a new ``store`` (its meta and every run, pending), or extends
+    the stored sweep when ``spec`` only adds to it; a store that holds another sweep is
+    left for :func:`check` to refuse."""
+    stored = store.get_meta("spec")
+    if stored is not None and extends(comparable(stored), comparable(spec.to_dict())):
+        extend(store, spec, max_runs_per_program)
+    if store.get_meta("plan") is not None:
+        return
+    new = make_plan(spec, max_runs_per_program, max(1, task.num_train // spec.batch_size))
+    runs = spec.runs()
+    rows = sorted((dict(runs[i], idx=i, group_id=g.group_id)
+                   for g in new.groups for i in g.run_idx), key=lambda r: r["idx"])
+    store.initialise({"spec": spec.to_dict(), "task": task.identity(), "metrics": metric_names,
+                      "table_metric": list(task.table_metric(spec.diagnostics)),
+                      "plan": new.to_dict()}, rows)
 
 
 def check(store: Store, key: str, given: dict, out_dir: str) -> None:

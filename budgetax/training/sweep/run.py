@@ -1,28 +1,24 @@
 r"""The sweep driver: budgets x schedules x peak learning rates x seeds of a task, resumable.
 
 For each budget ``T`` (one compilation per budget), the training core
-(:mod:`budgetax.training.core`) trains many runs together: each run is a pure
-function of ``(key, peak_lr, schedule_index)``, the schedule picked per run by a
-``lax.switch`` over the sweep's profiles, the run axis sharded over all devices.
-When the runs of a budget do not fit in memory they are split into groups of at
-most ``max_runs_per_program`` runs (all groups of a budget share one shape).
+(:mod:`budgetax.training.core`) trains many runs together, each a pure function of
+``(key, peak_lr, schedule_index)``, the run axis sharded over all devices; runs that
+do not fit in memory are split into groups of at most ``max_runs_per_program``
+(:mod:`budgetax.training.sweep.plan`). A group is advanced one segment (``budget /
+num_evals`` steps) at a time and checkpointed with orbax every ``checkpoint_every``
+segments (:mod:`budgetax.training.sweep.execute`). Results go to a SQLite store
+(:class:`budgetax.training.sweep.store.Store`), one row per run, each group written in
+one transaction. Re-running a sweep into the same directory resumes it: finished
+groups are skipped, in-flight ones continue from their checkpoint, and the stored
+runs equal those of an uninterrupted sweep (the grouping is fixed when the sweep is
+planned and every step is deterministic). A directory holding another spec or another
+task is refused, except a spec that only lacks some of the given budgets, schedules,
+lrs or seeds: the sweep is then extended, and only the missing runs are trained
+(:mod:`budgetax.training.sweep.resume`).
 
-The host advances a group one segment (``budget / num_evals`` steps) at a time
-and checkpoints its in-flight state with orbax every ``checkpoint_every``
-segments. Results go to a SQLite store (:class:`budgetax.training.sweep.store.Store`),
-one row per run, each group written in one transaction. Re-running a sweep into
-the same directory resumes it: finished groups are skipped, in-flight ones
-continue from their checkpoint, and the stored runs equal those of an
-uninterrupted sweep (the grouping is fixed when the sweep is planned and every
-step is deterministic). A directory holding another spec or another task is refused,
-except a spec that only lacks some of the given budgets, schedules, lrs or seeds:
-the sweep is then extended, and only the missing runs are trained.
-
-``spec.strategy`` chooses how the runs are trained
-(:mod:`budgetax.training.sweep.strategies`): every run from scratch (``"grid"``),
-one trunk per group of schedules whose learning rate does not depend on the budget
-with each budget branched from it (``"branch"``), or successive halving over each
-schedule's lrs (``"halving"``); ``auto_lrs`` widens the lr grid past its edges.
+``spec.strategy`` chooses how the runs are trained (grid, branched decays, successive
+halving: :mod:`budgetax.training.sweep.strategies`); ``auto_lrs`` widens the lr grid
+past its edges.
 
 Multi-host (several processes, e.g. a TPU pod slice or GPUs on several
 machines): call ``jax.distributed.initialize()`` first in every process, then run
@@ -62,15 +58,15 @@ from budgetax import _validate
 from budgetax.training import core
 from budgetax.training.sweep import execute
 from budgetax.training.sweep import resume as resume_
-from budgetax.training.sweep.checkpoints import CHECKPOINT_DIR, Checkpoints
+from budgetax.training.sweep.checkpoints import CHECKPOINT_DIR
 from budgetax.training.sweep.plan import (  # noqa: F401 - their names here before plan.py
     Plan,
     halving_plan,
     halving_steps,
-    make_plan,
     memory_limited_runs,
     plan_groups,
     plan_trunks,
+    runs_per_program,
     steps_to_train,
 )
 from budgetax.training.sweep.progress import Progress
@@ -180,8 +176,7 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
     _validate.boolean("overwrite", overwrite)
     _validate.boolean("progress", progress)
     if max_runs_per_program is not None:
-        max_runs_per_program = _validate.positive_int("max_runs_per_program",
-                                                      max_runs_per_program)
+        max_runs_per_program = _validate.positive_int("max_runs_per_program", max_runs_per_program)
     checkpoint_every = _validate.nonnegative_int("checkpoint_every", checkpoint_every)
     auto_lrs = _validate.nonnegative_int("auto_lrs", auto_lrs)
     t0 = time.perf_counter()
@@ -206,32 +201,11 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
     return result
 
 
-def _line(g, results: list[dict], timing: dict) -> str:
-    """The progress display's line for a stored group."""
-    n_div = sum(r["status"] == "diverged" for r in results)
-    n_pruned = sum(r["status"] == "pruned" for r in results)
-    what = {"branch": f" branched at step {getattr(g, 'branch_step', None)}",
-            "halving": f", {n_pruned} pruned"}.get(g.kind, "")
-    return (f"budget {g.budget_fraction:>5.0%} ({g.budget:>6} steps) {len(results):>4} runs"
-            f"{what}, {timing['run_steps_per_second']:,.0f} run-steps/s on "
-            f"{timing['devices']} device(s)"
-            + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
-            + f", {timing['seconds']:.1f}s" + (f", {n_div} diverged" if n_div else "")
-            + (" (resumed)" if timing["resumed"] else ""))
-
-
 def _sweep(task, spec, out_dir, *, resume, overwrite, max_runs_per_program, checkpoint_every,
            devices, progress) -> SweepResult:
-    t0 = time.perf_counter()
-    budgets = spec.budget_steps()
-    # eager validation of the whole spec against the task (batch size, warmup per budget, ...)
-    progs = {steps: core.make_program(task, steps, spec.optimizer, schedules=spec.schedules,
-                                      batch_size=spec.batch_size, num_evals=spec.num_evals,
-                                      eval_batch_size=spec.eval_batch_size,
-                                      diagnostics=spec.diagnostics,
-                                      divergence_factor=spec.divergence_factor)
-             for steps in budgets}
-    metric_names = {k: list(v) for k, v in progs[budgets[0]].metric_names().items()}
+    """One sweep of ``spec`` (:func:`sweep` without ``auto_lrs``; ``seconds`` is its caller's)."""
+    progs = spec.programs(task)
+    metric_names = {k: list(v) for k, v in next(iter(progs.values())).metric_names().items()}
     writer = jax.process_index() == 0
     path = os.path.join(out_dir, STORE_NAME)
     if os.path.exists(path) and not (overwrite or resume):
@@ -244,72 +218,33 @@ def _sweep(task, spec, out_dir, *, resume, overwrite, max_runs_per_program, chec
         if overwrite and writer and os.path.exists(path):
             os.remove(path)
             shutil.rmtree(os.path.join(out_dir, CHECKPOINT_DIR), ignore_errors=True)
-        runs = spec.runs()
-        spec_dict = spec.to_dict()
         devices = list(jax.devices() if devices is None else devices)
         mesh = core.make_mesh(devices)
         if writer:  # process 0 plans the sweep and writes the store; the others read it
             with Store(path) as store:
                 if max_runs_per_program is None:
-                    fits = [memory_limited_runs(progs[s], devices) for s in budgets]
-                    fits = [f for f in fits if f is not None]
-                    max_runs_per_program = min(fits) if fits else None
-                stored = store.get_meta("spec")
-                if stored is not None and resume_.extends(resume_.comparable(stored),
-                                                          resume_.comparable(spec_dict)):
-                    resume_.extend(store, spec, max_runs_per_program)
-                if store.get_meta("plan") is None:
-                    plan = make_plan(spec, max_runs_per_program,
-                                     max(1, task.num_train // spec.batch_size))
-                    rows = sorted((dict(runs[i], idx=i, group_id=g.group_id)
-                                   for g in plan.groups for i in g.run_idx),
-                                  key=lambda r: r["idx"])
-                    store.initialise({
-                        "spec": spec_dict, "task": task.identity(), "metrics": metric_names,
-                        "table_metric": list(task.table_metric(spec.diagnostics)),
-                        "plan": plan.to_dict()}, rows)
+                    max_runs_per_program = runs_per_program(progs.values(), devices)
+                resume_.plan(store, task, spec, metric_names, max_runs_per_program)
         core.barrier("budgetax-sweep-planned")
         with Store(path, readonly=not writer) as store:
-            resume_.check(store, "spec", spec_dict, out_dir)
+            resume_.check(store, "spec", spec.to_dict(), out_dir)
             resume_.check(store, "task", task.identity(), out_dir)
             plan = Plan.from_dict(store.get_meta("plan"))
             finished = store.finished_groups()
-            for g in plan.groups:  # checkpoints of groups stored just before a kill: not needed
-                if g.group_id in finished:
-                    Checkpoints(out_dir, g.group_id, writer).remove()
-            todo = [g for g in plan.groups if g.group_id not in finished]
-            trunks = [t for t in plan.trunks if any(g in todo for g in plan.branches(t))]
-            for t in plan.trunks:
-                if t not in trunks:
-                    Checkpoints(out_dir, t.trunk_id, writer).remove()
+            todo, trunks = execute.unfinished(plan, finished, out_dir, writer)
             bar = Progress(steps_to_train(spec, plan, todo, trunks), progress and writer)
-            compiled = set()
-
-            def complete(g, results, timing):
-                compiled.add(g.budget)
-                if writer:
-                    store.complete_group(g.group_id, results, timing)
-                bar.line(_line(g, results, timing))
-
-            ctx = execute.Context(spec, plan, progs, runs, mesh, metric_names, bar, out_dir,
-                                  writer, checkpoint_every, finished, complete)
+            ctx = execute.Context(spec, plan, progs, mesh, metric_names, bar, store, out_dir,
+                                  writer, checkpoint_every, finished)
             try:
-                for g in todo:
-                    if g.kind != "branch":
-                        bar.describe(f"budget {g.budget_fraction:.0%} ({g.budget} steps), "
-                                     f"{len(g.run_idx)} runs")
-                        execute.run(ctx, g)
-                for t in trunks:
-                    bar.describe(f"branched schedules: trunk of {len(t.cells)} runs")
-                    execute.run(ctx, t)
+                for item in [g for g in todo if g.kind != "branch"] + trunks:
+                    execute.run(ctx, item)
             finally:
                 bar.close()
             ckpt_root = os.path.join(out_dir, CHECKPOINT_DIR)
             if writer and os.path.isdir(ckpt_root) and not os.listdir(ckpt_root):
                 os.rmdir(ckpt_root)
             core.barrier("budgetax-sweep-stored")
-            rows = store.runs()
-            group_rows = store.groups()
+            rows, group_rows = store.runs(), store.groups()
     return SweepResult(out_dir=out_dir, spec=spec, runs=rows, groups=group_rows,
-                       compiled_budgets=len(compiled), seconds=time.perf_counter() - t0,
+                       compiled_budgets=len(ctx.compiled), seconds=0.0,
                        metrics=metric_names)

@@ -13,7 +13,7 @@ import difflib
 import json
 
 from budgetax import _validate, profiles, schedules
-from budgetax.training.core import DIVERGENCE_FACTOR, check_diagnostics
+from budgetax.training.core import DIVERGENCE_FACTOR, check_diagnostics, make_program
 from budgetax.training.optim import OptimizerSpec
 from budgetax.training.sweep.plan import grid_groups, plan_groups, plan_trunks
 from budgetax.training.sweep.strategies import ESTIMATORS, STRATEGIES
@@ -177,6 +177,16 @@ class SweepSpec:
                                     "budget_fraction": f, "budget": steps, "schedule": s,
                                     "peak_lr": lr, "seed": seed})
         return out
+
+    def programs(self, task) -> dict:
+        """``{budget steps: core.Program}``: the program of each budget on ``task`` (validates
+        the whole spec against the task: batch size, warmup per budget, ...)."""
+        return {steps: make_program(task, steps, self.optimizer, schedules=self.schedules,
+                                    batch_size=self.batch_size, num_evals=self.num_evals,
+                                    eval_batch_size=self.eval_batch_size,
+                                    diagnostics=self.diagnostics,
+                                    divergence_factor=self.divergence_factor)
+                for steps in self.budget_steps()}
 
     def to_dict(self) -> dict:
         """JSON-friendly (stored in the results store; compared on resume)."""
