@@ -5,7 +5,8 @@ and, optionally, held-out data and an evaluation function. Everything about the
 optimizer (:class:`budgetax.training.OptimizerSpec`) and the budget comes from
 budgetax. :func:`budgetax.training.train`, :func:`budgetax.training.train_many`
 and :func:`budgetax.training.sweep` all take a task, and so does
-``budgetax sweep --task package.module:factory`` (``factory()`` returns the task).
+``budgetax sweep --task package.module:factory`` or ``--task path/to/file.py:factory``
+(``factory()`` returns the task; :func:`load_task`).
 The built-in models and datasets are tasks made with the same interface
 (:func:`budgetax.training.preset`).
 
