@@ -479,12 +479,12 @@ def predict_cells(cells: list[Cell], runs_by_id: dict, metric: str, fractions,
                   full_budget: int) -> list[dict]:
     """Each schedule's ``metric`` predicted at budget ``fractions`` of the full budget.
 
-    Fits :func:`budgetax.training.sweep.frontier.fit_frontier` to the table's cells
+    Fits :func:`budgetax.frontier.fit_frontier` to the table's cells
     of the schedule (the seeds' values at each budget's selected lr) and returns
     ``[{"schedule", "budget_fraction", "budget", "mean", "low", "high", "fit"}]``
     (95% bootstrap interval; none for a schedule with fewer than 3 trained budgets).
     """
-    from budgetax.training.sweep.frontier import fit_frontier
+    from budgetax.frontier import fit_frontier
 
     out = []
     for f in fractions:

@@ -42,8 +42,8 @@ import jax  # noqa: E402
 from config import CONFIGS, ESTIMATORS, STRATEGIES  # noqa: E402
 
 from budgetax import report, training  # noqa: E402
+from budgetax.frontier import fit_frontier  # noqa: E402
 from budgetax.training.sweep import execute as sweep_run  # noqa: E402
-from budgetax.training.sweep.frontier import fit_frontier  # noqa: E402
 from budgetax.training.sweep.store import decode_curves  # noqa: E402
 from budgetax.training.sweep.strategies import prune, score_curves  # noqa: E402
 

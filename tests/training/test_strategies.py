@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from budgetax import profiles, training
+from budgetax.frontier import fit_frontier
 from budgetax.training.sweep import execute, run, selection, strategies
-from budgetax.training.sweep.frontier import fit_frontier
 from budgetax.training.sweep.spec import plan_groups, plan_trunks
 from budgetax.training.sweep.store import RUN_COLUMNS, Store
 from tests import tasks
