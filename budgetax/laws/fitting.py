@@ -14,8 +14,8 @@ Jacobian are computed in one pass over the (logged step, lr change) terms, with 
 derivatives written out (one ``log1p`` and one ``exp`` per term). Several starts (a fixed
 grid built from the data: no randomness, so a fit is deterministic) run together under
 ``jax.vmap``; for the Multi-Power Law they first run on a coarse form of the curves
-(consecutive lr changes merged into at most ``coarse_terms`` blocks per curve, to a
-relative objective change of ``1e-10``), and the best
+(consecutive lr changes merged into at most ``coarse_terms`` blocks per curve, until a
+step gains less than ``1e-6`` of the objective), and the best
 of them is then refined on the exact terms until a step gains less than ``1e-8`` of the
 objective.
 
@@ -51,6 +51,7 @@ _PRED_FLOOR = 1e-10  # the reference code clamps predictions here before the log
 _CHUNK = 32  # logged points per block of the (points x changes) terms
 _MAX_LOG_STEP = 2.0  # a step changes each parameter by at most this factor of e
 _EXACT_RTOL = 1e-8  # the refinement stops once a step lowers the objective by less (relative)
+_COARSE_RTOL = 1e-6  # ... and the coarse multi-start stage
 
 
 # ---------------------------------------------------------------- per-law residual engines
@@ -471,7 +472,7 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
         if coarse_needed:
             coarse = tuple(jax.tree.map(jnp.asarray, _curve_data(law, c, coarse_terms, decay))
                            for c in curves)
-            thetas, fs, *_ = _solve(theta0, coarse, law, delta, max_iter, 1e-10)
+            thetas, fs, *_ = _solve(theta0, coarse, law, delta, max_iter, _COARSE_RTOL)
             fs = np.where(np.isfinite(np.asarray(fs)), np.asarray(fs), np.inf)
             theta0 = thetas[int(np.argmin(fs))][None]
         thetas, fs, its, rs, js = _solve(theta0, exact, law, delta, max_iter, _EXACT_RTOL)
