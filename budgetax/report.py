@@ -23,7 +23,7 @@ import platform
 import numpy as np
 
 from budgetax._io import atomic_write_json, atomic_write_text
-from budgetax.training.sweep.selection import rank_lrs, select_sign
+from budgetax.training.sweep.selection import eligible, rank_lrs, select_sign
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves
 
 __all__ = ["SELECT", "Cell", "curve_grid", "elasticity_stops", "format_table", "load",
@@ -141,7 +141,7 @@ def summarize(runs: list[dict], select: str = "train_loss", metric: str = "test_
                 by_lr.setdefault(r["peak_lr"], []).append(r)
             diverged = tuple(sorted(lr for lr, rs in by_lr.items()
                                     if any(r["status"] == "diverged" for r in rs)))
-            ok = {lr: rs for lr, rs in by_lr.items() if lr not in diverged}
+            ok = eligible(by_lr)
             scored = dict(rank_lrs(ok, select, sign))
             if not scored:
                 row.append(Cell(f, steps, s, None, math.nan, math.nan, 0, diverged))

@@ -2,8 +2,9 @@
 
 The report's table (:func:`budgetax.report.summarize`), the widening of the lr grid
 (:func:`lr_extension`, behind ``sweep(..., auto_lrs=n)``) and the experiments all
-choose a cell's lr with :func:`rank_lrs`: the best mean final value of the
-selection metric over the lr's runs, a tie going to the smaller lr.
+choose a cell's lr with :func:`rank_lrs` among its :func:`eligible` lrs: the best
+mean final value of the selection metric over the lr's runs, a tie going to the
+smaller lr.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["by_cell", "lr_extension", "rank_lrs", "select_sign"]
+__all__ = ["by_cell", "eligible", "lr_extension", "rank_lrs", "select_sign"]
 
 
 def select_sign(select: str, metric: str, higher_is_better: bool) -> float:
@@ -46,6 +47,12 @@ def by_cell(runs: list[dict]) -> dict:
     return cells
 
 
+def eligible(by_lr: dict) -> dict:
+    """The lrs of ``by_lr`` (``{lr: [runs]}``) that can be a cell's best: every run
+    finished and none diverged (an lr pruned by successive halving is not)."""
+    return {lr: rs for lr, rs in by_lr.items() if all(r["status"] == "done" for r in rs)}
+
+
 def lr_extension(runs: list[dict], peak_lrs, select: str, higher_is_better: bool) -> list[float]:
     """The peak lrs to add so that no (budget, schedule)'s best lr stays at the grid's edge.
 
@@ -61,8 +68,7 @@ def lr_extension(runs: list[dict], peak_lrs, select: str, higher_is_better: bool
     ratio = 3.0 if len(grid) < 2 else (grid[-1] / grid[0]) ** (1.0 / (len(grid) - 1))
     low = high = False
     for by_lr in by_cell(runs).values():
-        ok = {lr: rs for lr, rs in by_lr.items() if all(r["status"] == "done" for r in rs)}
-        ranked = rank_lrs(ok, select, -1.0 if higher_is_better else 1.0)
+        ranked = rank_lrs(eligible(by_lr), select, -1.0 if higher_is_better else 1.0)
         if not ranked:
             continue
         best = ranked[0][0]
