@@ -1,6 +1,20 @@
-"""The sweep engine: planning, strategies, checkpoints, progress, the store, the driver.
+"""The sweep engine: budgets x schedules x peak lrs x seeds of a task, resumable.
 
-See :func:`budgetax.training.sweep.run.sweep`.
+One module per concern:
+
+- :mod:`~budgetax.training.sweep.spec`: :class:`SweepSpec`, what a sweep trains;
+- :mod:`~budgetax.training.sweep.plan`: the typed plan (which runs share a
+  compiled program) and all planning;
+- :mod:`~budgetax.training.sweep.strategies`: how halving scores and prunes (and
+  what each strategy does);
+- :mod:`~budgetax.training.sweep.execute`: one group runner, one function per kind
+  of group;
+- :mod:`~budgetax.training.sweep.checkpoints`, :mod:`~budgetax.training.sweep.store`,
+  :mod:`~budgetax.training.sweep.progress`: in-flight state, results, display;
+- :mod:`~budgetax.training.sweep.resume`: a given spec against the stored one
+  (resume, extend or refuse);
+- :mod:`~budgetax.training.sweep.selection`: the best-lr-per-cell rule;
+- :mod:`~budgetax.training.sweep.run`: :func:`sweep`, the directory lock and the loop.
 """
 
 from budgetax.training.sweep import frontier, store, strategies
