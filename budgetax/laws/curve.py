@@ -131,6 +131,45 @@ class Curve:
         return cls(lrs=lrs, steps=steps, loss=loss, name=name)
 
 
+    @classmethod
+    def from_training(cls, lr, loss, *, every: int = 50, name: str = "") -> Curve:
+        """A curve from a training run's per-update records (as a sweep stores them).
+
+        ``lr[t]`` is the learning rate update ``t`` used and ``loss[t]`` the minibatch loss
+        it measured before it was applied (the ``lr`` and ``loss`` training curves of
+        :func:`budgetax.training.train` and of a sweep's store). Minibatch losses are noisy:
+        they are averaged over windows of ``every`` updates, and a window ending at update
+        ``b`` is placed at step ``b - 1`` (the parameters it measured had seen updates
+        ``0..b-1``). A trailing partial window is dropped.
+
+        Args:
+          lr: ``[T]`` learning rates.
+          loss: ``[T]`` minibatch losses (finite: a diverged run cannot be a curve).
+          every: updates per window, an int in ``[2, T]``.
+          name: an optional label.
+
+        Example:
+          >>> import numpy as np
+          >>> from budgetax import laws
+          >>> c = laws.Curve.from_training(np.full(100, 0.1), np.linspace(2, 1, 100), every=25)
+          >>> c.steps.tolist()
+          [23, 48, 73, 98]
+        """
+        lr = _array("lr", lr).astype(np.float64)
+        loss = _array("loss", loss).astype(np.float64)
+        if lr.shape != loss.shape:
+            raise ValueError(f"lr and loss must have the same length, got {lr.shape[0]} and "
+                             f"{loss.shape[0]}")
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) \
+                or not 2 <= every <= lr.shape[0]:
+            raise ValueError(f"every must be an int in [2, len(lr) = {lr.shape[0]}], "
+                             f"got {every!r}")
+        windows = lr.shape[0] // every
+        means = loss[: windows * every].reshape(windows, every).mean(axis=1)
+        steps = np.arange(1, windows + 1) * every - 2
+        return cls(lrs=lr, steps=steps, loss=means, name=name)
+
+
 def schedule_values(schedule, total_steps: int) -> np.ndarray:
     """``schedule(0..total_steps-1)`` as float64 (a number is a constant rate)."""
     if isinstance(schedule, numbers.Real) and not isinstance(schedule, bool):

@@ -162,6 +162,19 @@ def test_lr_annealing_fit_recovers_its_parameters():
     np.testing.assert_allclose(np.asarray(f.params), np.asarray(true), rtol=1e-3)
 
 
+def test_curve_from_training_records_averages_windows_before_their_last_update():
+    lr = np.linspace(1e-3, 1e-4, 100)
+    loss = np.arange(100, dtype=np.float64) + 1.0
+    c = laws.Curve.from_training(lr, loss, every=30)
+    assert c.steps.tolist() == [28, 58, 88]          # windows end at updates 29, 59, 89
+    np.testing.assert_allclose(c.loss, [15.5, 45.5, 75.5])
+    np.testing.assert_array_equal(c.lrs, lr)
+    with pytest.raises(ValueError, match="every must be an int in"):
+        laws.Curve.from_training(lr, loss, every=1)
+    with pytest.raises(ValueError, match="loss must be finite"):
+        laws.Curve.from_training(lr, np.where(loss > 50, np.nan, loss), every=30)
+
+
 # ---------------------------------------------------------------- the optimised schedule
 
 
