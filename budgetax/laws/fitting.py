@@ -329,6 +329,36 @@ class Fit:
     _cov: np.ndarray = dataclasses.field(repr=False)
     _scale: float = dataclasses.field(repr=False)
 
+    @classmethod
+    def from_params(cls, law: str, params, *, decay: float = 0.999) -> Fit:
+        """A :class:`Fit` holding known parameters (e.g. a paper's), to predict and optimise.
+
+        It has no quality and no interval (:meth:`interval` raises).
+
+        Example:
+          >>> from budgetax import laws
+          >>> f = laws.Fit.from_params("multi_power", (2.0, 0.5, 0.5, 300.0, 2.0, 0.6, 0.6))
+          >>> f.params.B
+          300.0
+        """
+        if law not in _SPECS:
+            raise ValueError(f"law must be one of {list(LAWS)}, got {law!r}")
+        spec = _SPECS[law]
+        values = tuple(params.values()) if isinstance(params, dict) else tuple(params)
+        if isinstance(params, dict) and set(params) != set(spec.fields):
+            raise ValueError(f"params must have the keys {list(spec.fields)}, got {list(params)}")
+        if len(values) != len(spec.fields):
+            raise ValueError(f"params must have {len(spec.fields)} values {list(spec.fields)}, "
+                             f"got {len(values)}")
+        if isinstance(params, dict):
+            values = tuple(params[f] for f in spec.fields)
+        values = tuple(float(v) for v in values)
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(f"params must be finite and > 0, got {values}")
+        return cls(law, spec.params_cls(*values), float("nan"), (),
+                   decay if law == "lr_annealing" else None, 0,
+                   np.full((len(values), len(values)), np.nan), float("nan"))
+
     def _lrs(self, lrs, steps):
         steps = np.asarray(steps)
         if callable(lrs) or isinstance(lrs, (int, float)):
@@ -373,6 +403,9 @@ class Fit:
         """A ``level`` interval ``(low, high)`` around :meth:`predict` (see the module doc)."""
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
+        if not np.all(np.isfinite(self._cov)):
+            raise ValueError("this Fit holds given parameters (Fit.from_params): it has no "
+                             "interval; fit curves with laws.fit for one")
         lrs, steps = self._lrs(lrs, steps)
         flat = np.unique(steps.reshape(-1))
         curve = Curve(lrs=np.where(lrs > 0, lrs, 0.0), steps=flat, loss=np.ones(flat.shape))

@@ -55,9 +55,9 @@ def _coverage(fit, size, level=0.95):
     return inside / total
 
 
-def _fixed(params, law="multi_power"):
+def _fixed(params):
     """A Fit holding given parameters (to predict with the paper's own)."""
-    return laws.Fit(law, laws.MultiPowerParams(*params), 0.0, (), None, 0, np.zeros((7, 7)), 0.0)
+    return laws.Fit.from_params("multi_power", params)
 
 
 def run_size(size):

@@ -227,6 +227,12 @@ def test_bad_fit_arguments_name_the_argument(synthetic_fit):
         laws.optimize_schedule(synthetic_fit, 100, 1e-3, end_lr=2e-3)
     with pytest.raises(TypeError, match="fit must be"):
         laws.optimize_schedule(synthetic_fit.params, 100, 1e-3)
+    given = laws.Fit.from_params("multi_power", TRUE._asdict())
+    np.testing.assert_allclose(given.predict(c.lrs, c.steps), c.loss, rtol=1e-12)
+    with pytest.raises(ValueError, match="no interval"):
+        given.interval(c.lrs, c.steps)
+    with pytest.raises(ValueError, match="params must be finite and > 0"):
+        laws.Fit.from_params("multi_power", (1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0))
 
 
 def test_the_public_interface():
