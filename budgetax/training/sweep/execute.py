@@ -72,6 +72,7 @@ class Context:
     checkpoint_every: int
     finished: set
     compiled: set = dataclasses.field(default_factory=set)
+    runs: list = dataclasses.field(init=False)  # the spec's runs, in plan order
 
     def __post_init__(self):
         self.runs = self.spec.runs()
@@ -121,9 +122,9 @@ class History:
     def load(self, tree: dict) -> None:
         """Restores the arrays from a checkpoint's host tree (padded rows dropped)."""
         tree = core.to_host(tree)
-        for part in (self.train, self.eval):
-            for k, v in part.items():
-                v[...] = tree["train" if part is self.train else "eval"][k][:len(v)]
+        for part, arrays in (("train", self.train), ("eval", self.eval)):
+            for k, v in arrays.items():
+                v[...] = tree[part][k][:len(v)]
         for k, v in self.per_run.items():
             v[...] = tree[k][:len(v)]
 
