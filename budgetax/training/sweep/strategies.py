@@ -5,10 +5,11 @@ Three strategies give the same kind of results store and table:
 - ``"grid"``: every (budget, schedule, peak lr, seed) run is trained from step 0
   to its budget.
 - ``"branch"``: a schedule whose learning rate up to some step does not depend on
-  the budget (``constant``; ``wsd`` before its decay; :func:`shared_prefix`
-  finds the step numerically) is trained once, as one *trunk* on the longest
-  budget's program, and every shorter budget *branches* from the trunk's state
-  where its own learning rate starts to differ, then decays on its own program
+  the budget (``constant``; ``wsd`` before its decay;
+  :func:`~budgetax.training.sweep.plan.shared_prefix` finds the step numerically) is
+  trained once, as one *trunk* on the longest budget's program, and every shorter
+  budget *branches* from the trunk's state where its own learning rate starts to
+  differ, then decays on its own program
   (Hägele et al. 2024; Hu et al. 2024, MiniCPM). A branched run equals the run
   trained from scratch for its budget bit for bit: same initialisation and batch
   order (pure functions of the run's key and step), same learning rate at every
@@ -25,6 +26,13 @@ Three strategies give the same kind of results store and table:
   Every schedule keeps at least one lr, so the table has every cell.
 - ``"branch+halving"``: branched decays for the schedules with a shared prefix,
   halving for the others.
+
+This module holds what halving scores and prunes with (:data:`ESTIMATORS`,
+:func:`score_curves`, :func:`prune`); the groups each strategy plans are in
+:mod:`budgetax.training.sweep.plan`, how each is trained in
+:mod:`budgetax.training.sweep.execute`. ``shared_prefix``, ``branched_schedules``
+(plan) and ``rank_lrs``, ``select_sign``, ``lr_extension`` (selection) keep their
+names here.
 
 References:
   Hägele, Bakouch, Kosson, Ben Allal, Von Werra, Jaggi. Scaling Laws and
