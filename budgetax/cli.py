@@ -438,6 +438,9 @@ def run_sweep(args) -> int:
 
     quiet = jax.process_index() != 0  # process 0 speaks for all
     task = _task(args)
+    if isinstance(args.batch_size, int) and args.batch_size > task.num_train:
+        raise ValueError(f"--batch-size {args.batch_size} is more than the task's "
+                         f"{task.num_train} training examples: give at most {task.num_train}")
     full_budget, derived = args.full_budget, args.full_budget is None
     if derived:
         full_budget = default_full_budget(task.num_train, args.batch_size)

@@ -254,3 +254,16 @@ def test_sweep_help_is_fast_and_its_defaults_are_the_specs():
     text = " ".join(out.split())
     assert "examples per optimizer step (default: 100)" in text
     assert "decoupled for adamw, lamb, adamp and sgdp (default: 0)" in text
+
+
+def test_a_task_smaller_than_one_batch_is_told_so(tmp_path, monkeypatch, capsys):
+    (tmp_path / "one.py").write_text(
+        "from tests import tasks\nfrom budgetax import training\n\n"
+        "def make_task():\n"
+        "    return training.Task(name='one', model=tasks.Regressor, loss=tasks.mse,\n"
+        "                         train_data=tasks.regression_data(1, 0))\n")
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+    rc = cli.main(["sweep", "--task", str(tmp_path / "one.py") + ":make_task",
+                   "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--batch-size 100 is more than the task's 1 training examples" in err
