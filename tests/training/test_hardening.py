@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from budgetax import _io, cli, training
-from budgetax.training.sweep import checkpoints, run
+from budgetax.training.sweep import checkpoints, execute, run
 from budgetax.training.sweep.store import Store, StoreError
 from tests import tasks
 from tests.conftest import interrupt
@@ -77,6 +77,22 @@ def test_a_checkpoint_without_its_checksums_is_not_used(task, reference, tmp_pat
         os.remove(f)  # as if killed between orbax's save and the checksum file
     with pytest.warns(checkpoints.CheckpointWarning, match="no checksum file"):
         training.sweep(task, SPEC, str(tmp_path), progress=False)
+    with Store(tmp_path / "results.sqlite") as store:
+        assert store.dump() == reference
+
+
+def test_a_checkpoint_that_does_not_fit_the_plan_is_discarded(task, reference, tmp_path,
+                                                               monkeypatch):
+    """Saved with other arrays (another device count, another version's layout): the
+    group is trained again, never restored into the wrong shapes."""
+    tree = execute.History.tree
+    monkeypatch.setattr(execute.History, "tree", lambda self, to_runs: {
+        **tree(self, to_runs), "other": to_runs(np.zeros(len(self.train["loss"]), np.int32))})
+    _interrupt_after_first_checkpoint(task, tmp_path, monkeypatch)
+    monkeypatch.setattr(execute.History, "tree", tree)
+    with pytest.warns(checkpoints.CheckpointWarning, match="does not fit the sweep's plan"):
+        result = training.sweep(task, SPEC, str(tmp_path), progress=False)
+    assert not any(g["resumed"] for g in result.groups)
     with Store(tmp_path / "results.sqlite") as store:
         assert store.dump() == reference
 
