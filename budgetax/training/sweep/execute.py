@@ -143,11 +143,12 @@ class GroupRun:
     """One group's (or trunk's) runs from restore to timing.
 
     ``runs``: the :class:`core.Runs` the history's rows belong to (checkpointed
-    padded to its size); ``hist``: their :class:`History`; ``ckpt``: their
-    :class:`Checkpoints` (``None``: never checkpointed).
+    padded to its size; ``None``: nothing trained here); ``hist``: their
+    :class:`History`; ``ckpt``: their :class:`Checkpoints` (``None``: never
+    checkpointed).
     """
 
-    def __init__(self, ctx: Context, ckpt: Checkpoints | None, runs: core.Runs,
+    def __init__(self, ctx: Context, ckpt: Checkpoints | None, runs: core.Runs | None,
                  hist: History):
         self.ctx, self.ckpt, self.runs, self.hist = ctx, ckpt, runs, hist
         self.resumed = False
