@@ -138,9 +138,11 @@ class Curve:
         ``lr[t]`` is the learning rate update ``t`` used and ``loss[t]`` the minibatch loss
         it measured before it was applied (the ``lr`` and ``loss`` training curves of
         :func:`budgetax.training.train` and of a sweep's store). Minibatch losses are noisy:
-        they are averaged over windows of ``every`` updates, and a window ending at update
-        ``b`` is placed at step ``b - 1`` (the parameters it measured had seen updates
-        ``0..b-1``). A trailing partial window is dropped.
+        they are averaged over windows of ``every`` updates, and the window of updates
+        ``a..a+every-1`` is placed at step :func:`window_step` ``= a + every // 2 - 1``
+        (its middle update measured the parameters after updates ``0..a + every // 2 - 1``).
+        The first window (it holds the loss before any training) and a trailing partial
+        window are dropped.
 
         Args:
           lr: ``[T]`` learning rates.
@@ -153,7 +155,7 @@ class Curve:
           >>> from budgetax import laws
           >>> c = laws.Curve.from_training(np.full(100, 0.1), np.linspace(2, 1, 100), every=25)
           >>> c.steps.tolist()
-          [23, 48, 73, 98]
+          [36, 61, 86]
         """
         lr = _array("lr", lr).astype(np.float64)
         loss = _array("loss", loss).astype(np.float64)
@@ -161,13 +163,18 @@ class Curve:
             raise ValueError(f"lr and loss must have the same length, got {lr.shape[0]} and "
                              f"{loss.shape[0]}")
         if isinstance(every, bool) or not isinstance(every, numbers.Integral) \
-                or not 2 <= every <= lr.shape[0]:
-            raise ValueError(f"every must be an int in [2, len(lr) = {lr.shape[0]}], "
-                             f"got {every!r}")
+                or not 2 <= every <= lr.shape[0] // 2:
+            raise ValueError(f"every must be an int in [2, len(lr) // 2 = {lr.shape[0] // 2}] "
+                             f"(two windows at least), got {every!r}")
         windows = lr.shape[0] // every
-        means = loss[: windows * every].reshape(windows, every).mean(axis=1)
-        steps = np.arange(1, windows + 1) * every - 2
-        return cls(lrs=lr, steps=steps, loss=means, name=name)
+        means = loss[: windows * every].reshape(windows, every).mean(axis=1)[1:]
+        starts = np.arange(1, windows) * every
+        return cls(lrs=lr, steps=window_step(starts, every), loss=means, name=name)
+
+
+def window_step(start, every):
+    """The step a window of ``every`` minibatch losses from update ``start`` stands for."""
+    return start + every // 2 - 1
 
 
 def schedule_values(schedule, total_steps: int) -> np.ndarray:

@@ -19,11 +19,13 @@ step gains less than ``1e-6`` of the objective), and the best
 of them is then refined on the exact terms until a step gains less than ``1e-8`` of the
 objective.
 
-**Interval.** :meth:`Fit.interval` is a Laplace (delta-method) interval on the log of the
-prediction: the parameters' covariance ``s^2 (J^T W J)^{-1}`` with the residual scale ``s``
-estimated from the fitted points with an effective sample size corrected for the lag-1
-autocorrelation of the residuals (``n (1 - rho) / (1 + rho)``), plus the residual variance
-``s^2`` itself. It measures the fit's uncertainty on curves like the fitted ones; it cannot
+**Interval.** :meth:`Fit.interval` is a delta-method interval on the log of the
+prediction: ``g^T Cov g + s^2``, with ``g`` the prediction's gradient in the log-parameters,
+``Cov`` the Huber fit's sandwich covariance ``H^{-1} (J^T diag(w r)^2 J) H^{-1}``
+(``H = J^T W J``) and ``s^2 = sum r^2 / (n_eff - P)`` the residual variance, where the
+``n`` fitted points count as ``n_eff = n (1 - rho) / (1 + rho)`` independent ones (``rho``
+the lag-1 autocorrelation of the residuals within curves, ``Cov`` scaled by ``n / n_eff``).
+It measures the fit's uncertainty on curves like the fitted ones; it cannot
 know how far the law itself is from the truth on a new schedule (a systematic error), so
 its coverage on other schedules is measured, not assumed (``experiments/laws/``).
 """
@@ -40,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from budgetax import _validate
 from budgetax.laws import forms
 from budgetax.laws.curve import Curve, schedule_values
 
@@ -52,6 +55,8 @@ _CHUNK = 32  # logged points per block of the (points x changes) terms
 _MAX_LOG_STEP = 2.0  # a step changes each parameter by at most this factor of e
 _EXACT_RTOL = 1e-8  # the refinement stops once a step lowers the objective by less (relative)
 _COARSE_RTOL = 1e-6  # ... and the coarse multi-start stage
+COARSE_TERMS = 1024  # the Multi-Power Law's default lr changes per curve in the first stage
+DECAY = forms.DECAY
 
 
 # ---------------------------------------------------------------- per-law residual engines
@@ -65,7 +70,7 @@ def _mpl_curve_data(curve: Curve, coarse_terms: int | None):
     """Arrays of one curve for the Multi-Power Law's fused residual/Jacobian pass."""
     lrs = curve.lrs
     cs = np.cumsum(lrs)
-    k = np.flatnonzero(np.diff(lrs) != 0) + 1
+    k = forms.changes(lrs)
     gap = lrs[k] - lrs[k - 1]
     if coarse_terms is not None and k.shape[0] > coarse_terms:
         # merge consecutive changes into blocks, each at its last change (stage 1 only)
@@ -148,13 +153,8 @@ def _mpl_starts(curves: Sequence[Curve]):
 
 def _la_curve_data(curve: Curve, decay: float):
     cs = np.cumsum(curve.lrs)
-    drop = np.concatenate([[0.0], np.maximum(curve.lrs[:-1] - curve.lrs[1:], 0)])
-    m = np.zeros_like(drop)
-    acc = 0.0
-    for i, v in enumerate(drop):  # host-side, once per fitted curve
-        acc = decay * acc + v
-        m[i] = acc
-    s2 = np.cumsum(m)
+    with jax.enable_x64(True):
+        s2 = np.asarray(forms.annealing_area(curve.lrs, decay), np.float64)
     return dict(s1=cs[curve.steps], s2=s2[curve.steps], logy=np.log(curve.loss),
                 mask=np.ones(curve.steps.shape[0]))
 
@@ -326,11 +326,11 @@ class Fit:
     quality: tuple[CurveQuality, ...]
     decay: float | None
     iterations: int
-    _cov: np.ndarray = dataclasses.field(repr=False)
-    _scale: float = dataclasses.field(repr=False)
+    _cov: np.ndarray = dataclasses.field(repr=False, compare=False)
+    _scale: float = dataclasses.field(repr=False, compare=False)
 
     @classmethod
-    def from_params(cls, law: str, params, *, decay: float = 0.999) -> Fit:
+    def from_params(cls, law: str, params, *, decay: float | None = None) -> Fit:
         """A :class:`Fit` holding known parameters (e.g. a paper's), to predict and optimise.
 
         It has no quality and no interval (:meth:`interval` raises).
@@ -343,6 +343,7 @@ class Fit:
         """
         if law not in _SPECS:
             raise ValueError(f"law must be one of {list(LAWS)}, got {law!r}")
+        decay = _law_decay(law, decay)
         spec = _SPECS[law]
         values = tuple(params.values()) if isinstance(params, dict) else tuple(params)
         if isinstance(params, dict) and set(params) != set(spec.fields):
@@ -355,13 +356,13 @@ class Fit:
         values = tuple(float(v) for v in values)
         if not all(math.isfinite(v) and v > 0 for v in values):
             raise ValueError(f"params must be finite and > 0, got {values}")
-        return cls(law, spec.params_cls(*values), float("nan"), (),
-                   decay if law == "lr_annealing" else None, 0,
+        return cls(law, spec.params_cls(*values), float("nan"), (), decay, 0,
                    np.full((len(values), len(values)), np.nan), float("nan"))
 
     def _lrs(self, lrs, steps):
         steps = np.asarray(steps)
-        if callable(lrs) or isinstance(lrs, (int, float)):
+        if callable(lrs) or (isinstance(lrs, (int, float, np.floating))
+                             and not isinstance(lrs, bool)):
             if steps.size == 0:
                 raise ValueError("steps must not be empty")
             lrs = schedule_values(lrs, int(np.max(steps)) + 1)
@@ -375,7 +376,11 @@ class Fit:
             raise ValueError(f"steps must index lrs (0 <= step < len(lrs) = {lrs.shape[0]}), "
                              f"got steps from {steps.min()} to {steps.max()}")
         if not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
-            raise ValueError("lrs must be finite and >= 0")
+            bad = int(np.flatnonzero(~np.isfinite(lrs) | (lrs < 0))[0])
+            raise ValueError(f"lrs must be finite and >= 0, got lrs[{bad}] = {lrs[bad]!r}")
+        if steps.size and np.cumsum(lrs)[steps.min()] <= 0:
+            raise ValueError(f"the learning rates up to step {int(steps.min())} sum to 0: the "
+                             "laws predict the loss only after some training (S1 > 0)")
         return lrs, steps
 
     def predict(self, lrs, steps) -> np.ndarray:
@@ -428,8 +433,20 @@ def _curve_data(law, curve, coarse_terms, decay):
     return _la_curve_data(curve, decay)
 
 
+def _law_decay(law, decay):
+    """The LR-annealing law's ``decay`` (default 0.999); refused for the Multi-Power Law."""
+    if law != "lr_annealing":
+        if decay is not None:
+            raise ValueError(f"decay applies to law='lr_annealing' only, got decay={decay!r} "
+                             f"with law={law!r}")
+        return None
+    decay = DECAY if decay is None else decay
+    forms.check_decay(decay)
+    return float(decay)
+
+
 def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUBER_DELTA,
-        decay: float = 0.999, max_iter: int = 200, coarse_terms: int = 1024,
+        decay: float | None = None, max_iter: int = 200, coarse_terms: int | None = None,
         starts=None) -> Fit:
     r"""Fits a loss law to ``curves`` (several runs of one model and data).
 
@@ -439,10 +456,12 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
         tell its decay parameters apart.
       law: ``"multi_power"`` (7 parameters) or ``"lr_annealing"`` (4, with ``decay`` fixed).
       delta: the Huber threshold on log-residuals (the reference's ``1e-3``).
-      decay: the LR-annealing law's ``lambda``.
+      decay: the LR-annealing law's ``lambda`` (default 0.999; refused for the Multi-Power
+        Law).
       max_iter: Levenberg-Marquardt iterations per stage at most.
       coarse_terms: lr changes per curve in the first (multi-start) stage of the
-        Multi-Power Law's fit; ``0`` fits every start on the exact terms.
+        Multi-Power Law's fit (default 1024); ``0`` fits every start on the exact terms.
+        Refused for the LR-annealing law.
       starts: optional ``[S, P]`` starting parameters (natural scale, all positive) in
         place of the data-built grid.
 
@@ -479,14 +498,19 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
             raise TypeError(f"curves[{i}] must be a budgetax.laws.Curve, got {type(c).__name__}")
     if not (isinstance(delta, (int, float)) and delta > 0 and math.isfinite(delta)):
         raise ValueError(f"delta must be a positive number, got {delta!r}")
-    if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
-        raise ValueError(f"decay must be in [0, 1), got {decay!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
-    if isinstance(coarse_terms, bool) or not isinstance(coarse_terms, int) or coarse_terms < 0:
-        raise ValueError(f"coarse_terms must be a non-negative int, got {coarse_terms!r}")
+    decay = _law_decay(law, decay)
+    max_iter = _validate.positive_int("max_iter", max_iter)
+    if coarse_terms is not None and law != "multi_power":
+        raise ValueError(f"coarse_terms applies to law='multi_power' only, got "
+                         f"coarse_terms={coarse_terms!r} with law={law!r}")
+    coarse_terms = _validate.nonnegative_int(
+        "coarse_terms", COARSE_TERMS if coarse_terms is None else coarse_terms)
     spec = _SPECS[law]
     nparams = len(spec.fields)
+    points = sum(c.steps.shape[0] for c in curves)
+    if points <= nparams:
+        raise ValueError(f"curves must hold more logged points than the law has parameters "
+                         f"({nparams} for {law!r}), got {points} points in {len(curves)} curves")
     if starts is None:
         starts = _mpl_starts(curves) if law == "multi_power" else _la_starts(curves, decay)
     else:
@@ -496,7 +520,8 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
         if starts.ndim != 2 or starts.shape[1] != nparams:
             raise ValueError(f"starts must have shape [S, {nparams}], got {starts.shape}")
         if not np.all(np.isfinite(starts)) or np.any(starts <= 0):
-            raise ValueError("starts must be finite and > 0 (the parameters are positive)")
+            raise ValueError(f"starts must be finite and > 0 (the parameters are positive), "
+                             f"got {starts.tolist()!r:.200}")
     with jax.enable_x64(True):
         exact = tuple(jax.tree.map(jnp.asarray, _curve_data(law, c, None, decay)) for c in curves)
         theta0 = jnp.log(jnp.asarray(starts))
@@ -520,7 +545,7 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
     cov, scale = _covariance(r, j, m, delta, curves)
     quality = tuple(_quality(c, res) for c, res in zip(curves, _split(r[m], curves)))
     return Fit(law=law, params=params, objective=float(fs[best]), quality=quality,
-               decay=decay if law == "lr_annealing" else None, iterations=int(its[best]),
+               decay=decay, iterations=int(its[best]),
                _cov=cov, _scale=scale)
 
 
@@ -533,23 +558,23 @@ def _split(values, curves):
 
 
 def _covariance(r, j, m, delta, curves):
+    """The parameters' covariance (a robust sandwich) and the residual scale (see the module
+    docstring); both count the points as ``n_eff`` independent ones."""
     r, j = r[m], j[m]
     w = np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
     n, p = j.shape
     # lag-1 autocorrelation of the residuals within curves
     num = den = 0.0
-    start = 0
-    for c in curves:
-        seg = r[start:start + c.steps.shape[0]]
-        start += c.steps.shape[0]
+    for seg in _split(r, curves):
         seg = seg - seg.mean()
         num += float(np.sum(seg[1:] * seg[:-1]))
         den += float(np.sum(seg * seg))
     rho = float(np.clip(num / den, 0.0, 0.99)) if den > 0 else 0.0
     n_eff = max(n * (1 - rho) / (1 + rho), p + 1.0)
-    scale2 = float(np.sum(w * r * r) / max(n_eff - p, 1.0))
-    h = (j * w[:, None]).T @ j
-    cov = np.linalg.pinv(h) * scale2 * n / n_eff
+    scale2 = float(np.sum(r * r) / max(n_eff - p, 1.0))
+    bread = np.linalg.pinv((j * w[:, None]).T @ j)
+    meat = (j * (w * r)[:, None] ** 2).T @ j
+    cov = bread @ meat @ bread * (n / n_eff)
     return cov, math.sqrt(scale2)
 
 

@@ -54,6 +54,7 @@ import numpy as np
 
 __all__ = ["LrAnnealingParams", "MultiPowerParams", "lr_annealing", "multi_power"]
 
+DECAY = 0.999  # the LR-annealing law's default lambda (the paper's)
 # logged steps per chunk of the (steps x changes) matrix: bounds memory at CHUNK * K terms
 _CHUNK = 64
 
@@ -106,31 +107,29 @@ def _as_inputs(lrs, steps):
     steps = jnp.asarray(steps)
     if not jnp.issubdtype(steps.dtype, jnp.integer):
         raise TypeError(f"steps must be integer step indices, got dtype {steps.dtype}")
+    if not isinstance(steps, jax.core.Tracer) and steps.size:
+        lo, hi = int(steps.min()), int(steps.max())
+        if lo < 0 or hi >= lrs.shape[0]:
+            raise ValueError(f"steps must index lrs (0 <= step < len(lrs) = {lrs.shape[0]}), "
+                             f"got steps from {lo} to {hi}")
     return lrs, steps.astype(jnp.int32)
 
 
-def _changes(lrs):
-    """The updates ``k >= 1`` where the learning rate changes, when ``lrs`` is concrete.
-
-    Zero-gap terms add exactly nothing, so dropping them changes no value. For a traced
-    ``lrs`` every update is kept.
-    """
-    if isinstance(lrs, jax.core.Tracer):
-        return None
-    gap = np.diff(np.asarray(lrs))
-    return np.flatnonzero(gap != 0) + 1
+def changes(lrs) -> np.ndarray:
+    """The updates ``k >= 1`` where a concrete learning-rate sequence changes (``lrs[k] !=
+    lrs[k - 1]``): the only terms of the Multi-Power Law's loss drop that are not zero."""
+    return np.flatnonzero(np.diff(np.asarray(lrs)) != 0) + 1
 
 
-def loss_drop(C, beta, gamma, lrs, steps, changes=None):
+def loss_drop(C, beta, gamma, lrs, steps, k=None):
     """``LD(s)`` of the Multi-Power Law at each of ``steps`` (see the module docstring)."""
     lrs, steps = _as_inputs(lrs, steps)
     cs = jnp.cumsum(lrs)
-    if changes is None:
-        changes = _changes(lrs)
-    if changes is None:
+    if k is None and not isinstance(lrs, jax.core.Tracer):
+        k = changes(lrs)  # zero-gap terms add exactly nothing
+    if k is None:  # traced: every update
         k = jnp.arange(1, lrs.shape[0], dtype=jnp.int32)
-    else:
-        k = jnp.asarray(changes, jnp.int32)
+    k = jnp.asarray(k, jnp.int32)
     if k.shape[0] == 0:
         return jnp.zeros(steps.shape, lrs.dtype)
     eta = lrs[k]
@@ -142,10 +141,11 @@ def loss_drop(C, beta, gamma, lrs, steps, changes=None):
     def chunk(s):
         sk = cs[s][:, None] - before[None, :]                 # S_k(s) = lrs[k] + ... + lrs[s]
         inside = k[None, :] <= s[:, None]
-        x = C * eta_pow[None, :] * sk
-        # eta_k == 0 (a drop to zero): x -> inf, G -> 1 once the sum since k is positive
-        x = jnp.where(positive[None, :], x, jnp.where(sk > 0, jnp.inf, 0.0))
-        g = 1 - (1 + jnp.where(inside, x, 0.0)) ** (-beta)
+        live = inside & positive[None, :]
+        x = jnp.where(live, C * eta_pow[None, :] * sk, 0.0)  # finite where it is not used
+        g = 1 - (1 + x) ** (-beta)
+        # eta_k == 0 (a drop to zero): x = inf, G = 1 once the sum since k is positive
+        g = jnp.where(positive[None, :], g, jnp.where(sk > 0, 1.0, 0.0))
         return jnp.sum(jnp.where(inside, gap[None, :] * g, 0.0), axis=-1)
 
     flat = steps.reshape(-1)
@@ -169,7 +169,8 @@ def multi_power(params, lrs, steps, *, changes=None):
       steps: integer indices into ``lrs`` (any shape); the loss at step ``s`` is modelled
         from ``lrs[0..s]``.
       changes: optional precomputed indices ``k >= 1`` where ``lrs[k] != lrs[k - 1]``
-        (computed here when ``lrs`` is concrete; all updates are used when it is traced).
+        (:func:`changes`; computed here when ``lrs`` is concrete, all updates are used when
+        it is traced).
 
     Returns:
       The predicted loss, shaped like ``steps``, in the dtype of ``lrs``.
@@ -190,7 +191,16 @@ def multi_power(params, lrs, steps, *, changes=None):
     return p.L0 + p.A * s1 ** (-p.alpha) + p.B * ld
 
 
-def annealing_area(lrs, decay=0.999):
+def check_decay(decay):
+    """Refuses a concrete ``decay`` outside ``[0, 1)`` (a traced one is passed through)."""
+    if isinstance(decay, jax.core.Tracer):
+        return
+    if isinstance(decay, bool) or not isinstance(decay, (int, float, np.floating)) \
+            or not 0 <= decay < 1:
+        raise ValueError(f"decay must be a number in [0, 1), got {decay!r}")
+
+
+def annealing_area(lrs, decay=DECAY):
     """``S2`` of the LR-annealing law at every step (``cumsum`` of ``m``, see the module doc)."""
     lrs = jnp.asarray(lrs)
     drop = jnp.concatenate([jnp.zeros((1,), lrs.dtype), jnp.maximum(lrs[:-1] - lrs[1:], 0)])
@@ -204,7 +214,7 @@ def annealing_area(lrs, decay=0.999):
     return jnp.cumsum(m)
 
 
-def lr_annealing(params, lrs, steps, *, decay=0.999):
+def lr_annealing(params, lrs, steps, *, decay=DECAY):
     r"""The LR-annealing law's predicted loss at ``steps`` of the lr sequence ``lrs``.
 
     Args:
@@ -225,6 +235,7 @@ def lr_annealing(params, lrs, steps, *, decay=0.999):
       True
     """
     lrs, steps = _as_inputs(lrs, steps)
+    check_decay(decay)
     p = _as_params(LrAnnealingParams, params, lrs.dtype)
     s1 = jnp.cumsum(lrs)[steps]
     s2 = annealing_area(lrs, decay)[steps]

@@ -7,7 +7,8 @@ parametrisation), so the schedule is non-increasing by construction. The decreme
 slack share when the end value is free), so they are non-negative and the schedule stays
 ``>= floor``; with ``end_lr`` given the shares sum to one and the last update's rate is
 ``end_lr`` exactly. The predicted loss after the last update (step ``T - 1``) is minimised
-by L-BFGS (SciPy) on its exact gradient, in float64, starting from cosine.
+by L-BFGS (SciPy) on its exact gradient, in float64, from a cosine and a wsd start (the
+better result is kept).
 
 References:
   Luo, Wen, Hu, et al. A Multi-Power Law for Loss Curve Prediction Across Learning Rate
@@ -40,13 +41,16 @@ class OptimizedSchedule:
       end_value: the value for every ``count >= T``.
       predicted_final_loss: the law's loss after the last update.
       baselines: the law's predicted final loss of ``cosine``, ``linear`` and ``wsd`` with
-        the same peak, warmup and end value.
+        the same peak and warmup, decaying to ``end_lr`` (to 0 when the end is free).
+      converged: whether L-BFGS met its tolerance (``False``: it stopped at ``max_iter``
+        or on a line-search failure; the schedule is still the best it found).
     """
 
     lrs: np.ndarray
     end_value: float
     predicted_final_loss: float
     baselines: dict
+    converged: bool
 
     @functools.cached_property
     def _table(self):
@@ -63,16 +67,41 @@ class OptimizedSchedule:
         return int(self.lrs.shape[0])
 
 
-def _final_loss(fit, lrs):
+def _final_loss(law, params, decay, lrs):
     steps = jnp.asarray([lrs.shape[0] - 1], jnp.int32)
-    if fit.law == "multi_power":
-        return forms.multi_power(fit.params, lrs, steps)[0]
-    return forms.lr_annealing(fit.params, lrs, steps, decay=fit.decay)[0]
+    if law == "multi_power":
+        return forms.multi_power(params, lrs, steps)[0]
+    return forms.lr_annealing(params, lrs, steps, decay=decay)[0]
+
+
+def _lrs_of(z, peak, floor, warm, n):
+    """The schedule of the free numbers ``z``: warmup, then peak minus the decrements."""
+    shares = jax.nn.softmax(z)
+    drops = (peak - floor) * shares[:n]
+    decay = peak - jnp.concatenate([jnp.zeros(1, z.dtype), jnp.cumsum(drops)])
+    return jnp.concatenate([warm, jnp.maximum(decay, floor)])
+
+
+@functools.partial(jax.jit, static_argnames=("law", "n"))
+def _value_and_grad(z, params, decay, peak, floor, warm, law, n):
+    return jax.value_and_grad(
+        lambda z: _final_loss(law, params, decay, _lrs_of(z, peak, floor, warm, n)))(z)
+
+
+def _shares(lrs_tail, floor, free, peak):
+    """The free numbers whose softmax gives the decrements of ``lrs_tail`` (from the peak)."""
+    drops = np.maximum(-np.diff(lrs_tail), 1e-12 * peak)
+    if free:
+        drops = np.concatenate([drops, [max(lrs_tail[-1] - floor, 1e-12 * peak)]])
+    return np.log(drops / drops.sum())
 
 
 def optimize_schedule(fit, total_steps, peak_lr, *, warmup_steps=0, end_lr=None,
                       max_iter: int = 2000) -> OptimizedSchedule:
     r"""The non-increasing schedule after warmup that minimises ``fit``'s predicted final loss.
+
+    L-BFGS runs from two starts (cosine and wsd to the end value, or to 1 % of the peak
+    when the end is free) and keeps the better result.
 
     Args:
       fit: a :class:`~budgetax.laws.Fit`.
@@ -83,7 +112,7 @@ def optimize_schedule(fit, total_steps, peak_lr, *, warmup_steps=0, end_lr=None,
       end_lr: the learning rate of the last update and after the budget, in
         ``[0, peak_lr]``; ``None`` leaves the last update's rate to the optimiser (``>= 0``)
         and keeps it after the budget.
-      max_iter: L-BFGS iterations at most.
+      max_iter: L-BFGS iterations at most, per start.
 
     Returns:
       An :class:`OptimizedSchedule`: call it like any optax schedule; its
@@ -97,7 +126,7 @@ def optimize_schedule(fit, total_steps, peak_lr, *, warmup_steps=0, end_lr=None,
       >>> sched = laws.optimize_schedule(fit, 300, 1e-3, end_lr=1e-5, max_iter=200)
       >>> bool(sched(299) == np.float32(1e-5))
       True
-      >>> sched.predicted_final_loss <= sched.baselines["cosine"]
+      >>> sched.predicted_final_loss <= min(sched.baselines.values())
       True
     """
     from budgetax import schedules
@@ -111,10 +140,11 @@ def optimize_schedule(fit, total_steps, peak_lr, *, warmup_steps=0, end_lr=None,
     if warmup_steps >= total_steps - 1:
         raise ValueError(f"warmup_steps must be < total_steps - 1 = {total_steps - 1}, "
                          f"got {warmup_steps!r}")
-    if isinstance(peak_lr, bool) or not isinstance(peak_lr, (int, float)) \
+    if isinstance(peak_lr, bool) or not isinstance(peak_lr, (int, float, np.floating)) \
             or not math.isfinite(peak_lr) or peak_lr <= 0:
         raise ValueError(f"peak_lr must be a positive number, got {peak_lr!r}")
-    if end_lr is not None and (isinstance(end_lr, bool) or not isinstance(end_lr, (int, float))
+    if end_lr is not None and (isinstance(end_lr, bool)
+                               or not isinstance(end_lr, (int, float, np.floating))
                                or not 0 <= end_lr <= peak_lr):
         raise ValueError(f"end_lr must be None or a number in [0, peak_lr={peak_lr}], "
                          f"got {end_lr!r}")
@@ -122,45 +152,38 @@ def optimize_schedule(fit, total_steps, peak_lr, *, warmup_steps=0, end_lr=None,
     peak = float(peak_lr)
     floor = 0.0 if end_lr is None else float(end_lr)
     w, T = warmup_steps, total_steps
-    warm = peak * np.arange(w) / w if w else np.zeros(0)  # budgeted's warmup, in float64
-    n = T - w - 1  # decrements d_{w+1} .. d_{T-1}
     free = end_lr is None
-
-    def lrs_of(z):
-        shares = jax.nn.softmax(z)
-        drops = (peak - floor) * shares[:n]
-        decay = peak - jnp.concatenate([jnp.zeros(1, z.dtype), jnp.cumsum(drops)])
-        decay = jnp.maximum(decay, floor)
-        return jnp.concatenate([jnp.asarray(warm, z.dtype), decay])
-
-    # start from cosine to the end value (or to 1% of the peak when the end is free)
-    t = np.arange(w, T)
-    start_end = floor if not free else 0.01 * peak
-    cos = start_end + 0.5 * (peak - start_end) * (1 + np.cos(np.pi * (t - w) / (T - w)))
-    init = np.maximum(-np.diff(cos), 1e-12 * peak)
-    if free:
-        init = np.concatenate([init, [max(start_end - floor, 1e-12 * peak)]])
-    z0 = np.log(init / init.sum())
+    n = T - w - 1  # decrements d_{w+1} .. d_{T-1}
+    start_end = 0.01 * peak if free else floor
+    starts = []
+    for name in ("cosine", "wsd"):
+        sched = getattr(schedules, name)(T - w, peak, end_value=start_end)
+        tail = np.asarray(sched(np.arange(T - w, dtype=np.int32)), np.float64)
+        tail[0] = peak
+        starts.append(_shares(np.minimum(tail, peak), floor, free, peak))
 
     with jax.enable_x64(True):
-        value_and_grad = jax.jit(jax.value_and_grad(lambda z: _final_loss(fit, lrs_of(z))))
+        args = (jnp.asarray(np.asarray(fit.params, np.float64)), fit.decay, peak, floor,
+                jnp.asarray(peak * np.arange(w) / w if w else np.zeros(0)))  # budgeted's warmup
 
         def fun(z):
-            v, g = value_and_grad(jnp.asarray(z))
+            v, g = _value_and_grad(jnp.asarray(z), *args, law=fit.law, n=n)
             return float(v), np.asarray(g, np.float64)
 
-        res = optimize.minimize(fun, z0, jac=True, method="L-BFGS-B",
-                                options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-12})
-        best = np.array(lrs_of(jnp.asarray(res.x)), np.float64)
+        results = [optimize.minimize(fun, z0, jac=True, method="L-BFGS-B",
+                                     options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-12})
+                   for z0 in starts]
+        res = min(results, key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)
+        best = np.array(_lrs_of(jnp.asarray(res.x), peak, floor, args[4], n), np.float64)
         if end_lr is not None:
             best[-1] = floor
-        final = float(_final_loss(fit, jnp.asarray(best)))
+        final = float(_final_loss(fit.law, args[0], fit.decay, jnp.asarray(best)))
         baselines = {}
         for name in ("cosine", "linear", "wsd"):
             sched = getattr(schedules, name)(T, peak, end_value=floor, warmup_steps=w)
             base = np.asarray(sched(np.arange(T, dtype=np.int32)), np.float64)
-            baselines[name] = float(_final_loss(fit, jnp.asarray(base)))
+            baselines[name] = float(_final_loss(fit.law, args[0], fit.decay, jnp.asarray(base)))
     end_value = floor if end_lr is not None else float(best[-1])
     best.setflags(write=False)
     return OptimizedSchedule(lrs=best, end_value=end_value, predicted_final_loss=final,
-                             baselines=baselines)
+                             baselines=baselines, converged=bool(res.success))

@@ -36,6 +36,7 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from budgetax import laws, training  # noqa: E402
+from budgetax.laws.curve import window_step  # noqa: E402
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves  # noqa: E402
 from experiments.claims_common import ci95, make_task  # noqa: E402
 from experiments.claims_schedules.config import CONFIGS  # noqa: E402
@@ -96,8 +97,9 @@ def analyse(out):
                 continue
             lr, _, w = seeds[0]
             finals = [float(np.mean(loss[-w:])) for _, loss, _ in seeds]
-            pred = float(fit.predict(lr, np.array([b - 2]))[0])
-            lo, hi = fit.interval(lr, np.array([b - 2]))
+            at = np.array([window_step(b - w, w)])  # the last window's step
+            pred = float(fit.predict(lr, at)[0])
+            lo, hi = fit.interval(lr, at)
             cells.append({"budget": b, "schedule": s, "measured": float(np.mean(finals)),
                           "ci95": ci95(finals), "predicted": pred,
                           "interval": [float(lo[0]), float(hi[0])],
@@ -115,8 +117,7 @@ def analyse(out):
                            "within_spread": pick["measured"] - pick["ci95"]
                            <= best["measured"] + best["ci95"]})
     held = [c["rel_error"] for c in cells if not c["anchor"]]
-    grid_steps = sum(c_budget * len(SEEDS) for c_budget in
-                     [c["budget"] for c in cells])
+    grid_steps = sum(b for _, b, _ in runs)  # every trained run of the grid
     return {"fit": {"params": list(fit.params), "quality": [q.__dict__ for q in fit.quality]},
             "cells": cells, "per_budget": per_budget,
             "median_rel_error": float(np.median(held)), "worst_rel_error": float(np.max(held)),
@@ -131,7 +132,8 @@ def write_markdown(results):
              "Per setting: one peak lr, 8 schedules x 5 budgets x 3 seeds trained; the law fitted "
              "on 3 runs (constant, cosine, step at the full budget, seed 0; minibatch losses "
              "averaged over windows of 1/20 of the budget) predicts the final training loss (the "
-             "last window's mean) of all 40 cells. Errors over the 37 cells not fitted; "
+             "last window's mean) of every cell. Errors over the cells not fitted (all but the "
+             "3 anchors); Spearman and the best schedule over all cells of a budget; "
              "\"best\": the predicted best schedule of a budget is the measured best, or within "
              "its seed spread (95 % intervals overlap).", "",
              "| setting | lr | median rel. error | worst | Spearman per budget (5% ... 100%) | "

@@ -131,8 +131,40 @@ def test_fit_predicts_other_schedules_and_longer_budgets(synthetic_fit):
     steps = np.arange(99, 3 * T, 100)
     truth = _curve(wsd, steps=steps).loss
     np.testing.assert_allclose(synthetic_fit.predict(wsd, steps), truth, rtol=1e-4)
-    lo, hi = synthetic_fit.interval(wsd, steps)
-    assert np.all(lo <= synthetic_fit.predict(wsd, steps)) and np.all(lo < hi)
+
+
+def test_the_fused_jacobian_is_the_laws_derivative():
+    from budgetax.laws import fitting
+
+    lrs = _random_schedule(np.random.default_rng(3), 300)
+    lrs[150:170] = 0.0  # a drop to zero and back: derivatives stay finite
+    c = laws.Curve(lrs, np.arange(20, 300, 7), np.ones(40))
+    p = np.asarray(TRUE, np.float64) * 1.1
+    with jax.enable_x64(True):
+        data = jax.tree.map(jnp.asarray, fitting._curve_data("multi_power", c, None, None))
+        pred, jac = fitting._mpl_pred_jac(jnp.asarray(p), data)
+        want = jax.jacfwd(lambda q: laws.multi_power(q, lrs, c.steps))(jnp.asarray(p))
+        value = laws.multi_power(p, lrs, c.steps)
+    n = c.steps.shape[0]
+    assert np.all(np.isfinite(np.asarray(want)))
+    np.testing.assert_allclose(np.asarray(pred)[:n], np.asarray(value), rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(jac)[:n], np.asarray(want), rtol=1e-10, atol=1e-12)
+
+
+def test_the_interval_covers_the_fitted_points_at_its_level():
+    """Independent 1% log-noise on the law's curves: a 95% interval covers about 95%."""
+    rng = np.random.default_rng(11)
+    curves = []
+    for c in _anchors():
+        noisy = c.loss * np.exp(0.01 * rng.standard_normal(c.loss.shape))
+        curves.append(laws.Curve(c.lrs, c.steps, noisy))
+    f = laws.fit(curves)
+    inside = total = 0
+    for c in curves:
+        lo, hi = f.interval(c.lrs, c.steps)
+        inside += int(np.sum((c.loss >= lo) & (c.loss <= hi)))
+        total += c.loss.shape[0]
+    assert 0.85 <= inside / total <= 1.0
 
 
 def test_fit_is_deterministic(synthetic_fit):
@@ -166,16 +198,31 @@ def test_curve_from_training_records_averages_windows_before_their_last_update()
     lr = np.linspace(1e-3, 1e-4, 100)
     loss = np.arange(100, dtype=np.float64) + 1.0
     c = laws.Curve.from_training(lr, loss, every=30)
-    assert c.steps.tolist() == [28, 58, 88]          # windows end at updates 29, 59, 89
-    np.testing.assert_allclose(c.loss, [15.5, 45.5, 75.5])
+    assert c.steps.tolist() == [44, 74]   # windows 30..59 and 60..89 (the first one dropped)
+    np.testing.assert_allclose(c.loss, [45.5, 75.5])
     np.testing.assert_array_equal(c.lrs, lr)
     with pytest.raises(ValueError, match="every must be an int in"):
         laws.Curve.from_training(lr, loss, every=1)
+    with pytest.raises(ValueError, match="two windows at least"):
+        laws.Curve.from_training(lr, loss, every=60)
     with pytest.raises(ValueError, match="loss must be finite"):
         laws.Curve.from_training(lr, np.where(loss > 50, np.nan, loss), every=30)
 
 
 # ---------------------------------------------------------------- the optimised schedule
+
+
+@pytest.mark.parametrize("end", [1e-5, 0.0, None])
+def test_optimized_schedule_beats_its_baselines_and_compiles_once(end):
+    from budgetax.laws import optimize
+
+    fit = laws.Fit.from_params("multi_power", TRUE)
+    first = laws.optimize_schedule(fit, 200, 1e-3, end_lr=end)
+    assert first.predicted_final_loss <= min(first.baselines.values())
+    assert np.all(np.diff(first.lrs) <= 0)
+    size = optimize._value_and_grad._cache_size()
+    laws.optimize_schedule(fit, 200, 1e-3, end_lr=end)
+    assert optimize._value_and_grad._cache_size() == size
 
 
 def test_optimized_schedule_beats_every_built_in_under_the_same_fit(synthetic_fit):
@@ -233,6 +280,18 @@ def test_bad_fit_arguments_name_the_argument(synthetic_fit):
         given.interval(c.lrs, c.steps)
     with pytest.raises(ValueError, match="params must be finite and > 0"):
         laws.Fit.from_params("multi_power", (1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="decay applies to law='lr_annealing' only"):
+        laws.fit([c], decay=0.99)
+    with pytest.raises(ValueError, match="coarse_terms applies to law='multi_power' only"):
+        laws.fit([c], law="lr_annealing", coarse_terms=10)
+    with pytest.raises(ValueError, match=r"decay must be a number in \[0, 1\), got 7.0"):
+        laws.Fit.from_params("lr_annealing", (1.0, 1.0, 1.0, 1.0), decay=7.0)
+    with pytest.raises(ValueError, match="more logged points than the law has parameters"):
+        laws.fit([laws.Curve(c.lrs, c.steps[:3], c.loss[:3])])
+    with pytest.raises(ValueError, match="steps must index lrs .* got steps from -1 to 99"):
+        laws.multi_power(TRUE, c.lrs[:100], np.array([-1, 99]))
+    with pytest.raises(ValueError, match="sum to 0"):
+        given.predict(np.linspace(0, 1e-3, 10), np.array([0, 5]))
 
 
 def test_the_public_interface():
