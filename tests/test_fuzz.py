@@ -102,6 +102,14 @@ def _ranking_cases():
          "values", v) for v in ([[1.0, 2.0], [3.0, 4.0]], 3.0)]
 
 
+class _Opaque:
+    """A value JSON cannot encode, with a repr that is the same in every process (xdist
+    compares the test ids its workers collect)."""
+
+    def __repr__(self):
+        return "<opaque>"
+
+
 def _make_task(**fields):
     """A Task as the user makes it, checked as train/sweep/load_task check it first."""
     return training.Task(**fields).metric_names()
@@ -117,7 +125,7 @@ def _task_cases():
         "train_data": ["train.npz", b"train.npz", {}, {"x": np.zeros((4, 4))},
                        {"x": data["x"], "y": data["y"][:3]}],
         "eval_data": ["test.npz", {"x": np.float32(1.0)}],
-        "eval_metrics": ["accuracy", 3], "config": ["abc", None, 3, {"f": object()}],
+        "eval_metrics": ["accuracy", 3], "config": ["abc", None, 3, {"f": _Opaque()}],
         "report_metric": [3, b"x"], "higher_is_better": ["yes", 1, None.__class__],
     }
     cases = [("training.Task", _make_task, base, f, v) for f, bad in fields.items()
