@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 
-from budgetax import _validate
+from budgetax import _validate, profiles
 from budgetax.laws import forms
 
 __all__ = ["OptimizedSchedule", "optimize_schedule"]
@@ -155,14 +155,10 @@ def optimize_schedule(fit, total_steps, peak_lr, *, warmup_steps=0, end_lr=None,
     free = end_lr is None
     n = T - w - 1  # decrements d_{w+1} .. d_{T-1}
     start_end = 0.01 * peak if free else floor
-    starts = []
-    for name in ("cosine", "wsd"):
-        sched = getattr(schedules, name)(T - w, peak, end_value=start_end)
-        tail = np.asarray(sched(np.arange(T - w, dtype=np.int32)), np.float64)
-        tail[0] = peak
-        starts.append(_shares(np.minimum(tail, peak), floor, free, peak))
-
     with jax.enable_x64(True):
+        progress = jnp.arange(T - w, dtype=jnp.float64) / (T - w)
+        starts = [_shares(start_end + (peak - start_end) * np.asarray(profile(progress)),
+                          floor, free, peak) for profile in (profiles.cosine, profiles.wsd)]
         args = (jnp.asarray(np.asarray(fit.params, np.float64)), fit.decay, peak, floor,
                 jnp.asarray(peak * np.arange(w) / w if w else np.zeros(0)))  # budgeted's warmup
 
