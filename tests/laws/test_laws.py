@@ -226,7 +226,7 @@ def test_optimized_schedule_beats_its_baselines_and_compiles_once(end):
 
 
 def test_optimized_schedule_beats_every_built_in_under_the_same_fit(synthetic_fit):
-    total, peak, end, warm = 600, 1e-3, 1e-5, 30
+    total, peak, end, warm = 300, 1e-3, 1e-5, 30
     opt = laws.optimize_schedule(synthetic_fit, total, peak, warmup_steps=warm, end_lr=end,
                                  max_iter=300)
     counts = np.arange(total + 3)
