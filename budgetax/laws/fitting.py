@@ -477,11 +477,11 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
       >>> from budgetax import laws
       >>> true = laws.MultiPowerParams(2.0, 0.5, 0.5, 300.0, 2.0, 0.6, 0.6)
       >>> def run(lrs):
-      ...     steps = np.arange(99, len(lrs), 100)
+      ...     steps = np.arange(49, len(lrs), 50)
       ...     return laws.Curve(lrs, steps, laws.multi_power(true, lrs, steps))
-      >>> const = np.full(2000, 1e-3)
-      >>> drop = np.where(np.arange(2000) < 1000, 1e-3, 3e-4)
-      >>> cosine = 1e-4 + 4.5e-4 * (1 + np.cos(np.pi * np.arange(2000) / 2000))
+      >>> const = np.full(1000, 1e-3)
+      >>> drop = np.where(np.arange(1000) < 500, 1e-3, 3e-4)
+      >>> cosine = 1e-4 + 4.5e-4 * (1 + np.cos(np.pi * np.arange(1000) / 1000))
       >>> f = laws.fit([run(const), run(drop), run(cosine)])
       >>> bool(f.quality[0].worst_rel_error < 1e-4)
       True
