@@ -2,7 +2,15 @@
 
 Every public factory validates its arguments when it is called (not when the
 returned function is traced) and raises ``TypeError``/``ValueError`` naming the
-argument and the value it got.
+argument and the value it got. Each check has one name, here:
+
+- :func:`real`: a Python (or NumPy) real number, returned as ``float``;
+- :func:`real_or_array`: the same, or a JAX/NumPy array, returned unchanged; a
+  *concrete* array is checked elementwise, a traced one passes (as in optax);
+- :func:`real_unless_array`: a Python number is checked, every JAX array passes
+  unchecked (``hyperparam`` is its former name);
+- :func:`static_int`: a Python int (or concrete integer array) that fixes a
+  program's structure, so never a traced value; :data:`INT32_MAX` bounds every count.
 """
 
 from __future__ import annotations
@@ -93,9 +101,43 @@ def is_array(value: Any) -> bool:
     return isinstance(value, jax.Array | jax.core.Tracer)
 
 
-def hyperparam(name: str, value: Any, **bounds) -> Any:
-    """``real(name, value, **bounds)`` for Python numbers; JAX arrays pass through unchecked."""
+def real_unless_array(name: str, value: Any, **bounds) -> Any:
+    """``real(name, value, **bounds)`` for Python numbers; JAX arrays pass through unchecked.
+
+    Unlike :func:`real_or_array`, a concrete JAX array is not checked either.
+    """
     return value if is_array(value) else real(name, value, **bounds)
+
+
+hyperparam = real_unless_array  # its former name, still called by budgetax.ranking
+
+
+_STATIC_HINT = ("it fixes the schedule's structure, so it must be static: pass a Python int "
+                "(under jax.jit use static_argnames; with optax.inject_hyperparams list it in "
+                "static_args)")
+
+
+def static_int(name: str, value: Any, *, low: int = 1) -> int:
+    """A Python int (or concrete integer array) in ``[low, 2**31 - 1]``; raises naming ``name``.
+
+    A traced value is refused (``TypeError``) with the advice to make it static.
+    """
+    kind = "a positive int" if low == 1 else "a non-negative int"
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name} must be {kind}, got the traced value {value!r}; {_STATIC_HINT}")
+    if isinstance(value, jax.Array | np.ndarray):
+        arr = np.asarray(value)
+        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name} must be {kind}, got {value!r}")
+        value = int(arr)
+    elif not _is_int(value):
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    value = int(value)
+    if value < low:
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if value > INT32_MAX:
+        raise ValueError(f"{name} must be at most 2**31 - 1 (counts are int32), got {value!r}")
+    return value
 
 
 def boolean(name: str, value: Any) -> bool:
@@ -157,6 +199,20 @@ def real_or_array(name: str, value: Any, **bounds) -> Any:
     for v in arr.astype(np.float64).ravel():
         _check_element(name, float(v), value, **bounds)
     return value
+
+
+def learning_rate(value: Any) -> Any:
+    """The ``learning_rate`` of an optimizer: an ``optax.Schedule`` or a real ``>= 0``.
+
+    One rule for every budgetax optimizer (AdamP, SGDP, the Demon optimizers): 0 is
+    accepted, as optax accepts it (a frozen phase, the end of a schedule that
+    anneals to 0, a sweep's control), and a negative rate, which would ascend the
+    loss, is refused. Numbers and concrete arrays are checked (see
+    :func:`real_or_array`); a schedule (any callable) or a traced array passes.
+    """
+    if callable(value):
+        return value
+    return real_or_array("learning_rate", value, low=0.0)
 
 
 def _check_element(name: str, v: float, shown: Any, **bounds) -> None:

@@ -59,12 +59,6 @@ __all__ = [
 ]
 
 
-def _learning_rate(value):
-    if callable(value):
-        return value
-    return _validate.real_or_array("learning_rate", value, low=0.0, low_open=True)
-
-
 def _is_zero(value) -> bool:
     """True only for a Python number equal to 0 (an array may be traced: never skipped)."""
     return isinstance(value, int | float) and value == 0.0
@@ -291,7 +285,7 @@ def adamp(
     ``jax.vmap`` over ``b1`` work.
 
     Args:
-      learning_rate: ``η``, a positive float or an ``optax.Schedule``.
+      learning_rate: ``η``, a float ``>= 0`` (a JAX scalar too) or an ``optax.Schedule``.
       b1, b2: moment decay rates in ``[0, 1)``.
       eps: added to the denominator and guarding the cosine test, ``> 0``.
       weight_decay: decoupled weight decay ``λ >= 0``.
@@ -315,7 +309,7 @@ def adamp(
       Heo, Chun, Oh, Han, Yun, Kim, Uh, Ha. AdamP: Slowing Down the Slowdown for
       Momentum Optimizers on Scale-invariant Weights. ICLR 2021. arXiv:2006.08217.
     """
-    learning_rate = _learning_rate(learning_rate)
+    learning_rate = _validate.learning_rate(learning_rate)
     b1 = _validate.real_or_array("b1", b1, low=0.0, high=1.0, high_open=True)
     b2 = _validate.real_or_array("b2", b2, low=0.0, high=1.0, high_open=True)
     eps = _validate.real_or_array("eps", eps, low=0.0, low_open=True)
@@ -405,7 +399,7 @@ def sgdp(
     ``momentum`` work.
 
     Args:
-      learning_rate: ``η``, a positive float or an ``optax.Schedule``.
+      learning_rate: ``η``, a float ``>= 0`` (a JAX scalar too) or an ``optax.Schedule``.
       momentum: ``μ`` in ``[0, 1)``.
       dampening: in ``[0, 1]``.
       eps: guards the cosine test, ``> 0``.
@@ -431,7 +425,7 @@ def sgdp(
       Momentum Optimizers on Scale-invariant Weights. ICLR 2021. arXiv:2006.08217.
       Reference code: github.com/clovaai/AdamP, ``adamp/sgdp.py``.
     """
-    learning_rate = _learning_rate(learning_rate)
+    learning_rate = _validate.learning_rate(learning_rate)
     momentum = _validate.real_or_array("momentum", momentum, low=0.0, high=1.0, high_open=True)
     dampening = _validate.real_or_array("dampening", dampening, low=0.0, high=1.0)
     nesterov = _validate.boolean("nesterov", nesterov)

@@ -104,12 +104,6 @@ def _check_dtype(name: str, dtype) -> Any:
     return jax.dtypes.canonicalize_dtype(dt)
 
 
-def _check_learning_rate(learning_rate):
-    if callable(learning_rate):
-        return learning_rate
-    return _validate.real_or_array("learning_rate", learning_rate, low=0.0)
-
-
 def _compute_dtype(*dtypes) -> Any:
     """float32, or wider if one of ``dtypes`` is wider."""
     return jnp.result_type(jnp.float32, *dtypes)
@@ -271,7 +265,7 @@ def demon_sgd(learning_rate, total_steps: int, beta_init: float = 0.9, *,
     as with ``optax.sgd``.
 
     Args:
-      learning_rate: a non-negative float or an ``optax.Schedule``.
+      learning_rate: a float ``>= 0`` (a JAX scalar too) or an ``optax.Schedule``.
       total_steps: the budget ``T`` (positive Python int, or an integer JAX array).
       beta_init: initial momentum coefficient, ``0 <= beta_init < 1``.
       nesterov: use Nesterov's look-ahead (a ``bool``).
@@ -299,7 +293,7 @@ def demon_sgd(learning_rate, total_steps: int, beta_init: float = 0.9, *,
       Momentum Decay. ICASSP 2022. arXiv:1910.04952.
       Reference code: github.com/autasi/demon_sgd, ``demon_sgd.py`` (Keras).
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validate.learning_rate(learning_rate)
     weight_decay = _validate.real_or_array("weight_decay", weight_decay, low=0.0)
     lr_in_momentum = _validate.boolean("lr_in_momentum", lr_in_momentum)
     momentum = demon(total_steps, beta_init, nesterov=nesterov, mu_dtype=mu_dtype)
@@ -471,7 +465,7 @@ def demon_adam(learning_rate, total_steps: int, beta_init: float = 0.9, b2: floa
     last (see :mod:`budgetax.transforms.precision`).
 
     Args:
-      learning_rate: a non-negative float or an ``optax.Schedule``.
+      learning_rate: a float ``>= 0`` (a JAX scalar too) or an ``optax.Schedule``.
       total_steps: the budget ``T`` (positive Python int, or an integer JAX array).
       beta_init: initial first-moment coefficient, ``0 <= beta_init < 1``.
       b2: second-moment coefficient, ``0 <= b2 < 1``.
@@ -502,7 +496,7 @@ def demon_adam(learning_rate, total_steps: int, beta_init: float = 0.9, b2: floa
       arXiv:1711.05101.
       Reference code: github.com/autasi/demon_sgd, ``demon_adam.py`` (Keras).
     """
-    learning_rate = _check_learning_rate(learning_rate)
+    learning_rate = _validate.learning_rate(learning_rate)
     weight_decay = _validate.real_or_array("weight_decay", weight_decay, low=0.0)
     parts = [scale_by_demon_adam(total_steps, beta_init, b2, eps,
                                  bias_correction=bias_correction, mu_dtype=mu_dtype)]

@@ -205,7 +205,7 @@ def test_params_required_and_bad_args():
     with pytest.raises(ValueError, match="params"):
         tx.update(params, tx.init(params))
     with pytest.raises(ValueError, match="learning_rate"):
-        budgetax.adamp(0.0)
+        budgetax.adamp(-1e-3)
     with pytest.raises(ValueError, match="b1"):
         budgetax.adamp(1e-3, b1=1.0)
     with pytest.raises(ValueError, match="wd_ratio"):
@@ -281,7 +281,7 @@ def test_concrete_arrays_are_validated():
     with pytest.raises(ValueError, match="momentum"):
         budgetax.sgdp(0.1, momentum=jnp.asarray([0.5, 1.5]))
     with pytest.raises(ValueError, match="learning_rate"):
-        budgetax.sgdp(jnp.asarray(0.0))
+        budgetax.sgdp(jnp.asarray(-0.1))
     with pytest.raises(TypeError, match="b2"):
         budgetax.adamp(1e-3, b2=jnp.asarray(True))
     with pytest.raises(ValueError, match="dampening"):
