@@ -13,7 +13,7 @@ from flax import nnx
 
 import budgetax
 from budgetax import data, models, training
-from budgetax.training import core
+from budgetax.training import core, device_data
 from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces
 from tests.data.helpers import dataset
 
@@ -399,9 +399,9 @@ def test_device_arrays_are_uploaded_once(mnist1d, run_a):
     task = training.preset(mnist1d, "mlp", model_kwargs={"hidden": (16,)})
     assert training.preset(mnist1d, "mlp", model_kwargs={"hidden": (16,)}) is task
     training.train(mnist1d, budget=30, optimizer=SGD, seed=2, **SMALL)
-    first = dict(core._DEVICE_DATA[task])
+    first = dict(device_data._DEVICE_DATA[task])
     training.train(mnist1d, budget=30, optimizer=SGD, seed=1, **SMALL)
-    (key, (train_dev, eval_dev, diag_dev)), = core._DEVICE_DATA[task].items()
+    (key, (train_dev, eval_dev, diag_dev)), = device_data._DEVICE_DATA[task].items()
     assert first[key][0] is train_dev and first[key][1] is eval_dev
     assert diag_dev is train_dev  # full-set diagnostics: the same arrays, not a copy
     assert isinstance(train_dev["x"], jax.Array)
