@@ -12,7 +12,7 @@ Usage (copy-paste)::
 
     import jax.numpy as jnp
     from flax import nnx
-    from budgetax import training
+    from budgetax import report, training
 
     task = training.preset("mnist1d", "mlp")       # or your own training.Task(...)
     spec = training.OptimizerSpec(
@@ -40,7 +40,7 @@ Usage (copy-paste)::
                                     schedules=("linear", "rex", "cosine"),
                                     peak_lrs=(3e-3, 1e-2), seeds=(0, 1, 2))
     result = training.sweep(task, sweep_spec, "my-sweep")   # run it again: resumes
-    budgetax.report.write_report("my-sweep")                 # results.md + plots
+    report.write_report("my-sweep")                          # results.md + plots
 
 Models of the presets: ``"mlp"`` (2x100 ReLU, MNIST-1D paper), ``"cnn1d"`` (3 conv x
 25 ch, kernel 5, stride 2), ``"resnet"`` (CIFAR-style; ``model_kwargs={"depth": 1,
@@ -53,7 +53,6 @@ References:
   Greydanus. Scaling down Deep Learning (MNIST-1D). 2020. arXiv:2011.14439.
 '''
 
-from budgetax.training import core
 from budgetax.training.core import eval_steps
 from budgetax.training.optim import OPTIMIZERS, PRECISIONS, SCHEDULES, OptimizerSpec
 from budgetax.training.presets import classification_loss, preset
@@ -63,7 +62,6 @@ from budgetax.training.sweep import (
     SweepResult,
     SweepSpec,
     SweepSpecMismatchError,
-    store,
     sweep,
 )
 from budgetax.training.task import Task, TaskError, load_task
@@ -83,11 +81,9 @@ __all__ = [
     "TaskError",
     "TrainState",
     "classification_loss",
-    "core",
     "eval_steps",
     "load_task",
     "preset",
-    "store",
     "sweep",
     "train",
     "train_many",
