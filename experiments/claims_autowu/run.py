@@ -15,11 +15,8 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,15 +24,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent))  # claims_common
-sys.path.append(str(ROOT))
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # config; claims_common (it adds the repo root)
 
-from claims_common import ci95, head_commit, make_task  # noqa: E402
+from claims_common import Claim, ci95, make_task, run  # noqa: E402
 from config import CONFIGS  # noqa: E402
 
-import budgetax  # noqa: E402
 from budgetax import schedules, training  # noqa: E402
 from budgetax.report import load  # noqa: E402
 
@@ -343,7 +336,7 @@ def markdown(meta, cells, cfg):
     return "\n".join(L) + "\n"
 
 
-def plot(cells, path):
+def plot(cells, _cfg, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -397,50 +390,8 @@ def plot(cells, path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="default", choices=sorted(CONFIGS))
-    ap.add_argument("--out", default=str(HERE))
-    ap.add_argument("--work", default=None,
-                    help="where the sweeps are stored (default: OUT/sweeps[_CONFIG])")
-    ap.add_argument("--analyze-only", action="store_true",
-                    help="only read the stored sweeps and write the tables")
-    args = ap.parse_args(argv)
-    cfg = CONFIGS[args.config]
-    suffix = "" if args.config == "default" else f"_{args.config}"
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out / f"sweeps{suffix}"
-    prev = out / f"results{suffix}.json"
-    old = json.loads(prev.read_text())["meta"] if prev.exists() else {}
-    t0 = time.perf_counter()
-    timings = [] if args.analyze_only else run_all(cfg, work)
-    pass_seconds = time.perf_counter() - t0
-    if args.analyze_only:  # keep the training timings of the runs
-        timings, passes = old.get("timings", []), old.get("passes", [])
-    else:
-        # a sweep or AutoWU group finished by an earlier pass keeps that pass's seconds
-        before = {t["what"]: t for t in old.get("timings", [])}
-        timings = [before.get(t["what"], t) if t.get("resumed") else t for t in timings]
-        passes = old.get("passes", [old["train_seconds"]] if "train_seconds" in old else []
-                         ) + [round(pass_seconds, 1)]
-    train_seconds = sum(passes)
-    cells = analyze(cfg, work)
-    commit = head_commit()
-    meta = {"command": "python experiments/claims_autowu/run.py" + (
-                f" --config {args.config}" if args.config != "default" else ""),
-            "machine": platform.platform(), "cpu_count": os.cpu_count(),
-            "jax": __import__("jax").__version__, "budgetax": budgetax.__version__,
-            "commit": commit or "unknown", "date": time.strftime("%Y-%m-%d %H:%M"),
-            "train_seconds": train_seconds, "passes": passes, "timings": timings}
-    if args.analyze_only and old:  # the commit and date of the training, not of the analysis
-        meta.update({k: old[k] for k in ("commit", "date") if k in old},
-                    analyzed=time.strftime("%Y-%m-%d %H:%M"))
-    cfg_json = json.loads(json.dumps(cfg))
-    (out / f"results{suffix}.json").write_text(json.dumps(
-        {"meta": meta, "config": cfg_json, "cells": cells}, indent=1, default=float))
-    md = markdown(meta, cells, cfg)
-    (out / f"results{suffix}.md").write_text(md)
-    plot(cells, out / f"autowu{suffix}.png")
-    print(md)
+    run(Claim(HERE, __doc__, CONFIGS, train=run_all, analyze=analyze, markdown=markdown,
+              plot=plot, figure="autowu", key="cells", passes=True), argv)
 
 
 if __name__ == "__main__":

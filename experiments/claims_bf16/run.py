@@ -22,12 +22,8 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,12 +31,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent))  # claims_common
-sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # config; claims_common (it adds the repo root)
 
-from claims_common import choose_lr, head_commit, make_task  # noqa: E402
+from claims_common import Claim, choose_lr, make_task, run  # noqa: E402
 from claims_common import ci95 as _ci95  # noqa: E402
 from config import CONFIGS  # noqa: E402
 
@@ -76,7 +69,12 @@ def sweep_dirs(cfg, work: Path):
     return [(name, mode, work / name / mode) for name in cfg["tasks"] for mode in cfg["modes"]]
 
 
-def run_sweeps(cfg, work: Path, tasks):
+def tasks_of(cfg):
+    return {name: make_task(tcfg) for name, tcfg in cfg["tasks"].items()}
+
+
+def run_sweeps(cfg, work: Path):
+    tasks = tasks_of(cfg)
     timings = []
     for name, mode, d in sweep_dirs(cfg, work):
         tcfg = cfg["tasks"][name]
@@ -200,7 +198,18 @@ def verdicts(gap, ci, tol, higher):
     return {"vs_float32": direction, "tolerance": within, "ci_low": lo, "ci_high": hi}
 
 
-def analyze(cfg, work: Path, states):
+def analyze(cfg, work: Path):
+    """The comparison of the stored sweeps, with each mode's state report and the verdicts
+    of every setting."""
+    tasks = tasks_of(cfg)
+    states = {name: {m: state_report(tasks[name], tcfg, cfg, m) for m in cfg["modes"]}
+              for name, tcfg in cfg["tasks"].items()}
+    summary = compare(cfg, work, states)
+    summary["verdicts"] = overall(summary)
+    return summary
+
+
+def compare(cfg, work: Path, states):
     data, meta = collect(cfg, work)
     seeds = tuple(cfg["seeds"])
     cells = []
@@ -456,49 +465,9 @@ def plot(summary, cfg, path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="default", choices=sorted(CONFIGS))
-    ap.add_argument("--out", default=str(HERE))
-    ap.add_argument("--work", default=None,
-                    help="where the sweeps are stored (default: OUT/sweeps[_CONFIG])")
-    ap.add_argument("--analyze-only", action="store_true",
-                    help="only read the stored sweeps and write the tables")
-    args = ap.parse_args(argv)
-    cfg = CONFIGS[args.config]
-    suffix = "" if args.config == "default" else f"_{args.config}"
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out / f"sweeps{suffix}"
-    tasks = {name: make_task(tcfg) for name, tcfg in cfg["tasks"].items()}
-    commit = head_commit()  # the commit of the budgetax that trains (HEAD as training starts)
-    date = time.strftime("%Y-%m-%d %H:%M")
-    t0 = time.perf_counter()
-    timings = [] if args.analyze_only else run_sweeps(cfg, work, tasks)
-    train_seconds = time.perf_counter() - t0
-    prev = out / f"results{suffix}.json"
-    if args.analyze_only and prev.exists():  # keep the training timings of the run
-        old = json.loads(prev.read_text())["meta"]
-        timings, train_seconds = old.get("sweeps", []), old.get("train_seconds", 0.0)
-        commit, date = old.get("commit", commit), old.get("date", date)
-        carried = {k: old[k] for k in ("note",) if k in old}
-    else:
-        carried = {}
-    states = {name: {m: state_report(tasks[name], tcfg, cfg, m) for m in cfg["modes"]}
-              for name, tcfg in cfg["tasks"].items()}
-    summary = analyze(cfg, work, states)
-    summary["verdicts"] = overall(summary)
-    meta = {"command": "python experiments/claims_bf16/run.py" + (
-                f" --config {args.config}" if args.config != "default" else ""),
-            "machine": platform.platform(), "cpu_count": os.cpu_count(),
-            "jax": __import__("jax").__version__, "budgetax": budgetax.__version__,
-            "commit": commit or "unknown", "date": date,
-            "train_seconds": train_seconds, "sweeps": timings, "plot": f"gap{suffix}.png",
-            "paper": PAPER, **carried}
-    cfg_json = json.loads(json.dumps(cfg))
-    (out / f"results{suffix}.json").write_text(json.dumps(
-        {"meta": meta, "config": cfg_json, "summary": summary}, indent=1, default=float))
-    (out / f"results{suffix}.md").write_text(markdown(meta, summary, cfg))
-    plot(summary, cfg, out / meta["plot"])
-    print(markdown(meta, summary, cfg))
+    run(Claim(HERE, __doc__, CONFIGS, train=run_sweeps, analyze=analyze, markdown=markdown,
+              plot=plot, figure="gap", meta=lambda figure: {"plot": figure, "paper": PAPER}),
+        argv)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,7 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,15 +25,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent))  # claims_common
-sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # config; claims_common (it adds the repo root)
 
-from claims_common import choose_lr, ci95, head_commit, make_task  # noqa: E402
+from claims_common import Claim, choose_lr, ci95, make_task, run  # noqa: E402
 from config import CONFIGS, PAPER_SCHEDULES  # noqa: E402
 
-import budgetax  # noqa: E402
 from budgetax import training  # noqa: E402
 from budgetax.report import load  # noqa: E402
 
@@ -436,7 +428,7 @@ def markdown(meta, summary, cfg):
     return "\n".join(L) + "\n"
 
 
-def plot(summary, path):
+def plot(summary, _cfg, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -481,44 +473,8 @@ def plot(summary, path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="default", choices=sorted(CONFIGS))
-    ap.add_argument("--out", default=str(HERE))
-    ap.add_argument("--work", default=None,
-                    help="where the sweeps are stored (default: OUT/sweeps[_CONFIG])")
-    ap.add_argument("--analyze-only", action="store_true",
-                    help="only read the stored sweeps and write the tables")
-    args = ap.parse_args(argv)
-    cfg = CONFIGS[args.config]
-    suffix = "" if args.config == "default" else f"_{args.config}"
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out / f"sweeps{suffix}"
-    t0 = time.perf_counter()
-    timings = [] if args.analyze_only else run_sweeps(cfg, work)
-    train_seconds = time.perf_counter() - t0
-    prev = out / f"results{suffix}.json"
-    if args.analyze_only and prev.exists():  # keep the training timings of the run
-        old = json.loads(prev.read_text())["meta"]
-        timings, train_seconds = old.get("sweeps", []), old.get("train_seconds", 0.0)
-        carried = {k: old[k] for k in ("first_pass", "note", "commit", "date") if k in old}
-    else:
-        carried = {}
-    summary = analyze(cfg, work)
-    # the commit of the budgetax that trained (CLAIMS_DEMON_COMMIT when it ran from a clean
-    # export of a commit, e.g. while the checkout had uncommitted edits), else HEAD
-    commit = os.environ.get("CLAIMS_DEMON_COMMIT", "") or head_commit()
-    meta = {"command": "python experiments/claims_demon/run.py" + (
-                f" --config {args.config}" if args.config != "default" else ""),
-            "machine": platform.platform(), "cpu_count": os.cpu_count(),
-            "jax": __import__("jax").__version__, "budgetax": budgetax.__version__,
-            "commit": commit or "unknown", "date": time.strftime("%Y-%m-%d %H:%M"),
-            "train_seconds": train_seconds, "sweeps": timings, **carried}
-    cfg_json = json.loads(json.dumps(cfg))
-    (out / f"results{suffix}.json").write_text(json.dumps(
-        {"meta": meta, "config": cfg_json, "summary": summary}, indent=1, default=float))
-    (out / f"results{suffix}.md").write_text(markdown(meta, summary, cfg))
-    plot(summary, out / f"finishes{suffix}.png")
-    print(markdown(meta, summary, cfg))
+    run(Claim(HERE, __doc__, CONFIGS, train=run_sweeps, analyze=analyze, markdown=markdown,
+              plot=plot, figure="finishes"), argv)
 
 
 if __name__ == "__main__":

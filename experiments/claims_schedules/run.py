@@ -15,11 +15,7 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,15 +24,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent))  # claims_common
-sys.path.append(str(ROOT))  # for examples.transformer_lm; a PYTHONPATH budgetax still wins
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # config; claims_common (it adds the repo root)
 
-from claims_common import choose_lr, ci95, head_commit, make_task  # noqa: E402
+from claims_common import Claim, choose_lr, ci95, make_task, run  # noqa: E402
 from config import CONFIGS, REX_FIELD, SMALL  # noqa: E402
 
-import budgetax  # noqa: E402
 from budgetax import schedules as sched_lib  # noqa: E402
 from budgetax import training  # noqa: E402
 from budgetax.report import load, summarize  # noqa: E402
@@ -455,41 +447,8 @@ def plot(summary, cfg, path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="default", choices=sorted(CONFIGS))
-    ap.add_argument("--work", default=None, help="sweep directories (default: sweeps/ here; "
-                    "sweeps_smoke/ for --config smoke)")
-    ap.add_argument("--analyze-only", action="store_true",
-                    help="re-read the stored sweeps; train nothing")
-    args = ap.parse_args(argv)
-    cfg = CONFIGS[args.config]
-    work = Path(args.work) if args.work else HERE / (
-        "sweeps" if args.config == "default" else f"sweeps_{args.config}")
-    suffix = "" if args.config == "default" else f"_{args.config}"
-    out_json = HERE / f"results{suffix}.json"
-    timings, train_seconds, kept = [], None, {}
-    if not args.analyze_only:
-        t0 = time.perf_counter()
-        timings = run_sweeps(cfg, work)
-        train_seconds = time.perf_counter() - t0
-    elif out_json.exists():
-        old = json.loads(out_json.read_text())["meta"]
-        timings, train_seconds = old.get("sweeps", []), old.get("train_seconds")
-        kept = {k: old[k] for k in ("commit", "date") if k in old}  # of the training
-    commit = head_commit()
-    import jax
-    meta = {"command": "python experiments/claims_schedules/run.py"
-            + ("" if args.config == "default" else f" --config {args.config}"),
-            "machine": platform.platform(), "cpu_count": os.cpu_count(),
-            "jax": jax.__version__, "budgetax": budgetax.__version__, "commit": commit,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "train_seconds": train_seconds or 0.0, "sweeps": timings, **kept}
-    summary = analyze(cfg, work)
-    out_json.write_text(json.dumps({"meta": meta, "config": cfg, "summary": summary},
-                                   indent=1, default=list) + "\n")
-    (HERE / f"results{suffix}.md").write_text(markdown(meta, summary, cfg))
-    plot(summary, cfg, HERE / f"ranks{suffix}.png")
-    print(f"wrote {out_json.name}, results{suffix}.md, ranks{suffix}.png")
+    run(Claim(HERE, __doc__, CONFIGS, train=run_sweeps, analyze=analyze, markdown=markdown,
+              plot=plot, figure="ranks", json_newline=True), argv)
 
 
 if __name__ == "__main__":
