@@ -75,6 +75,22 @@ def head_commit(fallback: str = "unknown") -> str:
     return out or fallback
 
 
+def subplots(*args, **kwargs):
+    """``(fig, axes)`` of ``matplotlib.pyplot.subplots`` on the Agg backend (no display)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(fig, path, dpi: int = 110) -> None:
+    """Lays ``fig`` out tightly, writes it to ``path`` and closes it."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def utc_now() -> str:
     """The time now in UTC, to the minute (the format of every claim's ``date``)."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -26,7 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # config; claims_common (it adds the repo root)
 
-from claims_common import Claim, ci95, make_task, run  # noqa: E402
+from claims_common import Claim, ci95, make_task, run, save_figure, subplots  # noqa: E402
 from config import CONFIGS  # noqa: E402
 
 from budgetax import schedules, training  # noqa: E402
@@ -337,16 +337,12 @@ def markdown(meta, cells, cfg):
 
 
 def plot(cells, _cfg, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [c for c in cells if c["autowu"] is not None and c["grid"]["lrs"]]
     keys = sorted({(c["task"], c["optimizer"]) for c in panels},
                   key=lambda k: [(c["task"], c["optimizer"]) for c in panels].index(k))
     ncol = min(3, len(keys))
     nrow = -(-len(keys) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.0 * nrow), squeeze=False)
+    fig, axes = subplots(nrow, ncol, figsize=(5.2 * ncol, 4.0 * nrow), squeeze=False)
     for ax in axes.flat[len(keys):]:
         ax.axis("off")
     colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a"]
@@ -384,9 +380,7 @@ def plot(cells, _cfg, path):
     fig.suptitle("Grid (cosine, 10 % warmup): mean ± 95 % t-interval over seeds, star = lr "
                  "chosen on the training loss; AutoWU: dashed mean, band 95 % t-interval",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

@@ -33,7 +33,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # config; claims_common (it adds the repo root)
 
-from claims_common import Claim, choose_lr, make_task, run  # noqa: E402
+from claims_common import Claim, choose_lr, make_task, run, save_figure, subplots  # noqa: E402
 from claims_common import ci95 as _ci95  # noqa: E402
 from config import CONFIGS  # noqa: E402
 
@@ -414,12 +414,8 @@ def markdown(meta, summary, cfg):
 
 
 def plot(summary, cfg, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = summary["cells"]
-    fig, axes = plt.subplots(2, len(rows), figsize=(4.2 * len(rows), 7.2), squeeze=False)
+    fig, axes = subplots(2, len(rows), figsize=(4.2 * len(rows), 7.2), squeeze=False)
     modes = [m for m in cfg["modes"] if m != "float32"]
     colors = {"bf16": "#d95f02", "bf16_sr": "#1b9e77", "bf16_kahan": "#7570b3"}
     for ax, row in zip(axes[1], rows, strict=True):  # the training loss: the mechanism
@@ -459,9 +455,7 @@ def plot(summary, cfg, path):
     fig.suptitle("bf16 modes vs float32, each at its own best lr: paired gap over seeds, "
                  "mean ± 95 % t-interval (dots: seeds); top: test metric, bottom: training loss",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

@@ -27,7 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # config; claims_common (it adds the repo root)
 
-from claims_common import Claim, choose_lr, ci95, make_task, run  # noqa: E402
+from claims_common import Claim, choose_lr, ci95, make_task, run, save_figure, subplots  # noqa: E402
 from config import CONFIGS, PAPER_SCHEDULES  # noqa: E402
 
 from budgetax import training  # noqa: E402
@@ -429,13 +429,9 @@ def markdown(meta, summary, cfg):
 
 
 def plot(summary, _cfg, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fields = summary["fields"]
     c = summary["counts"]["all"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = subplots(1, 3, figsize=(16, 4.6))
     ents = sorted(fields["all"], key=lambda e: (c["all"][e]["top1"], c["all"][e]["top3"]))
     for ax, opt in zip(axes[:2], ("momentum", "adam"), strict=True):
         y = np.arange(len(ents))
@@ -467,9 +463,7 @@ def plot(summary, _cfg, path):
     ax.set_ylabel("% of settings")
     ax.set_title("Demon's rates vs the lr grid")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

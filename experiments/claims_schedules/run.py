@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # config; claims_common (it adds the repo root)
 
-from claims_common import Claim, choose_lr, ci95, make_task, run  # noqa: E402
+from claims_common import Claim, choose_lr, ci95, make_task, run, save_figure, subplots  # noqa: E402
 from config import CONFIGS, REX_FIELD, SMALL  # noqa: E402
 
 from budgetax import schedules as sched_lib  # noqa: E402
@@ -402,12 +402,9 @@ def markdown(meta, summary, cfg):
 
 
 def plot(summary, cfg, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
     opts = list(cfg["lrs"])
-    fig, axes = plt.subplots(1, len(opts) + 1, figsize=(5 * (len(opts) + 1), 4))
+    fig, axes = subplots(1, len(opts) + 1, figsize=(5 * (len(opts) + 1), 4))
     fld = summary["fields"]["REX paper (6)"]
     by = summary["average_rank_by_budget"]["REX paper (6)"]
     budgets = summary["budgets"]
@@ -441,9 +438,7 @@ def plot(summary, cfg, path):
     ax.set_ylabel("final full-batch grad norm / linear's")
     ax.set_title("budgeted convergence (geometric mean over cells)")
     ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv=None):
