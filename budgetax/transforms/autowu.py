@@ -40,7 +40,7 @@ reference does.
 (the reference's epoch ends) and ``k < E``. Where the reference fits gpytorch's exact
 GP by 100 Adam steps on up to 100 raw losses and votes over 5 predictions on a
 500-point grid, budgetax uses a fixed-shape GP that is cheap enough to run inside a
-compiled training step. Losses are averaged into ``B = 128`` bins of equal width over
+compiled training step (:mod:`budgetax.transforms._gp`). Losses are averaged into ``B = 128`` bins of equal width over
 the warmup window (non-finite losses are skipped). On bin means ``y_i`` at mean steps
 ``s_i`` (normalised like the reference's: ``x_i = s_i / k``, ``k`` losses so far)
 with ``n_i`` losses each, the model is
@@ -71,7 +71,7 @@ with ``x^*`` the normalised step of the smallest posterior mean.
 a batched predicate would turn a ``cond`` into a ``select`` that runs both branches
 at every step; here the conditionals have a custom batching rule that reduces the
 predicate with ``any`` over the batch and runs the batched branch only when some
-run needs it. The test schedule depends only on the count, so runs trained in
+run needs it (:func:`budgetax._cond.cond_any`). The test schedule depends only on the count, so runs trained in
 lock-step test at the same steps and the GP costs the same as for a single run
 (per run).
 
@@ -103,11 +103,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from jax.custom_batching import custom_vmap
-from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import ndtr
 
 from budgetax import _validate
+from budgetax._cond import cond_any as _cond_any
+from budgetax.transforms._gp import (
+    gp_fit,
+    gp_posterior,
+    posterior_mean_and_factor,
+    rbf,
+)
 from budgetax.transforms.adamp import adamp
 
 __all__ = [
@@ -124,11 +129,8 @@ DECAYS = ("cosine", "constant_then_cosine", "linear")
 WARMUP, DECAY = 0, 1
 
 BUFFER_SIZE = 128  # loss bins over the warmup window
-FIT_SUBSAMPLE = 64  # bins used to fit the GP hyperparameters
-LENGTHSCALE = 0.2  # RBF lengthscale on the step axis normalised to [0, 1]
-NOISE_RATIOS = tuple(10.0 ** (k / 2.0) for k in range(-6, 3))  # r: 1e-3 .. 1e1
+FIT_SUBSAMPLE = 64  # bins used to fit the GP hyperparameters (budgetax.transforms._gp)
 MIN_POINTS = 5  # non-empty bins needed before a test can be positive
-_JITTER = 1e-5
 
 
 class AutoWUState(NamedTuple):
@@ -159,148 +161,7 @@ class AutoWUState(NamedTuple):
     key: jax.Array
 
 
-# ----------------------------------------------------------------------------- GP
-
-
-def _rbf(xa, xb):
-    d = xa[:, None] - xb[None, :]
-    return jnp.exp(-0.5 * (d / LENGTHSCALE) ** 2)
-
-
-def _factor(x, noise, valid, ratio):
-    """Cholesky of ``R + ratio*diag(noise) + jitter`` on valid points, identity elsewhere."""
-    n = x.shape[0]
-    both = valid[:, None] & valid[None, :]
-    a = jnp.where(both, _rbf(x, x), 0.0)
-    diag = jnp.where(valid, 1.0 + ratio * noise + _JITTER, 1.0)
-    a = a.at[jnp.arange(n), jnp.arange(n)].set(diag)
-    return jnp.linalg.cholesky(a)
-
-
-def _solve(chol, b):
-    z = solve_triangular(chol, b, lower=True)
-    return solve_triangular(chol.T, z, lower=False)
-
-
-def _gls(chol, y, valid):
-    """Generalised least-squares constant mean and ``resid^T A^{-1} resid``."""
-    ones = valid.astype(y.dtype)
-    a_inv_y = _solve(chol, y)
-    a_inv_1 = _solve(chol, ones)
-    mu = jnp.dot(ones, a_inv_y) / jnp.maximum(jnp.dot(ones, a_inv_1), 1e-30)
-    resid = jnp.where(valid, y - mu, 0.0)
-    return mu, resid, jnp.dot(resid, _solve(chol, resid))
-
-
-def gp_fit(x, y, noise, valid):
-    r"""Fits the noise ratio, output scale and constant mean by maximum marginal likelihood.
-
-    For each ``r`` in :data:`NOISE_RATIOS`, with ``A = K + r\,\mathrm{diag}(d)``
-    (``K`` the unit-scale RBF kernel with lengthscale 0.2) the likelihood is
-    maximised in closed form over ``μ`` (GLS) and ``σ²``:
-
-    .. math::
-
-       \hat\sigma^2 = \tfrac1n (y - \hat\mu)^\top A^{-1} (y - \hat\mu),\qquad
-       \ell(r) = -\tfrac n2 \log \hat\sigma^2 - \tfrac12 \log|A| - \tfrac n2 (1 + \log 2\pi)
-
-    and the ``r`` with the largest ``ℓ`` wins. Masked (``valid=False``) points are
-    ignored exactly.
-
-    Args:
-      x: ``[n]`` inputs (normalised steps).
-      y: ``[n]`` observations.
-      noise: ``[n]`` relative noise variances ``d_i > 0``.
-      valid: ``[n]`` bool mask.
-
-    Returns:
-      ``(ratio, scale2, mean, log_likelihoods)``: the chosen ``r``, ``σ²``, ``μ``
-      and ``ℓ`` over the grid.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> x = jnp.linspace(0, 1, 20); y = (x - 0.6) ** 2
-      >>> r, s2, mu, ll = gp_fit(x, y, jnp.ones(20), jnp.ones(20, bool))
-      >>> ll.shape
-      (9,)
-    """
-    x, y, noise = (jnp.asarray(v, jnp.float32) for v in (x, y, noise))
-    valid = jnp.asarray(valid, bool)
-    y = jnp.where(valid, y, 0.0)
-    n = jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32)
-    ratios = jnp.asarray(NOISE_RATIOS, jnp.float32)
-
-    def one(ratio):
-        chol = _factor(x, noise, valid, ratio)
-        mu, _, quad = _gls(chol, y, valid)
-        scale2 = jnp.maximum(quad / n, 1e-30)
-        logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
-        ll = -0.5 * n * jnp.log(scale2) - 0.5 * logdet - 0.5 * n * (1.0 + jnp.log(2 * jnp.pi))
-        return ll, scale2, mu
-
-    lls, scales, mus = jax.vmap(one)(ratios)
-    lls = jnp.where(jnp.isfinite(lls), lls, -jnp.inf)
-    best = jnp.argmax(lls)
-    return ratios[best], scales[best], mus[best], lls
-
-
-def gp_posterior(x, y, noise, valid, ratio, scale2):
-    r"""Posterior of the latent ``f`` at the observed inputs, constant mean by GLS.
-
-    .. math::
-
-       m = \hat\mu + K A^{-1}(y - \hat\mu),\qquad
-       C = \sigma^2 (K - K A^{-1} K),\qquad A = K + r\,\mathrm{diag}(d)
-
-    Args:
-      x, y, noise, valid: as in :func:`gp_fit`.
-      ratio: the noise ratio ``r``.
-      scale2: the output scale ``σ²``.
-
-    Returns:
-      ``(mean, cov)``: ``[n]`` and ``[n, n]`` (entries of masked points are
-      meaningless).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> x = jnp.linspace(0, 1, 8)
-      >>> m, c = gp_posterior(x, x, jnp.ones(8), jnp.ones(8, bool), 0.1, 1.0)
-      >>> m.shape, c.shape
-      ((8,), (8, 8))
-    """
-    x, y, noise = (jnp.asarray(v, jnp.float32) for v in (x, y, noise))
-    valid = jnp.asarray(valid, bool)
-    mean, v = _posterior_mean_and_factor(x, y, noise, valid, ratio)
-    cov = scale2 * (_rbf(x, x) - v.T @ v)
-    return mean, cov
-
-
-def _solve_columns(chol, b):
-    """``L^{-1} b`` by forward substitution over the rows, in plain XLA ops.
-
-    LAPACK's ``trsm`` with a matrix right-hand side (or a ``vmap`` over columns, which
-    becomes one) starts BLAS threads that keep spinning and compete with the training
-    step for the CPU (8 ms for 125 x 125 on 2 cores); one vector solve per column stays
-    on the calling thread but pays a custom call each (0.46 ms); the rows in a loop of
-    matrix-vector products take 0.17 ms.
-    """
-
-    def body(i, v):  # rows >= i of v are still 0
-        row = (lax.dynamic_index_in_dim(b, i, keepdims=False)
-               - lax.dynamic_index_in_dim(chol, i, keepdims=False) @ v) / chol[i, i]
-        return lax.dynamic_update_index_in_dim(v, row, i, axis=0)
-
-    return lax.fori_loop(0, b.shape[0], body, jnp.zeros_like(b))
-
-
-def _posterior_mean_and_factor(x, y, noise, valid, ratio):
-    """Posterior mean and ``V = L^{-1} K`` (so that ``C = σ² (K - V^T V)``)."""
-    y = jnp.where(valid, y, 0.0)
-    chol = _factor(x, noise, valid, ratio)
-    mu, resid, _ = _gls(chol, y, valid)
-    k = jnp.where(valid[:, None] & valid[None, :], _rbf(x, x), 0.0)
-    mean = mu + k @ _solve(chol, resid)
-    return mean, _solve_columns(chol, k)
+# ---------------------------------------------------------------- the test
 
 
 def _gp_test(loss_sum, loss_count, step_sum, k, key):
@@ -325,13 +186,13 @@ def _gp_test(loss_sum, loss_count, step_sum, k, key):
     score = jnp.where(valid, jax.random.uniform(key, valid.shape), -1.0)
     _, idx = lax.top_k(score, m)
     ratio, scale2, _, _ = gp_fit(x[idx], y[idx], noise[idx], valid[idx])
-    mean, v = _posterior_mean_and_factor(x, y, noise, valid, ratio)
+    mean, v = posterior_mean_and_factor(x, y, noise, valid, ratio)
 
     pos = jnp.arange(valid.shape[0])
     now = jnp.argmax(jnp.where(valid, pos, -1))
     # only the diagonal and the row `now` of C = s2 (K - V^T V) are needed
     var = scale2 * (1.0 - jnp.sum(v * v, axis=0))
-    cov_now = scale2 * (_rbf(x[now][None], x)[0] - v[:, now] @ v)
+    cov_now = scale2 * (rbf(x[now][None], x)[0] - v[:, now] @ v)
     diff_var = jnp.maximum(var[now] + var - 2.0 * cov_now, 1e-12)
     prob = ndtr((mean[now] - mean) / jnp.sqrt(diff_var))
     prob = jnp.max(jnp.where(valid & (pos < now), prob, 0.0))
@@ -339,56 +200,8 @@ def _gp_test(loss_sum, loss_count, step_sum, k, key):
     return prob, x[best], n_valid >= MIN_POINTS
 
 
-# ---------------------------------------------------------------- conditional
-
-
-def _cond_any(pred, true_fn, false_fn, operand, *, map_true=False):
-    """``lax.cond`` that stays a conditional under ``vmap``.
-
-    Batched, it runs ``true_fn`` (for all runs, selected per run) iff any run needs it.
-    With ``map_true``, the batched ``true_fn`` runs one run at a time (``lax.map``)
-    instead of as one batched computation: for the GP, whose batched LAPACK calls
-    (``trsm``, ``potrf`` over a batch dimension) are split over XLA's intra-op thread
-    pool and wait on it from inside a pool thread. On a 2-core machine that handoff
-    costs more than the solves, and it can deadlock (both pool threads waiting on
-    tasks queued behind them). One run at a time, each run's GP is the single run's
-    computation, bit for bit.
-    """
-
-    @custom_vmap
-    def cond(pred, operand):
-        return lax.cond(pred, true_fn, false_fn, operand)
-
-    @cond.def_vmap
-    def cond_batched(axis_size, in_batched, pred, operand):
-        pred_batched, op_batched = in_batched
-        preds = pred if pred_batched else jnp.broadcast_to(pred, (axis_size,))
-        axes = jax.tree.map(lambda b: 0 if b else None, op_batched)
-        if map_true:
-            def v_true(op):
-                full = jax.tree.map(
-                    lambda a, b: a if b else jnp.broadcast_to(a, (axis_size,) + a.shape),
-                    op, op_batched)
-                return lax.map(true_fn, full)
-        else:
-            v_true = jax.vmap(true_fn, in_axes=(axes,))
-        v_false = jax.vmap(false_fn, in_axes=(axes,))
-
-        def some(args):
-            p, op = args
-            t, f = v_true(op), v_false(op)
-            return jax.tree.map(
-                lambda a, b: jnp.where(p.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), t, f)
-
-        out = _cond_any(jnp.any(preds), some, lambda args: v_false(args[1]), (preds, operand))
-        return out, jax.tree.map(lambda _: True, out)
-
-    return cond(pred, operand)
-
-
 # ---------------------------------------------------------------- transform
 
-_INT32_MAX = 2**31 - 1
 _SEED_RANGE = (-(2**31), 2**32 - 1)
 
 
@@ -421,8 +234,8 @@ def _static_int(name, value):
         raise TypeError(f"{name} must be a positive Python int (it fixes the compiled "
                         f"program; with optax.inject_hyperparams list it in static_args), "
                         f"got {value!r}")
-    return _validate.positive_int_at_most(name, value, _INT32_MAX, "the int32 step counter's "
-                                          "maximum")
+    return _validate.positive_int_at_most(name, value, _validate.INT32_MAX,
+                                          "the int32 step counter's maximum")
 
 
 def _is_traced(value):
