@@ -133,6 +133,8 @@ def carry_bytes_per_run(prog: Program) -> int:
 
 
 # ------------------------------------------------------------------ programs
+# (tests/conftest.py counts compilations by wrapping ``core._advance``: the step
+# program looks it up here at trace time)
 def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, data):
     """Advances every run by ``length <= lmax`` steps from ``t0`` (initialising at 0).
 
