@@ -40,10 +40,11 @@ reference does.
 (the reference's epoch ends) and ``k < E``. Where the reference fits gpytorch's exact
 GP by 100 Adam steps on up to 100 raw losses and votes over 5 predictions on a
 500-point grid, budgetax uses a fixed-shape GP that is cheap enough to run inside a
-compiled training step (:mod:`budgetax.transforms._gp`). Losses are averaged into ``B = 128`` bins of equal width over
-the warmup window (non-finite losses are skipped). On bin means ``y_i`` at mean steps
-``s_i`` (normalised like the reference's: ``x_i = s_i / k``, ``k`` losses so far)
-with ``n_i`` losses each, the model is
+compiled training step (:mod:`budgetax.transforms._gp`). Losses are averaged into
+``B = 128`` bins of equal width over the warmup window (non-finite losses are
+skipped). On bin means ``y_i`` at mean steps ``s_i`` (normalised like the
+reference's: ``x_i = s_i / k``, ``k`` losses so far) with ``n_i`` losses each, the
+model is
 
 .. math::
 
@@ -71,9 +72,9 @@ with ``x^*`` the normalised step of the smallest posterior mean.
 a batched predicate would turn a ``cond`` into a ``select`` that runs both branches
 at every step; here the conditionals have a custom batching rule that reduces the
 predicate with ``any`` over the batch and runs the batched branch only when some
-run needs it (:func:`budgetax._cond.cond_any`). The test schedule depends only on the count, so runs trained in
-lock-step test at the same steps and the GP costs the same as for a single run
-(per run).
+run needs it (:func:`budgetax._cond.cond_any`). The test schedule depends only on
+the count, so runs trained in lock-step test at the same steps and the GP costs the
+same as for a single run (per run).
 
 **Passing the loss.** ``update`` needs ``value=loss``. Flax linen's
 ``TrainState.apply_gradients`` calls ``tx.update(grads, opt_state, params)`` without
