@@ -15,8 +15,12 @@ __version__ = "0.1.0"
 import importlib
 from typing import TYPE_CHECKING
 
+from budgetax import _registry
+
 # The public names, imported on first use (PEP 562) so that `budgetax --help` and
-# `import budgetax` do not pay for importing JAX until something needs it.
+# `import budgetax` do not pay for importing JAX until something needs it. This map
+# is where they are written; __all__ derives from it (and the schedules' transforms
+# from the registry of schedules, budgetax/_registry.py).
 _MODULES = ("batch_size", "profiles", "ranking", "schedules")
 _NAMES = {
     "budgetax.batch_size": ("legw_warmup_epochs", "legw_warmup_steps", "scale_lr"),
@@ -26,9 +30,7 @@ _NAMES = {
     "budgetax.transforms.demon": ("demon", "demon_adam", "demon_sgd", "scale_by_demon_adam"),
     "budgetax.transforms.precision": ("kahan_summation", "persistent_bytes_per_param",
                                       "precision_chain", "stochastic_rounding"),
-    "budgetax.transforms.schedule": ("constant", "cosine", "exponential", "linear",
-                                     "one_cycle", "polynomial", "rex", "scale_by_profile",
-                                     "step", "wsd"),
+    "budgetax.transforms.schedule": ("scale_by_profile", *_registry.NAMES),
 }
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 
@@ -48,7 +50,11 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+# For type checkers and IDEs: the same names, imported eagerly. tests/test_registry.py
+# checks that this block imports exactly the names of the map above, less the
+# schedules' transforms (budgetax.linear, budgetax.rex, ...), which are generated from
+# the registry.
+if TYPE_CHECKING:
     from budgetax import batch_size, profiles, ranking, schedules  # noqa: F401
     from budgetax.batch_size import legw_warmup_epochs, legw_warmup_steps, scale_lr  # noqa: F401
     from budgetax.schedules import steps_for_budget  # noqa: F401
@@ -66,56 +72,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         precision_chain,
         stochastic_rounding,
     )
-    from budgetax.transforms.schedule import (  # noqa: F401
-        constant,
-        cosine,
-        exponential,
-        linear,
-        one_cycle,
-        polynomial,
-        rex,
-        scale_by_profile,
-        step,
-        wsd,
-    )
+    from budgetax.transforms.schedule import scale_by_profile  # noqa: F401
 
-__all__ = [
-    "__version__",
-    # modules
-    "batch_size",
-    "profiles",
-    "ranking",
-    "schedules",
-    # schedules as transforms
-    "constant",
-    "cosine",
-    "exponential",
-    "linear",
-    "one_cycle",
-    "polynomial",
-    "rex",
-    "scale_by_profile",
-    "step",
-    "steps_for_budget",
-    "wsd",
-    # momentum decay
-    "demon",
-    "demon_adam",
-    "demon_sgd",
-    "scale_by_demon_adam",
-    # 16-bit training
-    "kahan_summation",
-    "persistent_bytes_per_param",
-    "precision_chain",
-    "stochastic_rounding",
-    # AdamP / SGDP, AutoWU, batch-size scaling
-    "adamp",
-    "autowu",
-    "autowu_adamp",
-    "autowu_lamb",
-    "legw_warmup_epochs",
-    "legw_warmup_steps",
-    "scale_invariant_projection",
-    "scale_lr",
-    "sgdp",
-]
+__all__ = ["__version__", *_MODULES, *_WHERE]

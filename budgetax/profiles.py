@@ -30,56 +30,23 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from budgetax import _validate
+from budgetax import _registry, _validate
 
 Profile = Callable[..., jax.Array]
 
-__all__ = [
-    "Profile",
-    "PROFILES",
-    "constant",
-    "cosine",
-    "exponential",
-    "get",
-    "linear",
-    "one_cycle",
-    "polynomial",
-    "rex",
-    "step",
-    "wsd",
-]
+__all__ = ["Profile", "PROFILES", "get", *_registry.NAMES]
 
 WSD_DECAYS = ("linear", "cosine", "sqrt", "1-sqrt")  # "1-sqrt" is "sqrt" by its usual name
 
 
-def hyperparam(name: str, value, **bounds):
-    """Validates a numeric knob; returns Python numbers as floats and arrays unchanged.
-
-    A Python number, NumPy value or *concrete* JAX array is checked against the
-    interval ``bounds`` (see ``_validate.real``; arrays elementwise) and must be
-    finite; a traced JAX value (inside ``jax.jit``, ``jax.vmap``,
-    ``optax.inject_hyperparams``) passes unchecked, as in optax.
-    """
-    if isinstance(value, jax.core.Tracer):
-        return value
-    if isinstance(value, jax.Array | np.ndarray | np.generic):
-        arr = np.asarray(value)
-        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) \
-                or np.issubdtype(arr.dtype, np.complexfloating):
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-        for v in arr.reshape(-1).tolist():
-            _validate.real(name, v, **bounds)
-        return value
-    return _validate.real(name, value, **bounds)
-
-
-def _progress(p, profile: str) -> jax.Array:
+def _progress(p, profile: Callable) -> jax.Array:
     """``p`` as a float array (float32 unless already wider), clipped to [0, 1].
 
     A profile takes progress, a float in [0, 1]; an integer array (an update
@@ -88,6 +55,7 @@ def _progress(p, profile: str) -> jax.Array:
     arrays are not checked for NaN (they may be traced, inside a schedule or a
     ``jax.jit``, where no value is known): a NaN in an array gives a NaN out.
     """
+    profile = profile.__name__
     hint = (f"a profile maps progress p = t / T in [0, 1] to a multiplier; for a learning "
             f"rate as a function of the update count use "
             f"budgetax.schedules.{profile}(total_steps, peak_value) "
@@ -136,7 +104,7 @@ def linear(p) -> jax.Array:
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    return 1.0 - _progress(p, "linear")
+    return 1.0 - _progress(p, linear)
 
 
 def rex(p, beta=0.5) -> jax.Array:
@@ -161,8 +129,8 @@ def rex(p, beta=0.5) -> jax.Array:
     References:
       Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
-    beta = hyperparam("beta", beta, low=0.0, high=1.0, high_open=True)
-    p = _progress(p, "rex")
+    beta = _validate.real_or_array("beta", beta, low=0.0, high=1.0, high_open=True)
+    p = _progress(p, rex)
     return (1.0 - p) / (1.0 - beta * p)
 
 
@@ -182,7 +150,7 @@ def cosine(p) -> jax.Array:
     References:
       Loshchilov, Hutter. SGDR. ICLR 2017. arXiv:1608.03983.
     """
-    return _cos_ramp(_progress(p, "cosine"))
+    return _cos_ramp(_progress(p, cosine))
 
 
 def exponential(p, final=1e-2) -> jax.Array:
@@ -202,8 +170,8 @@ def exponential(p, final=1e-2) -> jax.Array:
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    final = hyperparam("final", final, low=0.0, high=1.0, low_open=True)
-    p = _progress(p, "exponential")
+    final = _validate.real_or_array("final", final, low=0.0, high=1.0, low_open=True)
+    p = _progress(p, exponential)
     fin = jnp.asarray(final, p.dtype)
     return jnp.where(p >= 1.0, fin, jnp.exp(p * jnp.log(fin)))
 
@@ -268,8 +236,8 @@ def step(p, milestones=(0.3, 0.6, 0.9), factor=0.1) -> jax.Array:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
     ms = check_milestones(milestones)
-    factor = hyperparam("factor", factor, low=0.0, high=1.0, low_open=True)
-    p = _progress(p, "step")
+    factor = _validate.real_or_array("factor", factor, low=0.0, high=1.0, low_open=True)
+    p = _progress(p, step)
     return step_multiplier([p >= jnp.asarray(m, p.dtype) for m in ms], factor, p.dtype)
 
 
@@ -290,8 +258,8 @@ def polynomial(p, power=2.0) -> jax.Array:
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    power = hyperparam("power", power, low=0.0, low_open=True)
-    return (1.0 - _progress(p, "polynomial")) ** power
+    power = _validate.real_or_array("power", power, low=0.0, low_open=True)
+    return (1.0 - _progress(p, polynomial)) ** power
 
 
 def constant(p) -> jax.Array:
@@ -310,7 +278,7 @@ def constant(p) -> jax.Array:
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    return jnp.ones_like(_progress(p, "constant"))
+    return jnp.ones_like(_progress(p, constant))
 
 
 def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
@@ -345,10 +313,10 @@ def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
       Hägele et al. Scaling Laws and Compute-Optimal Training Beyond Fixed
       Training Durations. 2024. arXiv:2405.18392.
     """
-    decay_fraction = hyperparam("decay_fraction", decay_fraction, low=0.0, high=1.0,
+    decay_fraction = _validate.real_or_array("decay_fraction", decay_fraction, low=0.0, high=1.0,
                                 low_open=True)
     _validate.one_of("decay", decay, WSD_DECAYS)
-    p = _progress(p, "wsd")
+    p = _progress(p, wsd)
     if isinstance(decay_fraction, float):
         start = float(np.float32(1.0 - decay_fraction))  # rounded once, as p = t / T is
     else:
@@ -400,11 +368,11 @@ def one_cycle(p, pct_start=0.3, div_factor=25.0, final_div_factor=1e4) -> jax.Ar
     References:
       Smith, Topin. Super-Convergence. 2017. arXiv:1708.07120.
     """
-    pct_start = hyperparam("pct_start", pct_start, low=0.0, high=1.0, low_open=True,
+    pct_start = _validate.real_or_array("pct_start", pct_start, low=0.0, high=1.0, low_open=True,
                            high_open=True)
-    div_factor = hyperparam("div_factor", div_factor, low=1.0)
-    final_div_factor = hyperparam("final_div_factor", final_div_factor, low=1.0)
-    p = _progress(p, "one_cycle")
+    div_factor = _validate.real_or_array("div_factor", div_factor, low=1.0)
+    final_div_factor = _validate.real_or_array("final_div_factor", final_div_factor, low=1.0)
+    p = _progress(p, one_cycle)
     if isinstance(div_factor, float) and isinstance(final_div_factor, float):
         a, z = 1.0 / div_factor, 1.0 / (div_factor * final_div_factor)  # rounded once
     else:
@@ -417,17 +385,18 @@ def one_cycle(p, pct_start=0.3, div_factor=25.0, final_div_factor=1e4) -> jax.Ar
     return jnp.where(p < pct_start, up, down)
 
 
-PROFILES: dict[str, Profile] = {
-    "constant": constant,
-    "cosine": cosine,
-    "exponential": exponential,
-    "linear": linear,
-    "one_cycle": one_cycle,
-    "polynomial": polynomial,
-    "rex": rex,
-    "step": step,
-    "wsd": wsd,
-}
+# The profiles of the registry's schedules, by name (sorted): each is the function of
+# that name above; tests/test_profiles.py checks that every one is there.
+PROFILES: dict[str, Profile] = {name: globals()[name] for name in sorted(_registry.NAMES)}
+
+
+def __getattr__(name: str):
+    if name == "hyperparam":  # its checks live in budgetax._validate now
+        warnings.warn("budgetax.profiles.hyperparam is deprecated: use "
+                      "budgetax._validate.real_or_array (the same checks)",
+                      DeprecationWarning, stacklevel=2)
+        return _validate.real_or_array
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get(name: str) -> Profile:

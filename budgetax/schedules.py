@@ -68,32 +68,16 @@ import numbers
 import warnings
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from budgetax import _validate, profiles
+from budgetax import _registry, _schedule_functions, _validate, profiles
 
-__all__ = [
-    "PeakValueWarning",
-    "budgeted",
-    "progress",
-    "constant",
-    "cosine",
-    "exponential",
-    "linear",
-    "one_cycle",
-    "polynomial",
-    "rex",
-    "step",
-    "steps_for_budget",
-    "wsd",
-]
-
-INT32_MAX = 2**31 - 1
+__all__ = ["PeakValueWarning", "budgeted", "progress", "steps_for_budget",
+           *_registry.NAMES]
 
 
 class PeakValueWarning(UserWarning):
@@ -121,30 +105,6 @@ def _warn_default_peak(name: str, total_steps, stacklevel: int) -> None:
         f"peaks at 1.0: as a learning rate, 1; pass the peak learning rate, e.g. "
         f"schedules.{example}, or peak_value=1.0 for a multiplier ({transform} scales "
         f"updates by it without this warning)", PeakValueWarning, stacklevel=stacklevel + 1)
-
-_STATIC_HINT = ("it fixes the schedule's structure, so it must be static: pass a Python int "
-                "(under jax.jit use static_argnames; with optax.inject_hyperparams list it in "
-                "static_args)")
-
-
-def _static_int(name: str, value: Any, *, low: int) -> int:
-    """A Python int (or concrete integer array) in ``[low, 2**31 - 1]``; raises naming ``name``."""
-    kind = "a positive int" if low == 1 else "a non-negative int"
-    if isinstance(value, jax.core.Tracer):
-        raise TypeError(f"{name} must be {kind}, got the traced value {value!r}; {_STATIC_HINT}")
-    if isinstance(value, jax.Array | np.ndarray):
-        arr = np.asarray(value)
-        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"{name} must be {kind}, got {value!r}")
-        value = int(arr)
-    elif not _validate._is_int(value):
-        raise TypeError(f"{name} must be {kind}, got {value!r}")
-    value = int(value)
-    if value < low:
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    if value > INT32_MAX:
-        raise ValueError(f"{name} must be at most 2**31 - 1 (counts are int32), got {value!r}")
-    return value
 
 
 def _check_count(count):
@@ -225,7 +185,7 @@ def progress(count, total_steps: int) -> jax.Array:
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
-    total_steps = _static_int("total_steps", total_steps, low=1)
+    total_steps = _validate.static_int("total_steps", total_steps, low=1)
     count, traced = _check_count(count)
     if traced:
         return _exact_progress(count, total_steps)
@@ -401,15 +361,15 @@ def budgeted(
     if default_peak:
         peak_value = 1.0
     fn = _resolve_profile(profile)
-    total_steps = _static_int("total_steps", total_steps, low=1)
-    warmup_steps = _static_int("warmup_steps", warmup_steps, low=0)
+    total_steps = _validate.static_int("total_steps", total_steps, low=1)
+    warmup_steps = _validate.static_int("warmup_steps", warmup_steps, low=0)
     if warmup_steps >= total_steps:
         raise ValueError(
             f"warmup_steps must be < total_steps={total_steps}, got {warmup_steps!r}"
         )
-    sample_every = _static_int("sample_every", sample_every, low=1)
-    peak_value = profiles.hyperparam("peak_value", peak_value)
-    end_value = profiles.hyperparam("end_value", end_value)
+    sample_every = _validate.static_int("sample_every", sample_every, low=1)
+    peak_value = _validate.real_or_array("peak_value", peak_value)
+    end_value = _validate.real_or_array("end_value", end_value)
     base, static_knobs, numeric = _split_profile(fn)
     # Validates the profile's knobs now, not at trace time (a traced result means traced
     # knobs inside an opaque callable); built-ins with Python knobs are checked once.
@@ -492,260 +452,10 @@ def _make(profile_fn, total_steps, peak_value, end_value, warmup_steps, sample_e
     return schedule
 
 
-_COMMON_ARGS = """total_steps: the budget ``T``, a static Python int up to ``2**31 - 1``.
-      peak_value: the learning rate at the end of warmup (a float or a JAX scalar).
-        Give it: without it the schedule peaks at 1.0 and a :class:`PeakValueWarning`
-        says so (pass ``1.0`` for a multiplier; ``budgetax.<name>(T)`` is the
-        update-scaling transform).
-      end_value: the value the profile anneals to at the budget (a float or a JAX scalar).
-      warmup_steps: linear warmup over the first steps, a static int ``< total_steps``;
-        it rises from 0 to the profile's own start.
-      sample_every: re-sample the value every this many steps (a static int)."""
-
-_RETURNS = """Returns:
-      An ``optax.Schedule``: integer ``count -> learning rate`` (float32), exactly the
-      end of the budget's value from ``count = total_steps`` on."""
-
-
-def _shortcut_doc(fn):
-    fn.__doc__ = fn.__doc__.replace("{args}", _COMMON_ARGS).replace("{returns}", _RETURNS)
-    return fn
-
-
-@_shortcut_doc
-def linear(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1):
-    r"""Linear decay to ``end_value`` at the budget: ``budgeted(profiles.linear, ...)``.
-
-    :math:`\eta = \text{end} + (\text{peak} - \text{end})(1 - p)`; equals
-    ``optax.linear_schedule(peak, end, T)``.
-
-    Args:
-      {args}
-
-    {returns}
-
-    Example:
-      >>> round(float(linear(100, 0.1)(25)), 6)
-      0.075
-
-    References:
-      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
-    """
-    return _make(profiles.linear, total_steps, peak_value, end_value, warmup_steps, sample_every)
-
-
-@_shortcut_doc
-def rex(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
-        beta=0.5):
-    r"""REX decay: ``budgeted(partial(profiles.rex, beta=beta), ...)``.
-
-    :math:`\eta = \text{end} + (\text{peak} - \text{end})\,\frac{1 - p}{1 - \beta p}`.
-
-    Args:
-      {args}
-      beta: curvature, ``0 <= beta < 1`` (0.5: the paper's curve; 0: linear).
-
-    {returns}
-
-    Example:
-      >>> round(float(rex(100, 1.0)(50)), 6)
-      0.666667
-
-    References:
-      Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
-    """
-    return _make(profiles.rex, total_steps, peak_value, end_value, warmup_steps, sample_every,
-                 beta=beta)
-
-
-@_shortcut_doc
-def cosine(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1):
-    r"""Cosine decay over the budget: ``budgeted(profiles.cosine, ...)``.
-
-    :math:`\eta = \text{end} + (\text{peak} - \text{end})\,\tfrac12(1 + \cos \pi p)`;
-    equals ``optax.cosine_decay_schedule(peak, T, alpha=end / peak)`` (with a
-    warmup: ``optax.warmup_cosine_decay_schedule(0, peak, w, T, end)``).
-
-    Args:
-      {args}
-
-    {returns}
-
-    Example:
-      >>> round(float(cosine(100, 1.0)(50)), 6)
-      0.5
-
-    References:
-      Loshchilov, Hutter. SGDR. ICLR 2017. arXiv:1608.03983.
-    """
-    return _make(profiles.cosine, total_steps, peak_value, end_value, warmup_steps, sample_every)
-
-
-@_shortcut_doc
-def exponential(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
-                final=1e-2):
-    r"""Exponential decay reaching ``final`` of the way to ``end_value`` at the budget.
-
-    :math:`\eta = \text{end} + (\text{peak} - \text{end})\,\text{final}^{\,p}`.
-
-    Args:
-      {args}
-      final: the multiplier at the budget, ``0 < final <= 1``.
-
-    {returns}
-
-    Example:
-      >>> round(float(exponential(100, 1.0)(50)), 6)
-      0.1
-
-    References:
-      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
-    """
-    return _make(profiles.exponential, total_steps, peak_value, end_value, warmup_steps,
-                 sample_every, final=final)
-
-
-@_shortcut_doc
-def step(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
-         milestones=(0.3, 0.6, 0.9), factor=0.1):
-    r"""Step decay at fractions of the budget (30-60-90 by default).
-
-    :math:`\eta = \text{end} + (\text{peak} - \text{end})\,\text{factor}^{k(t)}` where
-    :math:`k(t)` counts the milestone steps :math:`w + \lceil m (T - w) \rceil \le t`,
-    compared as integers (``torch.optim.lr_scheduler.MultiStepLR`` with those
-    milestones; ``optax.piecewise_constant_schedule``): on time for every budget
-    up to ``2**31 - 1``.
-
-    Args:
-      {args}
-      milestones: a non-empty, strictly increasing sequence of fractions in (0, 1),
-        read as the decimals they print as (0.1 is 1/10).
-      factor: the multiplier applied at each milestone, ``0 < factor <= 1``.
-
-    {returns}
-
-    Example:
-      >>> [round(float(step(100, 1.0)(t)), 6) for t in (29, 30, 90)]
-      [1.0, 0.1, 0.001]
-
-    References:
-      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
-    """
-    return _make(profiles.step, total_steps, peak_value, end_value, warmup_steps, sample_every,
-                 milestones=milestones, factor=factor)
-
-
-@_shortcut_doc
-def polynomial(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
-               power=2.0):
-    r"""Polynomial decay ``(1 - p) ** power``.
-
-    :math:`\eta = \text{end} + (\text{peak} - \text{end})(1 - p)^{\text{power}}`; equals
-    ``optax.polynomial_schedule(peak, end, power, T)``.
-
-    Args:
-      {args}
-      power: the exponent, ``> 0``.
-
-    {returns}
-
-    Example:
-      >>> round(float(polynomial(100, 1.0)(50)), 6)
-      0.25
-
-    References:
-      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
-    """
-    return _make(profiles.polynomial, total_steps, peak_value, end_value, warmup_steps,
-                 sample_every, power=power)
-
-
-@_shortcut_doc
-def constant(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1):
-    r"""Constant learning rate after the warmup (the no-decay baseline).
-
-    :math:`\eta = \text{end} + (\text{peak} - \text{end}) \cdot 1`: the peak (to float32
-    rounding) after the warmup.
-
-    Args:
-      {args}
-
-    {returns}
-
-    Example:
-      >>> round(float(constant(100, 0.1)(99)), 6)
-      0.1
-
-    References:
-      Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
-    """
-    return _make(profiles.constant, total_steps, peak_value, end_value, warmup_steps,
-                 sample_every)
-
-
-@_shortcut_doc
-def wsd(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
-        decay_fraction=0.2, decay="linear"):
-    r"""Warmup-stable-decay: hold the peak, then decay over the last ``decay_fraction``.
-
-    See :func:`budgetax.profiles.wsd` for the decays. When ``decay_fraction * (T - w)``
-    is an integer this is HF transformers' ``get_wsd_schedule`` with
-    ``num_decay_steps = decay_fraction * (T - w)``, ``min_lr_ratio = end / peak``
-    (from ``end = 0`` warmups agree too) and ``decay_type`` "linear", "cosine" or
-    "1-sqrt" (``decay="1-sqrt"``, also named ``"sqrt"``).
-
-    Args:
-      {args}
-      decay_fraction: the fraction of the budget after warmup spent decaying, in (0, 1].
-      decay: ``"linear"``, ``"cosine"`` or ``"1-sqrt"`` (also named ``"sqrt"``).
-
-    {returns}
-
-    Example:
-      >>> round(float(wsd(100, 1.0)(90)), 6)
-      0.5
-
-    References:
-      Hu et al. MiniCPM. 2024. arXiv:2404.06395.
-    """
-    return _make(profiles.wsd, total_steps, peak_value, end_value, warmup_steps, sample_every,
-                 decay_fraction=decay_fraction, decay=decay)
-
-
-@_shortcut_doc
-def one_cycle(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, sample_every=1,
-              pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
-    r"""OneCycle (cosine up, cosine down) over the budget.
-
-    See :func:`budgetax.profiles.one_cycle` for the maths. Convention (as optax's
-    ``cosine_onecycle_schedule(T, peak)``, which this equals when ``pct_start * T``
-    is an integer): the peak is at ``t = pct_start * T`` and the minimum
-    ``peak / (div_factor * final_div_factor)`` at ``t = T``. PyTorch's
-    ``OneCycleLR(total_steps=T)`` peaks at ``t = pct_start * T - 1`` and reaches
-    its minimum at ``t = T - 1``. With ``warmup_steps = w`` the linear warmup rises
-    to ``peak / div_factor`` (OneCycle's own start), and the cycle spans the
-    ``T - w`` steps after it.
-
-    Args:
-      {args}
-      pct_start: the fraction of the cycle spent rising, in (0, 1).
-      div_factor: the cycle starts at ``peak / div_factor``, ``>= 1``.
-      final_div_factor: it ends at ``peak / (div_factor * final_div_factor)``, ``>= 1``.
-
-    {returns}
-
-    Example:
-      >>> round(float(one_cycle(100, 1.0)(30)), 6)
-      1.0
-      >>> [round(float(one_cycle(100, 1.0, warmup_steps=10)(t)), 4) for t in (5, 10, 37)]
-      [0.02, 0.04, 1.0]
-
-    References:
-      Smith, Topin. Super-Convergence. 2017. arXiv:1708.07120.
-    """
-    return _make(profiles.one_cycle, total_steps, peak_value, end_value, warmup_steps,
-                 sample_every, pct_start=pct_start, div_factor=div_factor,
-                 final_div_factor=final_div_factor)
+# schedules.linear, schedules.rex, ...: one per registered schedule, written out with
+# explicit signatures and docstrings by budgetax._schedule_functions
+globals().update({entry.name: _schedule_functions.define(entry, globals())
+                  for entry in _registry.SCHEDULES})
 
 
 def steps_for_budget(

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from budgetax import _validate, profiles, schedules
+from budgetax import _registry, _validate, profiles, schedules
 from budgetax.transforms.adamp import adamp, sgdp
 from budgetax.transforms.autowu import autowu
 from budgetax.transforms.demon import demon_adam, demon_sgd
@@ -53,7 +53,9 @@ __all__ = ["OPTIMIZERS", "PRECISIONS", "SCHEDULES", "OptimizerSpec"]
 
 OPTIMIZERS = ("adam", "adamp", "adamw", "lamb", "momentum", "sgd", "sgdp")
 PRECISIONS = ("bf16", "bf16_kahan", "bf16_sr", "float32")
-SCHEDULES = tuple(sorted(profiles.PROFILES)) + ("autowu",)
+AUTOWU = "autowu"  # the one schedule that is no profile: AutoWU picks its own warmup
+# every registered schedule (budgetax/_registry.py), then AutoWU
+SCHEDULES = tuple(sorted(_registry.NAMES)) + (AUTOWU,)
 
 
 
@@ -64,9 +66,9 @@ class OptimizerSpec:
     Attributes:
       optimizer: ``"sgd"`` (with ``momentum``; 0 = plain SGD), ``"momentum"``
         (alias), ``"adam"``, ``"adamw"``, ``"lamb"``, ``"adamp"``, ``"sgdp"``.
-      schedule: a profile name (``"constant"``, ``"linear"``, ``"cosine"``,
-        ``"rex"``, ``"step"``, ``"exponential"``, ``"polynomial"``, ``"wsd"``,
-        ``"one_cycle"``) or ``"autowu"``.
+      schedule: the name of a registered schedule (a :mod:`budgetax.profiles` name:
+        ``"constant"``, ``"linear"``, ``"cosine"``, ``"rex"``, ...) or ``"autowu"``;
+        :data:`SCHEDULES` lists them all.
       peak_lr: the learning rate after warmup (for ``"autowu"``: its ``max_lr``
         unless given in ``schedule_kwargs``).
       end_lr: the value the schedule anneals to at the budget.
@@ -104,7 +106,7 @@ class OptimizerSpec:
     """
 
     optimizer: str = "adam"
-    schedule: str = "linear"
+    schedule: str = profiles.linear.__name__
     peak_lr: float = 1e-2
     end_lr: float = 0.0
     warmup_steps: int = 0
@@ -144,7 +146,7 @@ class OptimizerSpec:
         if self.demon and self.optimizer not in ("sgd", "momentum", "adam", "adamw"):
             raise ValueError(f"demon=True needs optimizer 'sgd' or 'adam'/'adamw', "
                              f"got optimizer={self.optimizer!r}")
-        if self.schedule != "autowu":
+        if self.schedule != AUTOWU:
             profiles.get(self.schedule)(jnp.float32(0.0), **dict(self.schedule_kwargs))
 
     # ----------------------------------------------------------------- pieces
@@ -168,7 +170,7 @@ class OptimizerSpec:
         profiles, selected per run by a traced index.
         """
         if profile is None:
-            if self.schedule == "autowu":
+            if self.schedule == AUTOWU:
                 return None
             profile = functools.partial(profiles.get(self.schedule), **dict(self.schedule_kwargs))
         total_steps = _validate.positive_int("total_steps", total_steps)
@@ -222,7 +224,7 @@ class OptimizerSpec:
         """
         total_steps = _validate.positive_int("total_steps", total_steps)
         peak = self.peak_lr if peak_lr is None else peak_lr
-        if self.schedule == "autowu" and profile is None:
+        if self.schedule == AUTOWU and profile is None:
             kw = dict(self.schedule_kwargs)
             kw.setdefault("max_lr", float(peak) if not isinstance(peak, jax.Array) else peak)
             # base direction at lr 1 (negative), then AutoWU multiplies by its lr (positive)

@@ -32,20 +32,9 @@ import inspect
 
 import optax
 
-from budgetax import schedules
+from budgetax import _registry, schedules
 
-__all__ = [
-    "constant",
-    "cosine",
-    "exponential",
-    "linear",
-    "one_cycle",
-    "polynomial",
-    "rex",
-    "scale_by_profile",
-    "step",
-    "wsd",
-]
+__all__ = ["scale_by_profile", *_registry.NAMES]
 
 
 def scale_by_profile(profile, total_steps: int, *, end_value=0.0, warmup_steps: int = 0,
@@ -122,12 +111,5 @@ def _as_transform(schedule_factory):
     return transform
 
 
-linear = _as_transform(schedules.linear)
-rex = _as_transform(schedules.rex)
-cosine = _as_transform(schedules.cosine)
-exponential = _as_transform(schedules.exponential)
-step = _as_transform(schedules.step)
-polynomial = _as_transform(schedules.polynomial)
-constant = _as_transform(schedules.constant)
-wsd = _as_transform(schedules.wsd)
-one_cycle = _as_transform(schedules.one_cycle)
+# budgetax.linear, budgetax.rex, ...: one per registered schedule
+globals().update({name: _as_transform(getattr(schedules, name)) for name in _registry.NAMES})
