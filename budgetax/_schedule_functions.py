@@ -4,7 +4,7 @@ For each :class:`budgetax._registry.Schedule`, :func:`define` writes out
 ``schedules.<name>(total_steps, peak_value=..., *, end_value=0.0, warmup_steps=0,
 sample_every=1, <the profile's knobs>)`` with the defaults of the profile
 function of that name, and its docstring from the profile's (summary, knob
-arguments, references) and the entry's note.
+arguments, ``Schedule:`` section, references).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import inspect
 import textwrap
 from collections.abc import Callable
 
-from budgetax import _registry, profiles
+from budgetax import _registry
 
 __all__ = ["define"]
 
@@ -77,10 +77,7 @@ def define(entry: _registry.Schedule, namespace: dict) -> Callable:
     is defined in ``namespace``, the globals of :mod:`budgetax.schedules` (its
     body calls ``_make`` there; its doctest runs there).
     """
-    name = entry.name
-    profile_fn = getattr(profiles, name)
-    knobs = {k: p.default for k, p in inspect.signature(profile_fn).parameters.items()
-             if p.default is not inspect.Parameter.empty}
+    name, profile_fn, knobs = entry.name, entry.profile, entry.knobs
     src = (f"def {name}(total_steps, peak_value=_PEAK, *, end_value=0.0, warmup_steps=0, "
            f"sample_every=1{''.join(f', {k}=_knob_{k}' for k in knobs)}):\n"
            f"    return _make(profiles.{name}, total_steps, peak_value, end_value, "

@@ -101,6 +101,10 @@ def linear(p) -> jax.Array:
       >>> float(linear(0.25))
       0.75
 
+    Schedule:
+      ``schedules.linear(T, peak, end_value=end)`` equals ``optax.linear_schedule(peak, end,
+      T)``.
+
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
@@ -126,6 +130,10 @@ def rex(p, beta=0.5) -> jax.Array:
       >>> round(float(rex(0.5)), 6)
       0.666667
 
+    Schedule:
+      ``schedules.rex(T, peak)`` follows the REX paper's curve (``beta = 0.5``), sampled
+      every ``sample_every`` steps.
+
     References:
       Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
@@ -147,6 +155,11 @@ def cosine(p) -> jax.Array:
       >>> round(float(cosine(0.5)), 6)
       0.5
 
+    Schedule:
+      ``schedules.cosine(T, peak, end_value=end)`` equals
+      ``optax.cosine_decay_schedule(peak, T, alpha=end / peak)`` (with a warmup:
+      ``optax.warmup_cosine_decay_schedule(0, peak, w, T, end)``).
+
     References:
       Loshchilov, Hutter. SGDR. ICLR 2017. arXiv:1608.03983.
     """
@@ -166,6 +179,10 @@ def exponential(p, final=1e-2) -> jax.Array:
     Example:
       >>> round(float(exponential(0.5, final=0.01)), 6)
       0.1
+
+    Schedule:
+      ``schedules.exponential(T, peak, end_value=end)`` reaches ``final`` of the way from
+      ``end`` to the peak at the budget.
 
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
@@ -232,6 +249,12 @@ def step(p, milestones=(0.3, 0.6, 0.9), factor=0.1) -> jax.Array:
       >>> [round(float(step(x)), 4) for x in (0.0, 0.3, 0.75, 1.0)]
       [1.0, 0.1, 0.01, 0.001]
 
+    Schedule:
+      ``schedules.step`` fires milestone ``m`` at the integer step ``w + ceil(m (T - w))``,
+      with ``m`` read as the decimal it prints as (0.1 is 1/10), compared as integers (as
+      ``torch.optim.lr_scheduler.MultiStepLR`` and ``optax.piecewise_constant_schedule``):
+      on time for every budget up to ``2**31 - 1``.
+
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
@@ -255,6 +278,10 @@ def polynomial(p, power=2.0) -> jax.Array:
       >>> float(polynomial(0.5, power=2.0))
       0.25
 
+    Schedule:
+      ``schedules.polynomial(T, peak, end_value=end, power=power)`` equals
+      ``optax.polynomial_schedule(peak, end, power, T)``.
+
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
     """
@@ -274,6 +301,9 @@ def constant(p) -> jax.Array:
     Example:
       >>> float(constant(0.7))
       1.0
+
+    Schedule:
+      ``schedules.constant(T, peak)`` is the peak (to float32 rounding) after the warmup.
 
     References:
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
@@ -307,6 +337,12 @@ def wsd(p, decay_fraction=0.2, decay="linear") -> jax.Array:
     Example:
       >>> [round(float(wsd(x, 0.2)), 4) for x in (0.5, 0.8, 0.9, 1.0)]
       [1.0, 1.0, 0.5, 0.0]
+
+    Schedule:
+      When ``decay_fraction * (T - w)`` is an integer, ``schedules.wsd`` is HF transformers'
+      ``get_wsd_schedule`` with ``num_decay_steps = decay_fraction * (T - w)``,
+      ``min_lr_ratio = end / peak`` (from ``end = 0`` warmups agree too) and ``decay_type``
+      "linear", "cosine" or "1-sqrt" (``decay="1-sqrt"``, also named ``"sqrt"``).
 
     References:
       Hu et al. MiniCPM. 2024. arXiv:2404.06395.
@@ -364,6 +400,13 @@ def one_cycle(p, pct_start=0.3, div_factor=25.0, final_div_factor=1e4) -> jax.Ar
     Example:
       >>> float(one_cycle(0.3))
       1.0
+
+    Schedule:
+      ``schedules.one_cycle(T, peak)`` peaks at ``t = pct_start * T`` and reaches the
+      minimum ``peak / (div_factor * final_div_factor)`` at ``t = T``, as optax's
+      ``cosine_onecycle_schedule(T, peak)`` (which it equals when ``pct_start * T`` is an
+      integer). With ``warmup_steps = w`` the linear warmup rises to ``peak / div_factor``
+      (OneCycle's own start) and the cycle spans the ``T - w`` steps after it.
 
     References:
       Smith, Topin. Super-Convergence. 2017. arXiv:1708.07120.

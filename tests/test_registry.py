@@ -171,12 +171,28 @@ def test_schedule_names_are_written_only_in_the_registry():
     names = set(_registry.NAMES)
     registry = [s for s in _code_strings(PACKAGE / "_registry.py") if s in names]
     assert sorted(registry) == sorted(names)
-    for rel in ("__init__.py", "schedules.py", "transforms/schedule.py",
-                "training/optim.py", "training/sweep/spec.py"):
+    for rel in ("__init__.py", "schedules.py", "_schedule_functions.py",
+                "transforms/schedule.py", "training/sweep/spec.py"):
         assert not [s for s in _code_strings(PACKAGE / rel) if s in names], rel
+    # optim.py: OptimizerSpec's default schedule, a literal that `budgetax train --help`
+    # reads from the source without importing JAX
+    assert [s for s in _code_strings(PACKAGE / "training/optim.py") if s in names] == ["linear"]
     # profiles.py: only as the names of wsd's decays ("linear", "cosine"), another vocabulary
     left = [s for s in _code_strings(PACKAGE / "profiles.py") if s in names]
     assert set(left) <= set(profiles.WSD_DECAYS)
+
+
+def test_every_entry_reads_its_knobs_branches_and_note_off_its_profile():
+    entries = {e.name: e for e in _registry.SCHEDULES}
+    assert list(entries) == list(_registry.NAMES)
+    assert entries["rex"].knobs == {"beta": 0.5}
+    assert entries["constant"].knobs == {}
+    assert {n: e.branch_knobs for n, e in entries.items() if e.branch_knobs} == {
+        "step": ("milestones",), "wsd": ("decay",)}
+    assert [n for n, e in entries.items() if not e.default_sweep] == ["polynomial"]
+    for name, entry in entries.items():
+        assert f"schedules.{name}" in entry.note, name
+        assert entry.note in " ".join(inspect.getdoc(getattr(schedules, name)).split())
 
 
 def test_profiles_hyperparam_is_deprecated_naming_its_replacement():

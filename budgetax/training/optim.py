@@ -106,7 +106,7 @@ class OptimizerSpec:
     """
 
     optimizer: str = "adam"
-    schedule: str = profiles.linear.__name__
+    schedule: str = "linear"  # a literal: `budgetax train --help` reads it from this source
     peak_lr: float = 1e-2
     end_lr: float = 0.0
     warmup_steps: int = 0

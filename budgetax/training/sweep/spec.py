@@ -12,7 +12,8 @@ import dataclasses
 import difflib
 import json
 
-from budgetax import _registry, _validate, profiles, schedules
+from budgetax import _validate, profiles, schedules
+from budgetax._registry import DEFAULT_SWEEP as DEFAULT_SCHEDULES
 from budgetax.training.core import DIVERGENCE_FACTOR, check_diagnostics, make_program
 from budgetax.training.optim import OptimizerSpec
 from budgetax.training.sweep.plan import grid_groups, plan_groups, plan_trunks
@@ -22,7 +23,6 @@ __all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepSpec", "SweepSpecMismat
            "grid_groups", "plan_groups", "plan_trunks"]
 
 SWEEP_SCHEDULES = tuple(sorted(profiles.PROFILES))
-DEFAULT_SCHEDULES = _registry.DEFAULT_SWEEP
 
 
 class SweepSpecMismatchError(ValueError):
