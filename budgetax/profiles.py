@@ -10,8 +10,11 @@ The split of a schedule into a profile and a sampling rate is the one of REX
 (Chen, Wolfe, Kyrillidis, 2022); writing every profile against the budget ``T``
 is the lesson of *Budgeted Training* (Li, Yumer, Ramanan, 2020).
 
-Knobs given as Python numbers are validated eagerly (``ValueError`` naming the
-argument); knobs given as JAX arrays are used as they are. Likewise a NaN
+Knobs are validated eagerly by ``budgetax._validate.real_or_array`` (``ValueError``
+naming the argument and showing the value): Python numbers and concrete arrays
+(elementwise); traced arrays (``jax.vmap``, ``optax.inject_hyperparams``) are used
+as they are. Every profile here is a schedule of the registry
+(``budgetax/_registry.py``), which names them. Likewise a NaN
 progress given as a Python float is refused, while arrays (often traced, inside a
 schedule) are not checked: a NaN in an array gives a NaN out.
 
