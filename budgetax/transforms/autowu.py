@@ -229,16 +229,6 @@ def _real_hp(name, value, **bounds):
     return value
 
 
-def _static_int(name, value):
-    """A positive Python int that fits the int32 step counter."""
-    if _validate.is_array(value) or isinstance(value, np.ndarray | np.generic):
-        raise TypeError(f"{name} must be a positive Python int (it fixes the compiled "
-                        f"program; with optax.inject_hyperparams list it in static_args), "
-                        f"got {value!r}")
-    return _validate.positive_int_at_most(name, value, _validate.INT32_MAX,
-                                          "the int32 step counter's maximum")
-
-
 def _is_traced(value):
     return isinstance(value, jax.core.Tracer)
 
@@ -292,12 +282,12 @@ def autowu(
     :func:`autowu_lamb`.
 
     Args:
-      total_steps: the budget ``T`` (positive Python int, at most ``2**31 - 1``).
+      total_steps: the budget ``T``, a positive int (not traced), at most ``2**31 - 1``.
       min_lr: the learning rate at step 0, ``> 0``.
       max_lr: the learning rate the warmup would reach at ``L``, ``> min_lr``.
       max_warmup_fraction: ``L = int(max_warmup_fraction * T)``, in (0, 1].
       test_every: test every this many steps (default ``max(1, round(T / 100))``; the
-        reference tests once per epoch); a positive Python int.
+        reference tests once per epoch); a positive int (not traced).
       confidence: probability threshold of the test, in (0, 1).
       patience: consecutive positive tests needed to switch (the reference's 3).
       decay: ``"cosine"`` (the reference's ``immediate_cooldown=True``),
@@ -336,7 +326,7 @@ def autowu(
       Kim, Kim, Kim, Lee, Kim. Automated Learning Rate Scheduler for Large-batch
       Training. 2021. arXiv:2107.05855. Code: github.com/kakaobrain/autowu.
     """
-    total_steps = _static_int("total_steps", total_steps)
+    total_steps = _validate.static_int("total_steps", total_steps)
     min_lr = _real_hp("min_lr", min_lr, low=0.0, low_open=True)
     max_lr = _real_hp("max_lr", max_lr, low=0.0, low_open=True)
     if not (_is_traced(min_lr) or _is_traced(max_lr)) and not float(min_lr) < float(max_lr):
@@ -345,10 +335,10 @@ def autowu(
                                    high=1.0, low_open=True)
     if test_every is None:
         test_every = max(1, round(total_steps / 100))
-    test_every = _static_int("test_every", test_every)
+    test_every = _validate.static_int("test_every", test_every)
     confidence = _real_hp("confidence", confidence, low=0.0, high=1.0, low_open=True,
                           high_open=True)
-    patience = _static_int("patience", patience)
+    patience = _validate.static_int("patience", patience)
     _validate.one_of("decay", decay, DECAYS)
     cooldown_fraction = _real_hp("cooldown_fraction", cooldown_fraction, low=0.0, high=1.0,
                                  low_open=True)
