@@ -276,16 +276,20 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
                         "one pass over it per evaluation and run), none, or a fixed random "
                         "subset of N examples")
     p.add_argument("--select", default=None,
-                   help="the metric that picks a cell's best lr: train_loss (default), or any "
-                        "evaluation metric of the task, e.g. test_accuracy (tunes on the test set)")
+                   help="the metric that picks a cell's best lr: train_loss (default), "
+                        "train_minibatch_loss (the default with --diagnostics none: the mean "
+                        "minibatch loss of each run's last epoch), or any evaluation metric of "
+                        "the task, e.g. test_accuracy (tunes on the test set)")
     p.add_argument("--strategy", default=spec["strategy"],
-                   choices=("grid", "branch", "halving", "branch+halving"),
+                   choices=("grid", "branch", "halving", "branch+halving", "law"),
                    help="grid: every run from scratch (default); branch: schedules whose "
                         "learning rate does not depend on the budget before their decay "
                         "(constant, wsd) train that prefix once and branch each budget's "
                         "decay from it (the same results in fewer steps); halving: successive "
                         "halving over each schedule's lrs, pruning the predicted-worse ones "
-                        "at --prune-at; branch+halving: both")
+                        "at --prune-at; branch+halving: both; law: anchor runs, a loss law "
+                        "fitted to them predicts every cell, the best predicted cells are "
+                        "trained to check it, the rest only if it misses (--law-*)")
     p.add_argument("--prune-rate", type=int, default=spec["prune_rate"],
                    help=f"halving keeps 1/N of each schedule's lrs per rung (default: "
                         f"{spec['prune_rate']})")
@@ -296,6 +300,18 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
                    help=f"the budgetax.ranking score of the training loss so far that halving "
                         f"ranks lrs by: tse_e, tse, lcga or last (default: "
                         f"{spec['prune_estimator']})")
+    p.add_argument("--law-anchors", type=_names, default=list(spec["law_anchors"]),
+                   metavar="SCHEDULES",
+                   help=f"the law strategy's anchor schedules, trained at the longest budget "
+                        f"(default: {_join(spec['law_anchors'])})")
+    p.add_argument("--law-verify", type=int, default=spec["law_verify"], metavar="N",
+                   help=f"the law strategy trains the N best predicted cells of each budget "
+                        f"with every seed (default: {spec['law_verify']})")
+    p.add_argument("--law-tolerance", type=float, default=spec["law_tolerance"],
+                   metavar="X",
+                   help=f"the law is trusted when its median relative error on the verified "
+                        f"cells is at most X; else every cell is trained (default: "
+                        f"{spec['law_tolerance']})")
     p.add_argument("--predict", type=_numbers, default=[], metavar="FRACTIONS",
                    help="also predict each schedule's result at these budgets (fractions of "
                         "the full budget, e.g. 2,4) from a power law fitted to the trained "
@@ -367,7 +383,9 @@ def build_parser(options: bool = True) -> argparse.ArgumentParser:
                                      "its plots; prints the table.")
     rep.add_argument("dir", help="a sweep output directory")
     rep.add_argument("--select", default=None,
-                     help="train_loss (default) or any evaluation metric of the task")
+                     help="train_loss (default), train_minibatch_loss (the default for a "
+                          "sweep run without diagnostics), or any evaluation metric of the "
+                          "task, e.g. test_accuracy (tunes on the test set)")
     rep.add_argument("--no-plots", action="store_true")
     rep.add_argument("--predict", type=_numbers, default=[], metavar="FRACTIONS",
                      help="also predict each schedule's result at these budgets (fractions "
@@ -454,11 +472,17 @@ def run_sweep(args) -> int:
         schedules=tuple(args.schedules), peak_lrs=lrs, seeds=tuple(args.seeds),
         batch_size=args.batch_size, num_evals=args.num_evals, diagnostics=args.diagnostics,
         strategy=args.strategy, prune_rate=args.prune_rate, prune_at=tuple(args.prune_at),
-        prune_estimator=args.prune_estimator,
+        prune_estimator=args.prune_estimator, law_anchors=tuple(args.law_anchors),
+        law_verify=args.law_verify, law_tolerance=args.law_tolerance,
         optimizer=training.OptimizerSpec(
             optimizer=args.optimizer, momentum=args.momentum,
             weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
             demon=args.demon, precision=args.precision))
+    predict = report.check_predict(args.predict)
+    if predict and len(spec.budgets) < report.MIN_PREDICT_BUDGETS:
+        raise ValueError(f"--predict needs at least {report.MIN_PREDICT_BUDGETS} budgets to fit "
+                         f"its power law (3 parameters), got --budgets "
+                         f"{_join(spec.budgets)}: add budgets, or leave out --predict")
     runs = spec.runs()
     say = (lambda *a, **k: None) if quiet else print
     say(f"budgetax {args.command}: task {task.name}, "
@@ -479,7 +503,7 @@ def run_sweep(args) -> int:
         return 0
     table = report.write_report(args.out, select=args.select, plots=not args.no_plots,
                                 command="budgetax " + " ".join(args.argv),
-                                predict=tuple(args.predict))
+                                predict=predict)
     print()
     print(table)
     print(f"\n{len(result.runs)} runs in {result.seconds:.1f}s; wrote "

@@ -12,7 +12,11 @@ squared error wins. A prediction's interval comes from a parametric bootstrap:
 each budget's mean is redrawn from a normal with its seed standard error (the
 standard deviation pooled over the budgets, divided by ``sqrt(seeds)``), the
 law refitted, the predicted budget's own seed standard error added, and the
-2.5% and 97.5% quantiles taken. It covers the seed noise of the fitted points
+2.5% and 97.5% quantiles taken. With one seed per budget there is no seed spread:
+the noise is then the fit's own residual standard deviation (the residual sum of
+squares over ``B - 3`` degrees of freedom), which needs more than 3 budgets; with
+exactly 3 the law passes through them and there is no interval
+(:attr:`Frontier.noise_from` says which). It covers the seed noise of the fitted points
 and of the predicted mean and the freedom of the law, not a change of regime
 beyond the trained budgets (a new best lr, a schedule that stops improving):
 the frontier experiment (``experiments/frontier``) measures its coverage at a
@@ -92,7 +96,9 @@ class Frontier:
 
     ``boot``: the bootstrap fits ``[K, 3]`` (a, b, c) for intervals; ``noise``: the
     seed standard error of a budget's mean (the pooled seed std over ``sqrt(seeds)``),
-    added to the intervals since a trained budget's mean has it too.
+    added to the intervals since a trained budget's mean has it too; ``noise_from``:
+    ``"seeds"``, ``"residuals"`` (one seed per budget: the fit's residual std) or
+    ``"none"`` (one seed and 3 budgets: :meth:`interval` is NaN).
     """
 
     a: float
@@ -102,6 +108,7 @@ class Frontier:
     noise: float = 0.0
     bound: float | None = None
     higher_is_better: bool = False
+    noise_from: str = "seeds"
 
     def _back(self, gap):
         """The metric from the fitted quantity (its gap to ``bound`` when one is given)."""
@@ -115,8 +122,12 @@ class Frontier:
         return self._back(self.a + self.b * f ** -self.c)
 
     def interval(self, fraction, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-        """The ``level`` bootstrap interval of the prediction at ``fraction``."""
+        """The ``level`` bootstrap interval of the prediction at ``fraction`` (NaN when
+        ``noise_from`` is ``"none"``: nothing measures the noise)."""
         f = np.asarray(fraction, np.float64)[..., None]
+        if self.noise_from == "none":
+            nan = np.full(f.shape[:-1], np.nan)
+            return nan, nan
         preds = self.boot[:, 0] + self.boot[:, 1] * f ** -self.boot[:, 2]
         preds = preds + self.noise * np.random.default_rng(1).normal(size=self.boot.shape[0])
         if self.bound is not None:
@@ -165,7 +176,13 @@ def fit_frontier(fractions, values, *, bound: float | None = None,
     sd = float(np.sqrt(np.mean(var))) if var else 0.0
     floor = bound is not None
     a, b, c = _fit(x, mean[None, :], floor)[0]
+    noise_from = "seeds"
+    if not var:  # one seed per budget: the law's own misfit, when it has any freedom left
+        noise_from = "residuals" if x.size > 3 else "none"
+        resid = mean - (a + b * x ** -c)
+        sd = float(np.sqrt(np.sum(resid ** 2) / (x.size - 3))) if x.size > 3 else 0.0
     rng = np.random.default_rng(seed)
     draws = mean + rng.normal(size=(n_boot, mean.size)) * sd / np.sqrt(np.maximum(n, 1))
     return Frontier(float(a), float(b), float(c), _fit(x, draws, floor),
-                    sd / np.sqrt(max(float(np.median(n)), 1.0)), bound, higher_is_better)
+                    sd / np.sqrt(max(float(np.median(n)), 1.0)), bound, higher_is_better,
+                    noise_from)

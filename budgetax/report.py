@@ -6,7 +6,10 @@ the task's table metric (test accuracy for the classification presets; see
 schedule's best peak learning rate, the best cell of each budget marked. The best
 learning rate is chosen
 *without looking at the test set*: by default the one with the lowest mean final
-full-training-set loss over seeds (``select="train_loss"``); a learning rate at
+full-training-set loss over seeds (``select="train_loss"``), or, for a sweep run
+without diagnostics, the lowest mean minibatch training loss over each run's last
+epoch (``select="train_minibatch_loss"``,
+:func:`budgetax.training.sweep.selection.minibatch_loss`); a learning rate at
 which any seed diverged is not eligible. ``select="test_accuracy"`` picks by test
 accuracy instead (optimistic: it tunes on the test set); any other evaluation metric
 of the task can be named (lower is better, unless its name ends in ``accuracy``).
@@ -23,13 +26,20 @@ import platform
 import numpy as np
 
 from budgetax._io import atomic_write_json, atomic_write_text
-from budgetax.training.sweep.selection import eligible, rank_lrs, select_sign
+from budgetax.training.sweep.selection import (
+    MINIBATCH_LOSS,
+    default_select,
+    eligible,
+    minibatch_loss,
+    rank_lrs,
+    select_sign,
+)
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves
 
 __all__ = ["SELECT", "Cell", "curve_grid", "elasticity_stops", "format_table", "load",
            "metric_vs_budget", "optimizer_text", "summarize", "write_report"]
 
-SELECT = ("train_loss", "test_accuracy", "test_loss")
+SELECT = ("train_loss", MINIBATCH_LOSS, "test_accuracy", "test_loss")
 PLOTS = ("metric_vs_budget.png", "lr_curves.png", "loss_curves.png")
 SUMMARY = "summary.json"
 
@@ -57,8 +67,9 @@ def load(out_dir: str, *, with_curves: bool = False) -> tuple[dict, list[dict], 
     """``(spec, runs, groups)`` of the sweep stored in ``out_dir``.
 
     ``spec`` is the stored spec with the plan's ``steps_per_epoch``, the task's
-    identity (``task``), its metric names (``metrics``) and its table metric
-    (``table_metric``: ``[name, higher_is_better]``) added.
+    identity (``task``), its metric names (``metrics``), its table metric
+    (``table_metric``: ``[name, higher_is_better]``) and the calls that trained it
+    (``sessions``: their wall and compilation seconds) added.
     """
     path = os.path.join(out_dir, STORE_NAME)
     if not os.path.exists(path):
@@ -72,6 +83,8 @@ def load(out_dir: str, *, with_curves: bool = False) -> tuple[dict, list[dict], 
         spec["steps_per_epoch"] = (store.get_meta("plan") or {}).get("steps_per_epoch")
         for key in ("task", "metrics", "table_metric"):
             spec[key] = store.get_meta(key)
+        spec["sessions"] = store.sessions()
+        spec["law"] = store.get_meta("law")
         return spec, store.runs(with_curves=with_curves), store.groups()
 
 
@@ -177,19 +190,20 @@ def _spread(runs, select) -> float:
     return float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
 
-def _value(metric: str, mean: float, std: float) -> str:
+def _value(metric: str, mean: float, std: float, seeds: int) -> str:
+    """``mean ± std`` (accuracies in percent); the mean alone for one seed (no spread)."""
     if metric.endswith("accuracy"):
-        return f"{100 * mean:.1f} ± {100 * std:.1f}"
-    return f"{mean:.4g} ± {std:.2g}"
+        return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if seeds > 1 else "")
+    return f"{mean:.4g}" + (f" ± {std:.2g}" if seeds > 1 else "")
 
 
 def format_table(cells: list[Cell], *, markdown_bold: bool = True,
                  metric: str = "test_accuracy") -> str:
     """A markdown table: one row per budget, one column per schedule, best cell marked.
 
-    Each cell is ``mean ± std`` of ``metric`` (accuracies in percent) at the
-    schedule's best lr, with that lr; the best schedule of each budget is in bold
-    (or marked ``*``). Marks (explained by :data:`LEGEND`): ``~`` a winner whose
+    Each cell is ``mean ± std`` of ``metric`` (accuracies in percent; the mean alone
+    with one seed) at the schedule's best lr, with that lr; the best schedule of each
+    budget is in bold (or marked ``*``). Marks (explained by :data:`LEGEND`): ``~`` a winner whose
     runner-up is within the seed spread, ``†`` a best lr whose runner-up lr is
     within the seed spread of the selection metric, ``⇥`` a best lr at the edge of
     the grid.
@@ -200,7 +214,7 @@ def format_table(cells: list[Cell], *, markdown_bold: bool = True,
         if c.best_lr is None:
             return "diverged"
         marks = ("†" if c.lr_near_tie else "") + ("⇥" if c.lr_at_edge else "")
-        out = f"{_value(metric, c.mean, c.std)} (lr {c.best_lr:g}{marks})"
+        out = f"{_value(metric, c.mean, c.std, c.seeds)} (lr {c.best_lr:g}{marks})"
         if c.best_in_budget:
             out = f"**{out}**" if markdown_bold else f"{out} *"
             if c.winner_near_tie:
@@ -368,8 +382,10 @@ def metric_vs_budget(cells: list[Cell], metric: str, predictions=()):
                 shift = 1.04 ** (list(style).index(s) - (len(style) - 1) / 2)
                 px = np.array([p["budget"] for p in pred], np.float64) * shift
                 pm = np.array([k * p["mean"] for p in pred])
-                err = np.array([[k * (p["mean"] - p["low"]) for p in pred],
-                                [k * (p["high"] - p["mean"]) for p in pred]])
+                err = np.array([[k * (p["mean"] - p["low"]) if p["low"] is not None else 0.0
+                                 for p in pred],
+                                [k * (p["high"] - p["mean"]) if p["high"] is not None else 0.0
+                                 for p in pred]])
                 ax.plot(np.r_[x[-1], px], np.r_[m[-1], pm], ls="--", lw=1.0,
                         color=style[s]["color"])
                 ax.errorbar(px, pm, yerr=err, fmt="o", mfc="white", ms=4, capsize=2, lw=1.0,
@@ -456,6 +472,110 @@ def _plots(out_dir, cells, runs_by_id, metric, train_metrics, predictions=()):
         plt.close(fig)
 
 
+def _with_minibatch_loss(out_dir: str, spec: dict, runs: list[dict]) -> list[dict]:
+    """``runs`` with :data:`MINIBATCH_LOSS` in each finished run's ``final``, computed from
+    its stored loss curve where the store predates it."""
+    missing = [r for r in runs if r["status"] in ("done", "diverged")
+               and MINIBATCH_LOSS not in r["final"]]
+    if not missing:
+        return runs
+    if "curves" not in missing[0]:
+        _, with_curves, _ = load(out_dir, with_curves=True)
+        blobs = {r["run_id"]: r["curves"] for r in with_curves}
+    else:
+        blobs = {r["run_id"]: r["curves"] for r in missing}
+    names = tuple(spec["metrics"]["train"])
+    for r in missing:
+        loss = decode_curves(blobs[r["run_id"]], names, r["budget"])["loss"]
+        r["final"] = {**r["final"], MINIBATCH_LOSS: minibatch_loss(
+            loss, r["budget"], spec.get("steps_per_epoch"))}
+    return runs
+
+
+def _law_lines(spec: dict, runs: list[dict], metric: str) -> list[str]:
+    """The ``law`` strategy's section: what it fitted, how it checked, what it predicted."""
+    law = spec["law"]
+    check = law.get("check")
+    anchors = ", ".join(f"`{a}`" for a in spec["law_anchors"])
+    out = [f"Strategy `law`: the Multi-Power Law, fitted per peak lr on the anchors ({anchors} "
+           f"at the longest budget, seed {spec['seeds'][0]}; fits for "
+           f"{len(law['fits'])} of {len(spec['peak_lrs'])} lrs), predicted every cell's final "
+           f"training minibatch loss; the {spec['law_verify']} best predicted cells of each "
+           f"budget were trained with every seed."]
+    if check is None:
+        out[0] += " The check of its predictions is not done yet (resume the sweep)."
+    elif check["trusted"]:
+        out[0] += (f" On the {check['cells']} verified cells that are not anchors its median "
+                   f"relative error was {check['median_rel_error']:.1%} (tolerance "
+                   f"{check['tolerance']:.1%}): the other cells are its predictions, not "
+                   f"trained, and the table above holds the trained cells only.")
+    else:
+        out[0] += (f" On the {check['cells']} verified cells that are not anchors its median "
+                   f"relative error was {check['median_rel_error']:.1%}, above the tolerance "
+                   f"{check['tolerance']:.1%}: the law was not trusted, and every cell was "
+                   f"trained.")
+    measured: dict = {}
+    for r in runs:
+        value = r["final"].get(MINIBATCH_LOSS) if r["final"] else None
+        if r["status"] == "done" and value is not None:
+            measured.setdefault((r["budget"], r["schedule"], r["peak_lr"]), []).append(value)
+    best: dict = {}
+    for c in law["cells"]:
+        key = (c["budget"], c["schedule"])
+        if c["predicted"] is not None and (key not in best
+                                           or c["predicted"] < best[key]["predicted"]):
+            best[key] = c
+    fraction = {r["budget"]: r["budget_fraction"] for r in runs}
+
+    def text(c):
+        if c is None:
+            return ""
+        got = measured.get((c["budget"], c["schedule"], c["peak_lr"]))
+        return (f"{c['predicted']:.4g} (lr {c['peak_lr']:g})"
+                + (f" → {np.mean(got):.4g}" if got else ""))
+
+    out += ["", "Predicted final training minibatch loss of each budget and schedule at its best "
+            "predicted lr; `→` the measured mean where that cell was trained.", "",
+            _budget_table([(fraction[b], b, s, best[b, s]) for b in sorted({b for b, _ in best})
+                           for s in spec["schedules"] if (b, s) in best], text), ""]
+    return out
+
+
+def _time_text(groups: list[dict], sessions: list[dict], run_steps: int, device: str) -> str:
+    """The report's sentence on time: the stored groups' training time and rate without
+    compilation, and the wall time of every call that trained the sweep."""
+    total = sum(g["seconds"] for g in groups)
+    known = all(g.get("compile_seconds") is not None for g in groups)
+    if known:
+        comp = sum(g["compile_seconds"] for g in groups)
+        out = (f"The stored groups trained {run_steps:,} run-steps in {total:.1f}s, "
+               f"{comp:.1f}s of it compiling ({run_steps / max(total - comp, 1e-9):,.0f} "
+               f"run-steps/s without compilation) on {device}.")
+    else:  # a store written before compilation was timed apart
+        out = (f"The stored groups trained {run_steps:,} run-steps in {total:.1f}s "
+               f"({run_steps / max(total, 1e-9):,.0f} run-steps/s, compilation included) "
+               f"on {device}.")
+    if sessions:
+        wall = sum(x["seconds"] for x in sessions)
+        comp = sum(x["compile_seconds"] for x in sessions)
+        out += (f" Wall time {wall:.1f}s over {len(sessions)} call(s) of the sweep "
+                f"({comp:.1f}s compiling; a resumed sweep has one call per start, and a "
+                f"killed call's time after its last stored group is not counted).")
+    return out
+
+
+def _selected_by(select: str) -> str:
+    """How the table's header says what picked the lrs."""
+    if select == "train_loss":
+        return "lowest mean final training loss"
+    if select == MINIBATCH_LOSS:
+        return ("lowest mean minibatch training loss over each run's last epoch: the sweep "
+                "ran without full-training-set diagnostics, and the test set is not used")
+    if select.startswith("test_"):
+        return f"{select}: tuned on the test set, so the table is optimistic"
+    return select
+
+
 def steps_trained(spec: dict, runs: list[dict], groups: list[dict]) -> list[dict]:
     """Per budget: the run-steps the sweep trained against the grid's (every run from scratch).
 
@@ -475,24 +595,49 @@ def steps_trained(spec: dict, runs: list[dict], groups: list[dict]) -> list[dict
     return out
 
 
+def check_predict(predict) -> tuple[float, ...]:
+    """``predict`` (budgets to predict, as fractions of the full budget) as a tuple of floats,
+    or a ``TypeError``/``ValueError`` naming it and its value."""
+    if isinstance(predict, str | bytes) or not hasattr(predict, "__iter__"):
+        raise TypeError(f"predict must be a sequence of budget fractions (e.g. (2.0,) for "
+                        f"twice the full budget), got {predict!r}")
+    out = []
+    for f in predict:
+        if isinstance(f, bool) or not isinstance(f, int | float | np.integer | np.floating):
+            raise TypeError(f"predict must hold budget fractions (numbers), got {f!r} in "
+                            f"{predict!r}")
+        if not (math.isfinite(f) and f > 0):
+            raise ValueError(f"predict must hold positive, finite budget fractions, got {f!r} "
+                             f"in {predict!r}")
+        out.append(float(f))
+    return tuple(out)
+
+
+MIN_PREDICT_BUDGETS = 3  # the law a + b T^-c has 3 parameters
+
+
 def predict_cells(cells: list[Cell], runs_by_id: dict, metric: str, fractions,
-                  full_budget: int) -> list[dict]:
+                  full_budget: int) -> tuple[list[dict], dict]:
     """Each schedule's ``metric`` predicted at budget ``fractions`` of the full budget.
 
-    Fits :func:`budgetax.frontier.fit_frontier` to the table's cells
-    of the schedule (the seeds' values at each budget's selected lr) and returns
-    ``[{"schedule", "budget_fraction", "budget", "mean", "low", "high", "fit"}]``
-    (95% bootstrap interval; none for a schedule with fewer than 3 trained budgets).
+    Fits :func:`budgetax.frontier.fit_frontier` to the table's cells of the schedule
+    (the seeds' values at each budget's selected lr). Returns ``(predictions,
+    not_predicted)``: ``[{"schedule", "budget_fraction", "budget", "mean", "low",
+    "high", "noise_from", "fit"}]`` (95% bootstrap interval; ``low``/``high`` ``None``
+    where nothing measures the noise: one seed and 3 budgets) and ``{schedule: why}``
+    for the schedules with fewer than 3 budgets with a result.
     """
     from budgetax.frontier import fit_frontier
 
-    out = []
-    for f in fractions:
-        if not (isinstance(f, int | float) and math.isfinite(f) and f > 0):
-            raise ValueError(f"predict must hold positive budget fractions, got {fractions!r}")
+    fractions = check_predict(fractions)
+    out, skipped = [], {}
+    if not fractions:
+        return out, skipped
     for s in dict.fromkeys(c.schedule for c in cells):
         mine = [c for c in cells if c.schedule == s and c.best_lr is not None]
-        if len(mine) < 3 or not fractions:
+        if len(mine) < MIN_PREDICT_BUDGETS:
+            skipped[s] = (f"{len(mine)} budget(s) with a result, the power law needs "
+                          f"{MIN_PREDICT_BUDGETS}")
             continue
         values = [[runs_by_id[i]["final"].get(metric, math.nan) for i in c.run_ids]
                   for c in mine]
@@ -504,18 +649,27 @@ def predict_cells(cells: list[Cell], runs_by_id: dict, metric: str, fractions,
                            higher_is_better=metric.endswith("accuracy"))
         for f in fractions:
             lo, hi = fit.interval(f)
-            out.append({"schedule": s, "budget_fraction": float(f),
+            known = fit.noise_from != "none"
+            out.append({"schedule": s, "budget_fraction": f,
                         "budget": int(round(f * full_budget)),
-                        "mean": float(fit.predict(f)), "low": float(lo), "high": float(hi),
+                        "mean": float(fit.predict(f)),
+                        "low": float(lo) if known else None,
+                        "high": float(hi) if known else None,
+                        "noise_from": fit.noise_from,
                         "fit": {"a": fit.a, "b": fit.b, "c": fit.c}})
-    return out
+    return out, skipped
 
 
 def format_predictions(preds: list[dict], metric: str) -> str:
     """The predicted cells as a markdown table (``≈ mean [low, high]``), budget-major."""
     fmt = (lambda v: f"{100 * v:.1f}") if metric.endswith("accuracy") else (lambda v: f"{v:.4g}")
-    text = lambda p: ("" if p is None else
-                      f"≈{fmt(p['mean'])} [{fmt(p['low'])}, {fmt(p['high'])}]")
+    def text(p):
+        if p is None:
+            return ""
+        if p["low"] is None:
+            return f"≈{fmt(p['mean'])} (no interval)"
+        return f"≈{fmt(p['mean'])} [{fmt(p['low'])}, {fmt(p['high'])}]"
+
     return _budget_table([(p["budget_fraction"], p["budget"], p["schedule"], p) for p in preds],
                          text, "{:.0%} (predicted)")
 
@@ -531,8 +685,8 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
     Args:
       out_dir: a sweep directory.
       select: the metric that picks each cell's best lr (see the module docstring);
-        default ``train_loss``, or the table metric when the sweep ran without
-        diagnostics.
+        default ``train_loss``, or ``train_minibatch_loss`` when the sweep ran
+        without diagnostics (:func:`~budgetax.training.sweep.selection.default_select`).
       plots: also write ``metric_vs_budget.png``, ``lr_curves.png``, ``loss_curves.png``.
       command: the command line that ran the sweep (written into ``results.md``).
       device: a description of the device(s) (default: from ``jax.devices()``).
@@ -550,10 +704,13 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
     metric, higher = spec["table_metric"]
     train_names = spec["metrics"]["train"]
     if select is None:
-        select = "train_loss" if "train_loss" in spec["metrics"]["eval"] else metric
+        select = default_select(spec["metrics"]["eval"])
+    if select == MINIBATCH_LOSS:
+        runs = _with_minibatch_loss(out_dir, spec, runs)
     cells = summarize(runs, select, metric, higher)
     table = format_table(cells, metric=metric)
     pending = sum(r["status"] == "pending" for r in runs)
+    predicted = sum(r["status"] == "predicted" for r in runs)
     diverged = [r for r in runs if r["status"] == "diverged"]
     if device is None:
         import jax
@@ -561,12 +718,17 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         d = jax.devices()
         device = (f"{len(d)} x {d[0].device_kind} ({d[0].platform}; {_cpu_name()}), "
                   f"jax {jax.__version__}")
-    total_s = sum(g["seconds"] for g in groups)
     per_budget = steps_trained(spec, runs, groups)
     run_steps = sum(b["trained"] for b in per_budget)
     pruned = [r for r in runs if r["status"] == "pruned"]
     by_id = {r["run_id"]: r for r in runs}
-    preds = predict_cells(cells, by_id, metric, tuple(predict), spec["full_budget"])
+    preds, not_predicted = predict_cells(cells, by_id, metric, predict, spec["full_budget"])
+    if predict and not preds:
+        raise ValueError(
+            f"predict: no schedule can be predicted, as each needs at least "
+            f"{MIN_PREDICT_BUDGETS} trained budgets with a result (the law a + b T^-c has 3 "
+            f"parameters): " + "; ".join(f"{k}: {v}" for k, v in not_predicted.items())
+            + ". Train more budgets (e.g. --budgets 0.25,0.5,1), or leave out predict")
     opt = spec["optimizer"]
     lines = [
         "# Sweep results", "",
@@ -583,16 +745,16 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         f"{metric}{' (%)' if metric.endswith('accuracy') else ''} at the end of each "
         f"budget, mean ± std over "
         f"{len(spec['seeds'])} seed(s), at each schedule's best peak lr (chosen by "
-        f"{'lowest mean final training loss' if select == 'train_loss' else select}, "
+        f"{_selected_by(select)}, "
         "over lrs at which no seed diverged); bold: the best schedule of the budget.", "",
         table, "", LEGEND, "",
-        f"{len(runs) - pending} of {len(runs)} runs finished"
+        f"{len(runs) - pending - predicted} of {len(runs)} runs finished"
+        + (f", {predicted} predicted by the law and not trained" if predicted else "")
         + (f", {pending} pending (resume the sweep to finish them)" if pending else "")
         + f"; {len(diverged)} diverged"
         + (f", {len(pruned)} pruned by successive halving" if pruned else "") + "."
-        + (f" Training time {total_s:.1f}s for {run_steps:,} run-steps "
-           f"({run_steps / max(total_s, 1e-9):,.0f} run-steps/s, compilation included) "
-           f"on {device}." if groups else ""), "",
+        + (" " + _time_text(groups, spec["sessions"], run_steps, device) if groups else ""),
+        "",
     ]
     strategy = spec.get("strategy", "grid")
     if strategy != "grid":
@@ -614,13 +776,23 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
                   f"{b['grid']:,} | {b['trained'] / max(b['grid'], 1):.0%} |" for b in done]
         total, grid = sum(b["trained"] for b in done), sum(b["grid"] for b in done)
         lines += [f"| all | | {total:,} | {grid:,} | {total / max(grid, 1):.0%} |", ""]
+    if spec.get("law"):
+        lines += _law_lines(spec, runs, metric)
     if preds:
         lines += [
             f"Predicted {metric}{' (%)' if metric.endswith('accuracy') else ''} at budgets "
             "nobody trained: per schedule, a power law `a + b (T/T_full)^-c` fitted to the "
             "cells above, with a 95% interval from a bootstrap over the seed noise "
-            "(`budgetax.training.sweep.frontier`; it does not cover a change of regime beyond "
-            "the trained budgets).", "", format_predictions(preds, metric), ""]
+            "(`budgetax.frontier`; it does not cover a change of regime beyond "
+            "the trained budgets)"
+            + ("; with one seed per budget the interval comes from the law's residuals, and "
+               "with one seed and 3 budgets nothing measures the noise (no interval)"
+               if any(p["noise_from"] != "seeds" for p in preds) else "") + ".", "",
+            format_predictions(preds, metric), ""]
+        if not_predicted:
+            lines += ["Not predicted: " + "; ".join(f"`{k}` ({v})"
+                                                     for k, v in not_predicted.items()) + ".",
+                      ""]
     if diverged:
         lines += ["Diverged runs (NaN/inf loss or update; frozen at their last finite state):",
                   ""]
@@ -653,6 +825,7 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
     atomic_write_json(os.path.join(dest, SUMMARY), {
         "spec": spec, "select": select, "command": command, "device": device,
         "cells": [dataclasses.asdict(c) for c in cells], "predictions": preds,
+        "not_predicted": not_predicted,
         "steps_trained": per_budget,
         "runs": [{k: r.get(k) for k in ("run_id", "budget", "schedule", "peak_lr", "seed",
                                         "status", "diverged_step", "pruned_step", "final")}

@@ -169,7 +169,41 @@ LOAD_CASES = [("training.load_task", _load_task, {}, "path", v)
                         "tests.tasks:missing", "tests.tasks:not_a_task", "a b:c")]
 
 
-CASES = _factory_cases() + _spec_cases() + _ranking_cases() + _task_cases()
+def _predict(predict):
+    from budgetax import report
+
+    return report.check_predict(predict)
+
+
+def _sweep_call(**kw):
+    """``training.sweep`` of a one-run spec into a fresh directory, with ``kw`` changed."""
+    import tempfile
+
+    spec = training.SweepSpec(full_budget=4, budgets=(1.0,), schedules=("linear",),
+                              peak_lrs=(0.01,), seeds=(0,), batch_size=32)
+    kw = {"task": tasks.make_task(), "spec": spec, "out_dir": tempfile.mkdtemp(),
+          "progress": False, **kw}
+    return training.sweep(**kw)
+
+
+PREDICT_CASES = [("report.check_predict", _predict, {}, "predict", v)
+                 for v in ((True,), 2, "2", (math.nan,), (-1.0,), (0,), ("x",), (math.inf,),
+                           None, [[2.0]])]
+SWEEP_CASES = [("training.sweep", _sweep_call, {}, name, v)
+               for name, values in (
+                   ("devices", ([], [5], "cpu", [None], 3)),
+                   ("max_runs_per_program", (0, 1.5, "3", True, -2)),
+                   ("checkpoint_every", (-1, 1.5, "1", None)),
+                   ("auto_lrs", (-1, 0.5, "2")),
+                   ("resume", ("yes", 1, None)),
+                   ("overwrite", ("no", 0)),
+                   ("progress", ("off", None)),
+                   ("out_dir", (3, None, ["x"])),
+                   ("spec", ({"full_budget": 4}, "spec")))
+               for v in values]
+
+CASES = (_factory_cases() + _spec_cases() + _ranking_cases() + _task_cases() + PREDICT_CASES
+         + SWEEP_CASES)
 
 
 def _outcome(fn, base, name, value) -> str:
@@ -207,6 +241,7 @@ CLI_CASES = [
     ("--select", "nope"), ("--diagnostics", "0"), ("--divergence-factor", "0.5"),
     ("--processes", "0"), ("--task", "nope"), ("--dataset", "nope"), ("--model", "nope"),
     ("--dataset", ""), ("--model", ""), ("--task", ":make_task"),
+    ("--predict", "x"), ("--predict", "-1"), ("--predict", "nan"), ("--predict", "2"),
 ]
 
 

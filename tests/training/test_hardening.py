@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import os
@@ -147,8 +148,8 @@ def test_a_blown_up_run_is_diverged_and_the_rule_can_be_turned_off(task):
 
 LOCK_HOLDER = textwrap.dedent("""
     import sys
-    from budgetax.training.sweep import run
-    with run._exclusive(sys.argv[1], True):
+    from budgetax.training.sweep import lock
+    with lock.exclusive(sys.argv[1], True):
         print("locked", flush=True)
         sys.stdin.read()
 """)
@@ -268,3 +269,187 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     assert proc.returncode == 130, err
     assert err.strip().endswith("interrupted; re-run the same command to resume")
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- what a sweep writes when
+def _bytes(out) -> bytes:
+    return (out / "results.sqlite").read_bytes()
+
+
+def test_a_refused_command_leaves_the_store_byte_identical(task, tmp_path, monkeypatch):
+    """More lrs with another task (the extension used to be written before the task was
+    checked), fewer runs per program than the stored plan holds, or a halving plan that
+    cannot prune: refused, and the store is as it was."""
+    out = tmp_path / "sweep"
+    _interrupt_after_first_checkpoint(task, out, monkeypatch)  # one group in flight
+    before = _bytes(out)
+    other = dataclasses.replace(task, config={**task.config, "n_train": 601})
+    more = training.SweepSpec(**{**_fields(SPEC), "peak_lrs": (0.05, 0.1)})
+    with pytest.raises(training.SweepSpecMismatchError, match="different task"):
+        training.sweep(other, more, str(out), progress=False)
+    assert _bytes(out) == before
+    with pytest.raises(ValueError, match=r"max_runs_per_program=1 is less than the 4 runs"):
+        training.sweep(task, more, str(out), progress=False, max_runs_per_program=1)
+    assert _bytes(out) == before
+    halving = training.SweepSpec(**{**_fields(SPEC), "strategy": "halving",
+                                    "peak_lrs": (0.05, 0.1)})
+    with pytest.raises(training.SweepSpecMismatchError, match="strategy"):
+        training.sweep(task, halving, str(out), progress=False)
+    assert _bytes(out) == before
+    # the original command still resumes, to the uninterrupted results
+    training.sweep(task, SPEC, str(out), progress=False, max_runs_per_program=4)
+
+
+def _fields(spec) -> dict:
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+
+
+def test_halving_prunes_when_programs_are_small_or_refuses(task, tmp_path):
+    """Halving prunes among a schedule's lrs: its runs are planned whole into programs, and a
+    limit below one schedule's runs is refused before anything is written."""
+    spec = training.SweepSpec(**{**_fields(SPEC), "strategy": "halving", "seeds": (0,),
+                                 "peak_lrs": (0.01, 0.05, 0.2), "prune_at": (0.5,)})
+    with pytest.raises(ValueError, match=r"max_runs_per_program=1 is too small for successive "
+                                         r"halving.*3 runs.*>= 3"):
+        training.sweep(task, spec, str(tmp_path / "one"), progress=False,
+                       max_runs_per_program=1)
+    assert not (tmp_path / "one" / "results.sqlite").exists()
+    res = training.sweep(task, spec, str(tmp_path / "three"), progress=False,
+                         max_runs_per_program=3)
+    assert len(res.groups) == 2  # one program per schedule
+    for s in spec.schedules:
+        status = [r["status"] for r in res.runs if r["schedule"] == s]
+        assert status.count("pruned") == 2, status
+
+
+def test_a_planted_checkpoint_of_another_sweep_is_discarded(task, reference, tmp_path,
+                                                            monkeypatch):
+    """A valid checkpoint, checksums and all, made by a sweep with other lrs and placed in
+    this sweep's group folder: discarded with a warning, the store equal to the
+    uninterrupted one."""
+    import shutil
+
+    other = tmp_path / "other"
+    spec = training.SweepSpec(**{**_fields(SPEC), "peak_lrs": (0.001,)})
+    interrupt(monkeypatch, checkpoints.Checkpoints, "save",
+              lambda: training.sweep(task, spec, str(other), progress=False), after=True)
+    out = tmp_path / "sweep"
+    shutil.copytree(other / "checkpoints", out / "checkpoints")
+    with pytest.warns(checkpoints.CheckpointWarning, match="belongs to another sweep or group "
+                                                          r"\(its runs differs"):
+        result = training.sweep(task, SPEC, str(out), progress=False)
+    assert not any(g["resumed"] for g in result.groups)
+    with Store(out / "results.sqlite") as store:
+        assert store.dump() == reference
+
+
+def test_a_checkpoint_of_the_same_runs_with_other_settings_is_discarded(task, reference,
+                                                                        tmp_path, monkeypatch):
+    import shutil
+
+    other = tmp_path / "other"
+    spec = training.SweepSpec(**{**_fields(SPEC), "optimizer": training.OptimizerSpec(
+        "sgd", momentum=0.5)})
+    interrupt(monkeypatch, checkpoints.Checkpoints, "save",
+              lambda: training.sweep(task, spec, str(other), progress=False), after=True)
+    out = tmp_path / "sweep"
+    shutil.copytree(other / "checkpoints", out / "checkpoints")
+    with pytest.warns(checkpoints.CheckpointWarning, match=r"its sweep differs"):
+        training.sweep(task, SPEC, str(out), progress=False)
+    with Store(out / "results.sqlite") as store:
+        assert store.dump() == reference
+
+
+@pytest.mark.parametrize("devices, error, match", [
+    ([], ValueError, r"devices must hold at least one jax device, got \[\]"),
+    ([5], TypeError, r"devices must be jax devices .*got 5"),
+    ("cpu", TypeError, r"devices must be a sequence of jax devices .*got 'cpu'"),
+], ids=["empty", "int", "str"])
+def test_bad_devices_are_refused(task, tmp_path, devices, error, match):
+    with pytest.raises(error, match=match):
+        training.sweep(task, SPEC, str(tmp_path), devices=devices, progress=False)
+    assert not (tmp_path / "results.sqlite").exists()
+
+
+def test_unusable_output_directories_are_one_line(tmp_path, capsys):
+    lock = tmp_path / "lockdir"
+    (lock / run.LOCK_NAME).mkdir(parents=True)
+    assert "has a directory where its lock file" in _cli_error(
+        capsys, "sweep", "--task", "tests.tasks:make_task", "--out", str(lock))
+    err = _cli_error(capsys, "sweep", "--task", "tests.tasks:make_task", "--out", "/proc/nope")
+    assert "/proc/nope" in err
+
+
+def _full_disk_error(capsys, out, extra=()) -> str:
+    return _cli_error(capsys, "sweep", "--task", "tests.tasks:make_task", "--out", str(out),
+                      "--full-budget", "16", "--budgets", "1", "--schedules", "cosine",
+                      "--lrs", "0.05", "--seeds", "0", "--batch-size", "32", "--num-evals",
+                      "4", "--no-plots", *extra)
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_naming_the_path_and_space(tmp_path, capsys,
+                                                                            monkeypatch):
+    """The free space is checked before orbax writes: one line naming the checkpoint's path
+    and the space it needs; the store stays consistent (the run is pending, resumable)."""
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 0))
+    err = _full_disk_error(capsys, tmp_path / "s")
+    assert "No space left on device for a checkpoint (it needs about" in err
+    assert str(tmp_path / "s" / "checkpoints") in err and "free some space" in err
+    with Store(tmp_path / "s" / "results.sqlite") as store:
+        assert {r["status"] for r in store.runs()} == {"pending"}
+
+
+def test_what_orbax_raises_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    """The space check passed, then the disk filled: orbax's RESOURCE_EXHAUSTED is one line."""
+    import orbax.checkpoint as ocp
+
+    def full(self, *a, **k):
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing "carry.00000/0.0" in OCDBT '
+                         'database: No space left on device [os_error_code=\'28\']')
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+    err = _full_disk_error(capsys, tmp_path / "s")
+    assert "No space left on device while writing a checkpoint" in err and "free some" in err
+
+
+def test_a_real_full_disk_is_one_line_when_a_small_filesystem_can_be_mounted(tmp_path):
+    """On a 400 kB tmpfs (where this machine lets the suite mount one)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here (the fault is injected above)")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "budgetax.cli", "sweep", "--task", "tests.tasks:make_task",
+             "--out", str(mnt / "s"), "--full-budget", "16", "--budgets", "1",
+             "--schedules", "cosine", "--lrs", "0.05", "--seeds", "0", "--batch-size", "32",
+             "--num-evals", "4", "--no-plots", "--no-progress"],
+            capture_output=True, text=True, cwd=os.getcwd(), timeout=300)
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "No space left on device" in proc.stderr
+
+
+def test_a_store_deleted_under_a_running_sweep_is_one_line(task, tmp_path, capsys,
+                                                           monkeypatch):
+    from budgetax.training.sweep import store as store_
+
+    original = store_.Store.complete_group
+
+    def delete_first(self, *a, **k):
+        os.remove(self.path)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(store_.Store, "complete_group", delete_first)
+    err = _cli_error(capsys, "sweep", "--task", "tests.tasks:make_task", "--out",
+                     str(tmp_path / "s"), "--full-budget", "16", "--budgets", "1",
+                     "--schedules", "cosine", "--lrs", "0.05", "--seeds", "0",
+                     "--batch-size", "32", "--no-plots")
+    assert "results.sqlite was deleted or moved while the sweep ran" in err
+    assert "run the same command again" in err

@@ -2,15 +2,22 @@
 
 Every process takes part, as orbax intends for multi-host: each writes the shards
 of the (run-sharded) arrays it holds, and a restore reads into the abstract,
-sharded state. Each saved step gets a checksum file (SHA-256 of every file orbax wrote, written
-atomically after the save completes). A checkpoint is restored only if the file
-is there and every checksum matches; otherwise it is discarded with a warning and
-the group is trained again from its start: a damaged or half-written checkpoint
-costs time, never a wrong result.
+sharded state. Each saved step gets a record written atomically after the save
+completes: the checkpoint's *identity* (a digest of the sweep's task and settings,
+the group, its run ids and the step) and the SHA-256 of every file orbax wrote. A
+checkpoint is restored only if its record is there, names this sweep's group and
+step, and every checksum matches; otherwise it is discarded with a warning and the
+group is trained again from its start: a damaged, half-written or foreign
+checkpoint costs time, never a wrong result.
+
+Before a save, the free space of the checkpoint's file system is checked against
+the state's size: a full disk is an ``OSError`` (``ENOSPC``) naming the path and the
+space needed, raised before orbax writes anything.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -47,17 +54,21 @@ def _digests(root: str) -> dict:
 class Checkpoints:
     """Orbax checkpoints of one group's in-flight state, under ``DIR/checkpoints/<group>``.
 
+    ``identity``: what, besides the group id and the step, a checkpoint must have been
+    made for to be restored (e.g. a digest of the sweep and the group's run ids).
+
     Every process saves and restores (its own shards); the writing process (process
     0) writes the checksum file and removes discarded or finished checkpoints.
     """
 
-    def __init__(self, out_dir, group_id, writer):
+    def __init__(self, out_dir, group_id, writer, identity: dict | None = None):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
         self.path = os.path.join(os.path.abspath(out_dir), CHECKPOINT_DIR,
                                  group_id.replace("/", "_"))
         self.writer = writer
+        self.identity = {"group": group_id, **(identity or {})}
         self._mngr = None
 
     def _manager(self):
@@ -79,9 +90,18 @@ class Checkpoints:
             return "it has no checksum file (written after a complete save)"
         try:
             with open(sums, encoding="utf-8") as f:
-                want = json.load(f)
+                record = json.load(f)
         except (OSError, ValueError) as err:
             return f"its checksum file is unreadable ({err})"
+        if not isinstance(record, dict) or "identity" not in record or "files" not in record:
+            return "its checksum file records no identity (written by an older budgetax)"
+        mine = {**self.identity, "step": step}
+        if record["identity"] != mine:
+            theirs = record["identity"] if isinstance(record["identity"], dict) else {}
+            what = [k for k in mine if theirs.get(k) != mine[k]] or ["its record"]
+            return (f"it belongs to another sweep or group (its {', '.join(what)} "
+                    f"differ{'s' if len(what) == 1 else ''} from this one's)")
+        want = record["files"]
         got = _digests(os.path.join(self.path, str(step)))
         if got != want:
             bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
@@ -139,12 +159,37 @@ class Checkpoints:
         self.remove()
         return None
 
+    def _check_space(self, tree) -> None:
+        """Raises ``OSError(ENOSPC)`` when the file system cannot hold a checkpoint of ``tree``
+        (its arrays, and a margin for orbax's metadata)."""
+        import jax
+
+        need = int(1.1 * sum(int(a.nbytes) for a in jax.tree.leaves(tree))) + (1 << 20)
+        where = self.path
+        while not os.path.isdir(where):
+            where = os.path.dirname(where)
+        free = shutil.disk_usage(where).free
+        if free < need:
+            raise OSError(errno.ENOSPC, f"No space left on device for a checkpoint (it needs "
+                                        f"about {need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB "
+                                        f"free)", self.path)
+
     def save(self, seg, tree):
         """Saves ``tree`` (run-sharded arrays) as step ``seg``; every process calls it."""
-        self._manager().save(seg, args=self._ocp.args.StandardSave(tree), force=True)
-        self._manager().wait_until_finished()
         if self.writer:
-            atomic_write_json(self._sums(seg), _digests(os.path.join(self.path, str(seg))))
+            self._check_space(tree)
+        try:
+            self._manager().save(seg, args=self._ocp.args.StandardSave(tree), force=True)
+            self._manager().wait_until_finished()
+        except ValueError as err:  # what orbax (TensorStore) raises for ENOSPC
+            if "RESOURCE_EXHAUSTED" not in str(err) and "No space left" not in str(err):
+                raise
+            raise OSError(errno.ENOSPC, "No space left on device while writing a checkpoint",
+                          self.path) from None
+        if self.writer:
+            atomic_write_json(self._sums(seg), {
+                "identity": {**self.identity, "step": seg},
+                "files": _digests(os.path.join(self.path, str(seg)))})
             for name in os.listdir(self.path):  # checksums of steps orbax has removed
                 if name.endswith(".sha256.json") and name != os.path.basename(self._sums(seg)):
                     os.remove(os.path.join(self.path, name))

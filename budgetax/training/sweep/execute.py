@@ -22,7 +22,10 @@ new function here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
+import socket
 import time
 
 import jax
@@ -35,6 +38,7 @@ from budgetax.training.sweep.plan import (
     GridGroup,
     Group,
     HalvingGroup,
+    LawGroup,
     Plan,
     Trunk,
     halving_cells,
@@ -42,12 +46,14 @@ from budgetax.training.sweep.plan import (
     halving_steps,
 )
 from budgetax.training.sweep.progress import Progress
+from budgetax.training.sweep.resume import GRID_FIELDS, comparable
+from budgetax.training.sweep.selection import MINIBATCH_LOSS, minibatch_loss
 from budgetax.training.sweep.spec import SweepSpec
 from budgetax.training.sweep.store import Store, encode_curves
 from budgetax.training.sweep.strategies import prune, score_curves
 
-__all__ = ["RUNNERS", "Context", "GroupRun", "History", "branch", "grid", "halving",
-           "run", "trunk", "unfinished"]
+__all__ = ["RUNNERS", "Context", "GroupRun", "History", "branch", "checkpoint_identity",
+           "grid", "halving", "run", "trunk", "unfinished"]
 
 
 @dataclasses.dataclass
@@ -56,8 +62,12 @@ class Context:
 
     ``progs``: the program of each budget; ``names``: ``{"train": [...], "eval":
     [...]}``; ``store``: where finished groups go (written by the ``writer``
-    process); ``finished``: the groups stored before; ``compiled``: the budgets
-    trained here.
+    process); ``finished``: the groups stored before; ``sweep_id``: a digest of the
+    task and the settings that shape a group's runs (:func:`checkpoint_identity`),
+    recorded with every checkpoint; ``session``: this call's row of the store's
+    ``sessions`` table (made when its first group is stored; ``started``: when the
+    call began, UTC); ``compiled``: the budgets trained here; ``run_steps``: the
+    run-steps of the groups stored here.
     """
 
     spec: SweepSpec
@@ -71,7 +81,12 @@ class Context:
     writer: bool
     checkpoint_every: int
     finished: set
+    sweep_id: str = ""
+    session: int | None = None
+    started: str = dataclasses.field(default_factory=lambda: time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     compiled: set = dataclasses.field(default_factory=set)
+    run_steps: int = 0
     runs: list = dataclasses.field(init=False)  # the spec's runs, in plan order
 
     def __post_init__(self):
@@ -80,9 +95,21 @@ class Context:
     def complete(self, group: Group, results: list[dict], timing: dict) -> None:
         """Stores a finished group (its runs and timing, one transaction) and says so."""
         self.compiled.add(group.budget)
+        self.run_steps += timing["steps"]
         if self.writer:
             self.store.complete_group(group.group_id, results, timing)
+            self.record_session()
         self.progress.group_done(group, results, timing)
+
+    def record_session(self) -> None:
+        """This call's time so far in the store's ``sessions`` table (process 0), from its
+        first stored group on."""
+        if not self.writer or (self.session is None and not self.run_steps):
+            return
+        if self.session is None:
+            self.session = self.store.start_session(self.started, socket.gethostname())
+        self.store.update_session(self.session, self.progress.seconds,
+                                  self.progress.compile_seconds, self.run_steps)
 
     def runs_of(self, prog: core.Program, mine: list[dict], **kw) -> core.Runs:
         """The runs ``mine`` (dicts with ``seed``, ``peak_lr``, ``schedule``) on ``prog``."""
@@ -153,7 +180,10 @@ class GroupRun:
         self.ctx, self.ckpt, self.runs, self.hist = ctx, ckpt, runs, hist
         self.resumed = False
         self.trained = 0  # run-steps trained here (not restored)
-        self.t0 = time.perf_counter()
+        self._start()
+
+    def _start(self):
+        self.t0, self.c0 = time.perf_counter(), self.ctx.progress.compile_seconds
 
     def restore(self, carry_runs):
         """``(step, carry)`` of the latest checkpoint, or ``None``; the history restored.
@@ -174,7 +204,7 @@ class GroupRun:
             return like if _shapes(metadata) == _shapes(like) else None
 
         restored = self.ckpt.latest(target)
-        self.t0 = time.perf_counter()
+        self._start()
         if restored is None:
             return None
         step, tree = restored
@@ -201,11 +231,14 @@ class GroupRun:
         self.ckpt.save(step, {"carry": _leaves(carry), **self.hist.tree(self.runs.to_runs)})
 
     def timing(self, budget: int, runs: int, padded: int, steps: int) -> dict:
-        """The group's row of the store's ``groups`` table (``steps``: run-steps it needs)."""
+        """The group's row of the store's ``groups`` table (``steps``: run-steps it needs;
+        the rate excludes compilation)."""
         seconds = time.perf_counter() - self.t0
+        compiling = min(self.ctx.progress.compile_seconds - self.c0, seconds)
         return {"budget": budget, "runs": runs, "padded_runs": padded,
                 "devices": self.ctx.mesh.devices.size, "seconds": seconds,
-                "run_steps_per_second": self.trained / max(seconds, 1e-9),
+                "compile_seconds": compiling,
+                "run_steps_per_second": self.trained / max(seconds - compiling, 1e-9),
                 "resumed": self.resumed, "steps": steps}
 
 
@@ -224,14 +257,25 @@ def _best(eval_hist: dict) -> dict:
     return best
 
 
-def _results(prog, mine, hist: History, dstep, *, pruned=None) -> list[dict]:
+def _results(ctx: Context, prog, mine, hist: History, dstep, *, pruned=None) -> list[dict]:
     """The store rows of the runs ``mine`` from their history.
 
     ``dstep``: ``[>= R]`` diverged steps; ``pruned``: the step each run was pruned
-    at (``None``: not pruned), for successive halving.
+    at (``None``: not pruned), for successive halving. Without full-training-set
+    diagnostics a run's ``final`` also holds its
+    :data:`~budgetax.training.sweep.selection.MINIBATCH_LOSS` (what picks its cell's lr;
+    in a ``law`` sweep always: what its law predicts).
     """
     steps = [int(s) for s in core.eval_steps(prog.budget, prog.num_evals)]
     names = tuple(hist.train)
+
+    def final(j, ev):
+        out = {k: v[-1] for k, v in ev.items()}
+        if ("train_loss" not in ev or ctx.spec.strategy == "law") and "loss" in hist.train:
+            out[MINIBATCH_LOSS] = minibatch_loss(hist.train["loss"][j], prog.budget,
+                                                 ctx.plan.steps_per_epoch)
+        return out
+
     results = []
     for j, r in enumerate(mine):
         ev = {k: [float(x) for x in v[j]] for k, v in hist.eval.items()}
@@ -243,7 +287,7 @@ def _results(prog, mine, hist: History, dstep, *, pruned=None) -> list[dict]:
             "status": status,
             "diverged_step": int(dstep[j]) if diverged else None,
             "pruned_step": None if diverged else stop,
-            "final": {} if status == "pruned" else {k: v[-1] for k, v in ev.items()},
+            "final": {} if status == "pruned" else final(j, ev),
             "best": _best(ev),
             "eval_steps": steps,
             "eval_history": ev,
@@ -267,7 +311,7 @@ def grid(ctx: Context, group: Group, ckpt: Checkpoints) -> None:
         carry = state
         if seg + 1 < len(runs.lengths) and (seg + 1) % every == 0:
             run.save(seg + 1, carry)
-    ctx.complete(group, _results(prog, mine, run.hist, core.to_host(carry.diverged_step)),
+    ctx.complete(group, _results(ctx, prog, mine, run.hist, core.to_host(carry.diverged_step)),
                  run.timing(prog.budget, runs.real, runs.padded, runs.real * prog.budget))
 
 
@@ -320,7 +364,7 @@ def halving(ctx: Context, group: Group, ckpt: Checkpoints) -> None:
         cur = runs_of(alive, end)
         carry = core.take_runs(carry, rows, ctx.mesh, cur.padded)
         run.save(phase, carry)
-    ctx.complete(group, _results(prog, mine, hist, dstep,
+    ctx.complete(group, _results(ctx, prog, mine, hist, dstep,
                                  pruned=[int(p) if p >= 0 else None for p in pruned]),
                  run.timing(budget, len(mine), full.padded,
                             halving_steps(len(mine), plan, budget, budget)))
@@ -349,7 +393,7 @@ def trunk(ctx: Context, trunk: Trunk, ckpt: Checkpoints) -> None:
     ctx.progress.advance(runs.real * done)
     pending = [b for b in branches if b.group_id not in ctx.finished]
     last_stop = max(b.branch_step for b in pending)
-    since, since_step = time.perf_counter(), done
+    since, since_step, since_c = time.perf_counter(), done, ctx.progress.compile_seconds
     resumed_stop = [(start_seg - 1, done, carry)] if start_seg else []
     for seg, end, state in itertools.chain(resumed_stop,
                                            run.segments(runs, carry, start_seg)):
@@ -359,13 +403,18 @@ def trunk(ctx: Context, trunk: Trunk, ckpt: Checkpoints) -> None:
             if end < last_stop and seg + 1 != start_seg:  # the trunk goes on: keep its state
                 run.save(seg + 1, carry)
             seconds, steps = time.perf_counter() - since, runs.real * (end - since_step)
-            for j, b in enumerate(here):
+            compiling = ctx.progress.compile_seconds - since_c
+            for j, b in enumerate(here):  # the trunk's time and steps since the last branch
                 results, timing = branch(ctx, b, carry, run.hist)
                 timing["seconds"] += seconds / len(here)
+                timing["compile_seconds"] += compiling / len(here)
                 timing["steps"] += steps // len(here) + (j < steps % len(here))
+                timing["run_steps_per_second"] = timing["steps"] / max(
+                    timing["seconds"] - timing["compile_seconds"], 1e-9)
                 timing["resumed"] = run.resumed
                 ctx.complete(b, results, timing)
             since, since_step = time.perf_counter(), end
+            since_c = ctx.progress.compile_seconds
         if end >= last_stop:
             break
 
@@ -393,20 +442,29 @@ def branch(ctx: Context, group: BranchGroup, carry, trunk_hist: History):
     else:
         run = GroupRun(ctx, None, None, hist)
         dstep, padded = core.to_host(carry.diverged_step)[rows], len(rows)
-    return (_results(prog, mine, hist, dstep),
+    return (_results(ctx, prog, mine, hist, dstep),
             run.timing(budget, len(mine), padded, len(rows) * (budget - s)))
 
 
 def unfinished(plan: Plan, finished: set, out_dir: str, writer: bool):
-    """``(groups, trunks)`` left to train (branch groups are trained by their trunk); the
-    checkpoints of what is finished (stored just before a kill) are removed."""
-    todo = [g for g in plan.groups if g.group_id not in finished]
+    """``(groups, trunks)`` left to train (branch groups are trained by their trunk, a law
+    sweep's waiting runs by the groups its law plans); the checkpoints of what is
+    finished (stored just before a kill) are removed."""
+    todo = [g for g in plan.groups if g.group_id not in finished and not isinstance(g, LawGroup)]
     trunks = [t for t in plan.trunks if any(g in todo for g in plan.branches(t))]
     done = ([g.group_id for g in plan.groups if g.group_id in finished]
             + [t.trunk_id for t in plan.trunks if t not in trunks])
     for name in done:
         Checkpoints(out_dir, name, writer).remove()
     return todo, trunks
+
+
+def checkpoint_identity(spec: SweepSpec, task_identity: dict) -> str:
+    """A digest of what a group's checkpoint depends on besides its runs: the task and the
+    spec without its grid (extending a sweep keeps its in-flight checkpoints)."""
+    spec = {k: v for k, v in comparable(spec.to_dict()).items() if k not in GRID_FIELDS}
+    text = json.dumps({"task": task_identity, "spec": spec}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 RUNNERS = {GridGroup: grid, HalvingGroup: halving, Trunk: trunk}
@@ -416,10 +474,13 @@ def run(ctx: Context, item: Group | Trunk) -> None:
     """Trains a planned group, or a trunk and its branches, by its strategy
     (:data:`RUNNERS`); stores what it finishes; removes its checkpoints after."""
     if isinstance(item, Trunk):
-        ckpt = Checkpoints(ctx.out_dir, item.trunk_id, ctx.writer)
+        ckpt = Checkpoints(ctx.out_dir, item.trunk_id, ctx.writer,
+                           {"sweep": ctx.sweep_id, "runs": [list(c) for c in item.cells]})
         ctx.progress.describe(f"branched schedules: trunk of {len(item.cells)} runs")
     else:
-        ckpt = Checkpoints(ctx.out_dir, item.group_id, ctx.writer)
+        ckpt = Checkpoints(ctx.out_dir, item.group_id, ctx.writer,
+                           {"sweep": ctx.sweep_id,
+                            "runs": [ctx.runs[i]["run_id"] for i in item.run_idx]})
         ctx.progress.describe(f"budget {item.budget_fraction:.0%} ({item.budget} steps), "
                               f"{len(item.run_idx)} runs")
     RUNNERS[type(item)](ctx, item, ckpt)

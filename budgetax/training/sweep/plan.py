@@ -10,7 +10,9 @@ program's batch of runs, the unit of checkpointing and of a store transaction):
   (:func:`halving_plan`);
 - :class:`BranchGroup`: runs of one budget copied out of a :class:`Trunk` (the
   longest budget's runs of the schedules that branch, :func:`branched_schedules`)
-  at ``branch_step`` and trained on to their budget.
+  at ``branch_step`` and trained on to their budget;
+- :class:`LawGroup`: the runs of a ``law`` sweep waiting for its law
+  (:mod:`budgetax.training.sweep.law`), which plans the ones it trains as new groups.
 
 The strategies themselves are described in :mod:`budgetax.training.sweep.strategies`.
 """
@@ -32,8 +34,9 @@ from budgetax.training import core
 if TYPE_CHECKING:
     from budgetax.training.sweep.spec import SweepSpec
 
-__all__ = ["BranchGroup", "GridGroup", "Group", "HalvingGroup", "Plan", "Trunk",
-           "branched_schedules", "grid_groups", "halving_plan", "halving_steps", "make_plan",
+__all__ = ["BranchGroup", "GridGroup", "Group", "HalvingGroup", "LawGroup", "Plan", "Trunk",
+           "branched_schedules", "grid_groups", "halving_plan", "halving_steps", "lr_values",
+           "make_plan",
            "memory_limited_runs", "plan_groups", "plan_trunks", "runs_per_program",
            "shared_prefix", "steps_to_train"]
 
@@ -88,6 +91,15 @@ class BranchGroup(Group):
                                     "rows": list(self.rows)}
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LawGroup(Group):
+    """The runs of a ``law`` sweep that wait for the law (every budget: ``budget`` 0): never
+    trained as a group; :mod:`budgetax.training.sweep.law` moves the ones to train into
+    new groups and marks the rest ``predicted``."""
+
+    kind: ClassVar[str] = "law"
+
+
 @dataclasses.dataclass(frozen=True)
 class Trunk:
     """The longest budget's runs of branching schedules: ``cells`` ``(schedule, lr, seed)``."""
@@ -101,7 +113,7 @@ class Trunk:
                 "cells": [list(c) for c in self.cells]}
 
 
-_KINDS = {cls.kind: cls for cls in (GridGroup, HalvingGroup, BranchGroup)}
+_KINDS = {cls.kind: cls for cls in (GridGroup, HalvingGroup, BranchGroup, LawGroup)}
 
 
 def _group(d: dict) -> Group:
@@ -143,7 +155,7 @@ class Plan:
     def padded_size(self, group: Group) -> int:
         """The runs every program of ``group``'s budget and extension round is padded to."""
         return max(len(h.run_idx) for h in self.groups
-                   if h.budget == group.budget and not isinstance(h, BranchGroup)
+                   if h.budget == group.budget and not isinstance(h, BranchGroup | LawGroup)
                    and h.extension == group.extension)
 
 
@@ -152,12 +164,30 @@ def _split(items: list, limit: int | None) -> list[list]:
     return [[items[int(i)] for i in part] for part in np.array_split(np.arange(len(items)), k)]
 
 
+def _halving_split(runs: list[dict], idx: list[int], limit: int | None) -> list[list[int]]:
+    """``idx`` (one budget's runs) in groups of whole schedules: successive halving
+    prunes among a schedule's lrs, so all of a schedule's runs train in one program."""
+    units: dict = {}
+    for i in idx:
+        units.setdefault(runs[i]["schedule"], []).append(i)
+    size = max(len(u) for u in units.values())
+    if limit is not None and size > limit:
+        raise ValueError(
+            f"max_runs_per_program={limit} is too small for successive halving: it prunes "
+            f"among a schedule's peak lrs, and a schedule's {size} runs (lrs x seeds) at "
+            f"budget {runs[idx[0]]['budget']} must train in one program; give "
+            f"max_runs_per_program >= {size}, or strategy 'grid' or 'branch'")
+    per = None if limit is None else limit // size
+    return [[i for unit in part for i in unit] for part in _split(list(units.values()), per)]
+
+
 def grid_groups(spec: SweepSpec, runs: list[dict], include, max_runs_per_program: int | None,
                 *, cls: type[Group] = GridGroup, extension: int = 0) -> list[Group]:
     """Per budget, the ``runs`` (the spec's, in plan order) passing ``include``, as groups.
 
     Each budget's runs are split into balanced groups of at most
-    ``max_runs_per_program``; ``extension`` > 0 marks the groups added by extending
+    ``max_runs_per_program`` (:class:`HalvingGroup`: of whole schedules, refused when one
+    schedule's runs exceed it); ``extension`` > 0 marks the groups added by extending
     a sweep (``T{steps}/x{extension}/g{g}``), padded among themselves.
     """
     tag = f"x{extension}/" if extension else ""
@@ -166,7 +196,9 @@ def grid_groups(spec: SweepSpec, runs: list[dict], include, max_runs_per_program
         idx = [i for i, r in enumerate(runs) if r["budget"] == steps and include(r)]
         if not idx:
             continue
-        for g, part in enumerate(_split(idx, max_runs_per_program)):
+        parts = (_halving_split(runs, idx, max_runs_per_program) if cls is HalvingGroup
+                 else _split(idx, max_runs_per_program))
+        for g, part in enumerate(parts):
             out.append(cls(group_id=f"T{steps}/{tag}g{g}", budget=steps, budget_fraction=f,
                            run_idx=tuple(part), extension=extension))
     return out
@@ -176,6 +208,17 @@ def make_plan(spec: SweepSpec, max_runs_per_program: int | None,
               steps_per_epoch: int | None = None) -> Plan:
     """The plan of ``spec``: groups of at most ``max_runs_per_program`` runs (balanced)."""
     runs = spec.runs()
+    if spec.strategy == "law":  # the anchors now; the others wait for the law
+        from budgetax.training.sweep.law import anchor_runs
+
+        anchors = anchor_runs(spec, runs)
+        groups = grid_groups(spec, runs, lambda r: r["run_id"] in
+                             {runs[i]["run_id"] for i in anchors}, max_runs_per_program)
+        rest = tuple(i for i in range(len(runs)) if i not in anchors)
+        if rest:
+            groups.append(LawGroup(group_id="law", budget=0, budget_fraction=0.0,
+                                   run_idx=rest))
+        return Plan(tuple(groups), (), steps_per_epoch)
     branched = (branched_schedules(spec) if spec.strategy in ("branch", "branch+halving")
                 else {})
     cls = HalvingGroup if spec.strategy in ("halving", "branch+halving") else GridGroup
@@ -217,7 +260,8 @@ def plan_trunks(spec: SweepSpec, max_runs_per_program: int | None) -> list[dict]
 
 # ------------------------------------------------------------------ branching
 @functools.lru_cache(maxsize=256)
-def _lr_values(optimizer, schedule: str, budget: int, peak: float) -> np.ndarray:
+def lr_values(optimizer, schedule: str, budget: int, peak: float) -> np.ndarray:
+    """The learning rate of every step of a run (float32, as training computes it)."""
     sched = optimizer.learning_rate(budget, peak, profile=profiles.get(schedule))
     return np.asarray(jax.jit(jax.vmap(sched))(jnp.arange(budget, dtype=jnp.int32)))
 
@@ -235,8 +279,8 @@ def shared_prefix(optimizer, schedule: str, budget: int, longest: int, peak_lrs)
         return budget  # the trunk is the longest budget's own run
     out = budget
     for peak in peak_lrs:
-        a = _lr_values(optimizer, schedule, budget, float(peak))
-        b = _lr_values(optimizer, schedule, longest, float(peak))[:budget]
+        a = lr_values(optimizer, schedule, budget, float(peak))
+        b = lr_values(optimizer, schedule, longest, float(peak))[:budget]
         differ = np.flatnonzero(a != b)
         if differ.size:
             out = min(out, max(int(differ[0]) - 1, 0))
@@ -313,6 +357,8 @@ def steps_to_train(spec: SweepSpec, plan: Plan, todo: list[Group], trunks: list[
                                    g.budget, g.budget)
         elif isinstance(g, BranchGroup):
             total += len(g.rows) * (g.budget - g.branch_step)
+        elif isinstance(g, LawGroup):
+            continue
         else:
             total += len(g.run_idx) * g.budget
     for t in trunks:

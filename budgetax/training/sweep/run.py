@@ -46,19 +46,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import shutil
-import socket
 import time
 
 import jax
 
 from budgetax import _validate
 from budgetax.training import core
-from budgetax.training.sweep import execute
+from budgetax.training.sweep import execute, law
 from budgetax.training.sweep import resume as resume_
 from budgetax.training.sweep.checkpoints import CHECKPOINT_DIR
+from budgetax.training.sweep.lock import LOCK_NAME, SweepBusyError, exclusive
 from budgetax.training.sweep.plan import (  # noqa: F401 - their names here before plan.py
     Plan,
     halving_plan,
@@ -70,46 +69,30 @@ from budgetax.training.sweep.plan import (  # noqa: F401 - their names here befo
     steps_to_train,
 )
 from budgetax.training.sweep.progress import Progress
-from budgetax.training.sweep.selection import lr_extension
+from budgetax.training.sweep.selection import default_select, lr_extension
 from budgetax.training.sweep.spec import SweepSpec, SweepSpecMismatchError  # noqa: F401
 from budgetax.training.sweep.store import STORE_NAME, Store
 from budgetax.training.train import as_task
 
 __all__ = ["LOCK_NAME", "SweepBusyError", "SweepResult", "sweep"]
 
-LOCK_NAME = ".budgetax-sweep.lock"
-
-
-class SweepBusyError(RuntimeError):
-    """Another process is running a sweep in the same output directory."""
-
-
-@contextlib.contextmanager
-def _exclusive(out_dir: str, writer: bool):
-    """An exclusive lock on ``out_dir`` while the sweep runs (process 0 only).
-
-    ``flock`` is released by the operating system when its process dies, so the
-    lock a killed sweep leaves behind never blocks the next one.
-    """
-    if not writer:
-        yield
-        return
-    path = os.path.join(out_dir, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "unknown process"
-            raise SweepBusyError(f"out_dir {out_dir!r} is in use by another sweep ({holder}); "
-                                 f"wait for it to finish, or use another output directory"
-                                 ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+def _devices(devices) -> list:
+    """``devices`` as a non-empty list of JAX devices (``None``: all of ``jax.devices()``)."""
+    if devices is None:
+        return list(jax.devices())
+    if isinstance(devices, str | bytes) or not hasattr(devices, "__iter__"):
+        raise TypeError(f"devices must be a sequence of jax devices (e.g. jax.devices()), "
+                        f"got {devices!r}")
+    devices = list(devices)
+    if not devices:
+        raise ValueError("devices must hold at least one jax device, got []")
+    bad = [d for d in devices if not isinstance(d, jax.Device)]
+    if bad:
+        raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:2]), got "
+                        f"{bad[0]!r} in {devices!r}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices has duplicates, got {devices!r}")
+    return devices
 
 
 @dataclasses.dataclass
@@ -150,8 +133,10 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
       devices: the devices to shard the runs over (default: ``jax.devices()``).
       progress: show a progress display on stderr.
       auto_lrs: at most this many peak lrs added past the grid's edges: while some
-        (budget, schedule)'s best lr (by the final training loss, or the table
-        metric without diagnostics) is the smallest or largest of the grid, the
+        (budget, schedule)'s best lr (by the final training loss, or without
+        diagnostics the last epoch's mean minibatch loss:
+        :func:`~budgetax.training.sweep.selection.default_select`) is the smallest
+        or largest of the grid, the
         grid is extended by one geometric step on that side and only the new runs
         are trained (the stored ones are kept). 0 (the default): the grid as given.
 
@@ -188,10 +173,9 @@ def sweep(task, spec: SweepSpec, out_dir: str, *, resume: bool = True, overwrite
         spec = dataclasses.replace(spec, peak_lrs=tuple(sorted(spec.peak_lrs + extra)))
         added = len(extra)
     result = _sweep(task, spec, out_dir, resume=resume, overwrite=overwrite, **kw)
-    select, higher = (("train_loss", False) if spec.diagnostics
-                      else task.table_metric(spec.diagnostics))
+    select = default_select(result.metrics["eval"])
     while added < auto_lrs:
-        new = lr_extension(result.runs, spec.peak_lrs, select, higher)[:auto_lrs - added]
+        new = lr_extension(result.runs, spec.peak_lrs, select, False)[:auto_lrs - added]
         if not new:
             break
         spec = dataclasses.replace(spec, peak_lrs=tuple(sorted(spec.peak_lrs + tuple(new))))
@@ -207,24 +191,26 @@ def _sweep(task, spec, out_dir, *, resume, overwrite, max_runs_per_program, chec
     progs = spec.programs(task)
     metric_names = {k: list(v) for k, v in next(iter(progs.values())).metric_names().items()}
     writer = jax.process_index() == 0
+    devices = _devices(devices)
     path = os.path.join(out_dir, STORE_NAME)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"out_dir {out_dir!r} is a file; give a directory")
     if os.path.exists(path) and not (overwrite or resume):
         raise FileExistsError(f"out_dir {out_dir!r} already holds a sweep "
                               f"({STORE_NAME}); resume it, or pass overwrite=True")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise NotADirectoryError(f"out_dir {out_dir!r} is a file; give a directory")
     os.makedirs(out_dir, exist_ok=True)
-    with _exclusive(out_dir, writer):
-        if overwrite and writer and os.path.exists(path):
-            os.remove(path)
-            shutil.rmtree(os.path.join(out_dir, CHECKPOINT_DIR), ignore_errors=True)
-        devices = list(jax.devices() if devices is None else devices)
+    with exclusive(out_dir, writer):
         mesh = core.make_mesh(devices)
         if writer:  # process 0 plans the sweep and writes the store; the others read it
-            with Store(path) as store:
-                if max_runs_per_program is None:
-                    max_runs_per_program = runs_per_program(progs.values(), devices)
-                resume_.plan(store, task, spec, metric_names, max_runs_per_program)
+            write = resume_.prepare(None if overwrite else path, task, spec, metric_names,
+                                    max_runs_per_program,
+                                    lambda: runs_per_program(progs.values(), devices), out_dir)
+            if overwrite and os.path.exists(path):
+                os.remove(path)
+                shutil.rmtree(os.path.join(out_dir, CHECKPOINT_DIR), ignore_errors=True)
+            if write is not None:
+                with Store(path) as store:
+                    write(store)
         core.barrier("budgetax-sweep-planned")
         with Store(path, readonly=not writer) as store:
             resume_.check(store, "spec", spec.to_dict(), out_dir)
@@ -232,14 +218,30 @@ def _sweep(task, spec, out_dir, *, resume, overwrite, max_runs_per_program, chec
             plan = Plan.from_dict(store.get_meta("plan"))
             finished = store.finished_groups()
             todo, trunks = execute.unfinished(plan, finished, out_dir, writer)
-            bar = Progress(steps_to_train(spec, plan, todo, trunks), progress and writer)
+            bar = Progress(steps_to_train(spec, plan, todo, trunks), progress and writer,
+                           listen=writer)
             ctx = execute.Context(spec, plan, progs, mesh, metric_names, bar, store, out_dir,
-                                  writer, checkpoint_every, finished)
+                                  writer, checkpoint_every, finished,
+                                  execute.checkpoint_identity(spec, task.identity()))
             try:
-                for item in [g for g in todo if g.kind != "branch"] + trunks:
-                    execute.run(ctx, item)
+                while True:
+                    for item in [g for g in todo if g.kind != "branch"] + trunks:
+                        execute.run(ctx, item)
+                    if spec.strategy != "law":
+                        break
+                    if writer:  # the law's next step, planned from what is stored
+                        law.advance(store, spec, ctx.plan)
+                    core.barrier("budgetax-sweep-law")
+                    ctx.plan = Plan.from_dict(store.get_meta("plan"))
+                    ctx.finished = store.finished_groups()
+                    todo, trunks = execute.unfinished(ctx.plan, ctx.finished, out_dir, writer)
+                    if not todo:
+                        break
+                    bar.add(steps_to_train(spec, ctx.plan, todo, trunks))
             finally:
                 bar.close()
+                with contextlib.suppress(Exception):  # never mask why the sweep stopped
+                    ctx.record_session()
             ckpt_root = os.path.join(out_dir, CHECKPOINT_DIR)
             if writer and os.path.isdir(ckpt_root) and not os.listdir(ckpt_root):
                 os.rmdir(ckpt_root)

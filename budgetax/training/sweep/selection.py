@@ -4,7 +4,8 @@ The report's table (:func:`budgetax.report.summarize`), the widening of the lr g
 (:func:`lr_extension`, behind ``sweep(..., auto_lrs=n)``) and the experiments all
 choose a cell's lr with :func:`rank_lrs` among its :func:`eligible` lrs: the best
 mean final value of the selection metric over the lr's runs, a tie going to the
-smaller lr.
+smaller lr. The selection metric is :func:`default_select` unless the user names
+one: a training loss, never the test set.
 """
 
 from __future__ import annotations
@@ -13,7 +14,31 @@ import math
 
 import numpy as np
 
-__all__ = ["by_cell", "eligible", "lr_extension", "rank_lrs", "select_sign"]
+__all__ = ["MINIBATCH_LOSS", "by_cell", "default_select", "eligible", "lr_extension",
+           "minibatch_loss", "rank_lrs", "select_sign"]
+
+MINIBATCH_LOSS = "train_minibatch_loss"
+
+
+def default_select(eval_metrics) -> str:
+    """The metric that picks a cell's lr unless told otherwise: the full-training-set loss
+    (``train_loss``) when the sweep evaluated it, else :data:`MINIBATCH_LOSS`; never a
+    test metric."""
+    return "train_loss" if "train_loss" in eval_metrics else MINIBATCH_LOSS
+
+
+def minibatch_loss(losses, budget: int, steps_per_epoch: int | None) -> float:
+    """A run's :data:`MINIBATCH_LOSS`: the mean of its per-step minibatch training losses over
+    its last epoch, or over its last half when it is shorter than two epochs (the window
+    never reaches back into the first half of a run, where the loss is far from final).
+
+    Recorded for runs trained without full-training-set diagnostics, so that their lr is
+    chosen on training data the runs have already seen, not on the test set.
+    """
+    window = max(1, budget // 2)
+    if steps_per_epoch:
+        window = min(window, int(steps_per_epoch))
+    return float(np.mean(np.asarray(losses, np.float64)[budget - window:budget]))
 
 
 def select_sign(select: str, metric: str, higher_is_better: bool) -> float:

@@ -96,13 +96,20 @@ class SweepSpec:
         ``"grid"`` (every run from scratch), ``"branch"`` (schedules with a
         budget-independent prefix, e.g. ``constant`` and ``wsd``, train it once and
         branch each budget's decay from it: the same results for fewer steps),
-        ``"halving"`` (successive halving over each schedule's peak lrs) or
-        ``"branch+halving"``.
+        ``"halving"`` (successive halving over each schedule's peak lrs),
+        ``"branch+halving"`` or ``"law"`` (anchors, a loss law, the best predicted
+        cells verified).
       prune_rate, prune_at, prune_estimator: halving keeps the best
         ``1/prune_rate`` of each schedule's lrs at each rung ``prune_at``
         (fractions of the budget), scored by ``prune_estimator``
         (:data:`~budgetax.training.sweep.strategies.ESTIMATORS`) on the training
         loss so far.
+      law_anchors, law_verify, law_tolerance: the ``"law"`` strategy
+        (:mod:`budgetax.training.sweep.law`) fits its law on the runs of
+        ``law_anchors`` (at least 2 of ``schedules``) at the longest budget, trains
+        the ``law_verify`` best predicted cells of each budget with every seed, and
+        trains every other cell when its predictions miss the verified cells by a
+        median relative error above ``law_tolerance``.
 
     Example:
       >>> spec = SweepSpec(full_budget=1000, budgets=(0.1, 1.0), schedules=("linear", "rex"))
@@ -127,6 +134,9 @@ class SweepSpec:
     prune_rate: int = 3
     prune_at: tuple = (0.25, 0.5)
     prune_estimator: str = "tse_e"
+    law_anchors: tuple = ("constant", "cosine", "step")
+    law_verify: int = 2
+    law_tolerance: float = 0.05
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -155,6 +165,16 @@ class SweepSpec:
         if list(self.prune_at) != sorted(self.prune_at):
             raise ValueError(f"prune_at must be increasing, got {self.prune_at!r}")
         _validate.one_of("prune_estimator", self.prune_estimator, tuple(ESTIMATORS))
+        set_("law_anchors", _tuple("law_anchors", self.law_anchors, _schedule_name))
+        set_("law_verify", _validate.positive_int("law_verify", self.law_verify))
+        set_("law_tolerance", _validate.real("law_tolerance", self.law_tolerance, low=0.0,
+                                             low_open=True))
+        if self.strategy == "law":
+            missing = [s for s in self.law_anchors if s not in self.schedules]
+            if missing or len(self.law_anchors) < 2:
+                raise ValueError(f"law_anchors must be at least 2 of the sweep's schedules "
+                                 f"{list(self.schedules)}, got {list(self.law_anchors)!r}"
+                                 + (f" ({missing} not swept)" if missing else ""))
         _check_collisions(self)
         # the base optimizer, normalised: schedule/peak_lr/seed are per run
         set_("optimizer", dataclasses.replace(self.optimizer, schedule=self.schedules[0],
@@ -191,6 +211,8 @@ class SweepSpec:
         """JSON-friendly (stored in the results store; compared on resume)."""
         d = dataclasses.asdict(self)
         d["optimizer"] = self.optimizer.to_dict()
-        for k in ("budgets", "schedules", "peak_lrs", "seeds", "prune_at"):
+        for k in ("budgets", "schedules", "peak_lrs", "seeds", "prune_at", "law_anchors"):
             d[k] = list(d[k])
+        if self.strategy != "law":  # they change nothing (and older stores lack them)
+            d = {k: v for k, v in d.items() if not k.startswith("law_")}
         return json.loads(json.dumps(d))

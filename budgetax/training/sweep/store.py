@@ -8,16 +8,22 @@ Tables:
   and the store version.
 - ``runs``: one row per run, created ``pending`` when the sweep is planned and
   completed (``done``, ``diverged`` or, with successive halving, ``pruned``) in
-  the same transaction as the other runs of its program. Columns: the run's
+  the same transaction as the other runs of its program; a ``law`` sweep marks
+  the runs its law predicted and nobody trained ``predicted``. Columns: the run's
   config (``budget_fraction``, ``budget``, ``schedule``, ``peak_lr``, ``seed``,
   ``group_id``), ``status``, ``diverged_step``, ``pruned_step``, JSON
   ``final`` / ``best`` metrics, the per-evaluation history (``eval_steps``,
   ``eval_history``: JSON) and the per-step training
   curves (``curves``: float32 little-endian bytes, ``[len(metrics["train"]), budget]``).
-- ``groups``: per compiled program, wall time, throughput and the run-steps it
-  trained (``steps``; a branched or pruned sweep trains fewer than its runs'
-  budgets), kept apart from ``runs`` because timings differ between two
+- ``groups``: per compiled program, wall time (``seconds``, of which
+  ``compile_seconds`` compiling), throughput excluding compilation and the
+  run-steps it trained (``steps``; a branched or pruned sweep trains fewer than
+  its runs' budgets), kept apart from ``runs`` because timings differ between two
   otherwise identical sweeps.
+- ``sessions``: one row per call that trained into the store (a resumed sweep has
+  several): when it started, on which host, its wall time, compilation time and
+  run-steps, updated as each group is stored and when the call ends (a killed
+  call loses the time since its last stored group).
 
 SQLite transactions are atomic and durable, so a process killed at any moment
 leaves every run either pending or complete, never half-written.
@@ -25,6 +31,7 @@ leaves every run either pending or complete, never half-written.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -66,7 +73,16 @@ CREATE TABLE IF NOT EXISTS groups (
   seconds REAL NOT NULL,
   run_steps_per_second REAL NOT NULL,
   resumed INTEGER NOT NULL,
-  steps INTEGER
+  steps INTEGER,
+  compile_seconds REAL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+  session INTEGER PRIMARY KEY,
+  started TEXT NOT NULL,
+  host TEXT NOT NULL,
+  seconds REAL NOT NULL,
+  compile_seconds REAL NOT NULL,
+  run_steps INTEGER NOT NULL
 );
 """
 
@@ -74,9 +90,11 @@ RUN_COLUMNS = ("run_id", "idx", "group_id", "budget_fraction", "budget", "schedu
                "seed", "status", "diverged_step", "pruned_step", "final", "best", "eval_steps",
                "eval_history", "curves")
 GROUP_COLUMNS = ("group_id", "budget", "runs", "padded_runs", "devices", "seconds",
-                 "run_steps_per_second", "resumed", "steps")
+                 "run_steps_per_second", "resumed", "steps", "compile_seconds")
+SESSION_COLUMNS = ("session", "started", "host", "seconds", "compile_seconds", "run_steps")
 # columns added after the first version-2 stores: read as NULL from those, added when written
-_ADDED = {"runs": ("pruned_step", "INTEGER"), "groups": ("steps", "INTEGER")}
+_ADDED = (("runs", "pruned_step", "INTEGER"), ("groups", "steps", "INTEGER"),
+          ("groups", "compile_seconds", "REAL"))
 
 
 def encode_curves(curves: dict[str, np.ndarray], names: tuple[str, ...]) -> bytes:
@@ -120,7 +138,7 @@ class Store:
             self._columns = {t: {row[1] for row in self._conn.execute(
                 f"PRAGMA table_info({t})")} for t in ("runs", "groups")}
             if not readonly:
-                for table, (col, typ) in _ADDED.items():
+                for table, col, typ in _ADDED:
                     if col not in self._columns[table]:
                         with self._conn:
                             self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
@@ -129,6 +147,7 @@ class Store:
             if check != "ok":
                 raise sqlite3.DatabaseError(check)
             version = self.get_meta("version")
+            self._inode = os.stat(self.path).st_ino
         except sqlite3.OperationalError as err:
             if "readonly" in str(err) or "unable to open" in str(err):
                 raise StoreError(
@@ -199,7 +218,26 @@ class Store:
         return {g for g, pending in rows if pending == 0}
 
     def complete_group(self, group_id: str, results: list[dict], timing: dict) -> None:
-        """Writes the results of every run of a group and its timing, in one transaction."""
+        """Writes the results of every run of a group and its timing, in one transaction.
+
+        Raises:
+          StoreError: the store's file was deleted, moved or damaged under the sweep.
+          OSError: ``ENOSPC``, the disk is full (nothing of the group is stored).
+        """
+        try:
+            self._complete_group(group_id, results, timing)
+        except sqlite3.Error as err:
+            if "full" in str(err):
+                raise OSError(errno.ENOSPC, "No space left on device for the results store",
+                              self.path) from None
+            if not os.path.isfile(self.path) or os.stat(self.path).st_ino != self._inode:
+                raise StoreError(f"{self.path} was deleted or moved while the sweep ran; the "
+                                 f"runs finished since are not stored: run the same command "
+                                 f"again (a new store is planned and trained)") from None
+            raise StoreError(f"cannot write {self.path} ({err}); check the file, or use "
+                             f"another output directory") from None
+
+    def _complete_group(self, group_id: str, results: list[dict], timing: dict) -> None:
         with self._conn:
             for r in results:
                 cur = self._conn.execute(
@@ -216,11 +254,51 @@ class Store:
                                        f"pending in {self.path}")
             self._conn.execute(
                 "INSERT OR REPLACE INTO groups(group_id, budget, runs, padded_runs, devices, "
-                "seconds, run_steps_per_second, resumed, steps) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "seconds, run_steps_per_second, resumed, steps, compile_seconds) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (group_id, timing["budget"], timing["runs"], timing["padded_runs"],
                  timing["devices"], timing["seconds"], timing["run_steps_per_second"],
-                 int(timing["resumed"]), timing.get("steps")))
+                 int(timing["resumed"]), timing.get("steps"), timing.get("compile_seconds")))
+
+    def replan(self, meta: dict, moves: list[tuple]) -> None:
+        """New meta entries (e.g. the plan) and runs moved to other groups, in one transaction.
+
+        ``moves``: ``(run_id, group_id, status, final)`` (``final`` ``None``: cleared),
+        e.g. a ``law`` sweep's runs planned for training (``pending``) or predicted.
+        """
+        with self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                   [(k, json.dumps(v, sort_keys=True)) for k, v in meta.items()])
+            self._conn.executemany(
+                "UPDATE runs SET group_id = ?, status = ?, final = ? WHERE run_id = ?",
+                [(g, status, None if final is None else json.dumps(final, sort_keys=True), r)
+                 for r, g, status, final in moves])
+
+    # ------------------------------------------------------------- sessions
+    def start_session(self, started: str, host: str) -> int:
+        """A new session's row (no time yet); returns its id."""
+        with self._conn:
+            cur = self._conn.execute(
+                "INSERT INTO sessions(started, host, seconds, compile_seconds, run_steps) "
+                "VALUES (?, ?, 0, 0, 0)", (started, host))
+        return int(cur.lastrowid)
+
+    def update_session(self, session: int, seconds: float, compile_seconds: float,
+                       run_steps: int) -> None:
+        """The time and run-steps of ``session`` so far."""
+        with self._conn:
+            self._conn.execute("UPDATE sessions SET seconds = ?, compile_seconds = ?, "
+                               "run_steps = ? WHERE session = ?",
+                               (seconds, compile_seconds, int(run_steps), session))
+
+    def sessions(self) -> list[dict]:
+        """Every session's row (none in a store written before sessions were recorded)."""
+        try:
+            rows = self._conn.execute(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions "
+                                      f"ORDER BY session").fetchall()
+        except sqlite3.OperationalError:  # a read-only store that predates the table
+            return []
+        return [dict(zip(SESSION_COLUMNS, row, strict=True)) for row in rows]
 
     def runs(self, *, with_curves: bool = False) -> list[dict]:
         """Every run as a dict (JSON columns decoded), in plan order."""

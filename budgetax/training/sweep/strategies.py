@@ -1,6 +1,6 @@
 r"""How a sweep trains its runs: the grid, branched decays, successive halving.
 
-Three strategies give the same kind of results store and table:
+The strategies give the same kind of results store and table:
 
 - ``"grid"``: every (budget, schedule, peak lr, seed) run is trained from step 0
   to its budget.
@@ -26,6 +26,9 @@ Three strategies give the same kind of results store and table:
   Every schedule keeps at least one lr, so the table has every cell.
 - ``"branch+halving"``: branched decays for the schedules with a shared prefix,
   halving for the others.
+- ``"law"``: a few anchor runs, a loss law fitted to them predicts every cell, the
+  best predicted cells of each budget are trained to verify it, and the rest are
+  trained only when it fails its check (:mod:`budgetax.training.sweep.law`).
 
 This module holds what halving scores and prunes with (:data:`ESTIMATORS`,
 :func:`score_curves`, :func:`prune`); the groups each strategy plans are in
@@ -57,7 +60,7 @@ from budgetax.training.sweep.selection import lr_extension, rank_lrs, select_sig
 __all__ = ["ESTIMATORS", "STRATEGIES", "branched_schedules", "lr_extension", "prune",
            "rank_lrs", "score_curves", "select_sign", "shared_prefix"]
 
-STRATEGIES = ("grid", "branch", "halving", "branch+halving")
+STRATEGIES = ("grid", "branch", "halving", "branch+halving", "law")
 
 
 def _tse_e(losses, spe):
