@@ -390,6 +390,11 @@ def build_parser(options: bool = True) -> argparse.ArgumentParser:
     rep.add_argument("--predict", type=_numbers, default=[], metavar="FRACTIONS",
                      help="also predict each schedule's result at these budgets (fractions "
                           "of the full budget), with a 95%% interval")
+    rep.add_argument("--law", action="store_true",
+                     help="also check the Multi-Power Law on this sweep: fitted on its "
+                          "constant, cosine and step runs at the longest budget (first seed), "
+                          "its predicted final training loss of every other cell against the "
+                          "measured one")
     rep.add_argument("--out", default=None,
                      help="write results.md, summary.json and the plots here instead of DIR "
                           "(for a sweep on read-only media)")
@@ -515,7 +520,7 @@ def run_report(args) -> int:
     from budgetax import report
 
     table = report.write_report(args.dir, select=args.select, plots=not args.no_plots,
-                                dest=args.out, predict=tuple(args.predict))
+                                dest=args.out, predict=tuple(args.predict), law=args.law)
     print(table)
     dest = args.out or args.dir
     print(f"\nwrote {os.path.join(dest, 'results.md')}, {os.path.join(dest, 'summary.json')}"

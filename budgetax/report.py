@@ -531,14 +531,36 @@ def _law_lines(spec: dict, runs: list[dict], metric: str) -> list[str]:
         if c is None:
             return ""
         got = measured.get((c["budget"], c["schedule"], c["peak_lr"]))
-        return (f"{c['predicted']:.4g} (lr {c['peak_lr']:g})"
+        band = (f" [{c['low']:.4g}, {c['high']:.4g}]" if c.get("low") is not None else "")
+        return (f"{c['predicted']:.4g}{band} (lr {c['peak_lr']:g})"
                 + (f" → {np.mean(got):.4g}" if got else ""))
 
     out += ["", "Predicted final training minibatch loss of each budget and schedule at its best "
-            "predicted lr; `→` the measured mean where that cell was trained.", "",
+            "predicted lr, with the law's 95% interval (from its fit; it does not cover a "
+            "law that is wrong for this task, which the check above measures); `→` the "
+            "measured mean where that cell was trained.", "",
             _budget_table([(fraction[b], b, s, best[b, s]) for b in sorted({b for b, _ in best})
                            for s in spec["schedules"] if (b, s) in best], text), ""]
     return out
+
+
+def _holdout_lines(check: dict) -> list[str]:
+    """The section of ``budgetax report DIR --law``."""
+    anchors = ", ".join(f"`{a}`" for a in check["anchors"])
+    out = [f"Law check: the Multi-Power Law, fitted per peak lr on the anchors ({anchors} at "
+           f"the longest budget, first seed), predicts the final training minibatch loss of "
+           f"the {len(check['cells'])} other trained cells: median relative error "
+           f"{check['median_rel_error']:.1%}, worst {check['worst_rel_error']:.1%}. Per budget, "
+           f"the cell (schedule, lr) it predicts best against the measured best; \"within "
+           f"spread\": the predicted best measured within the larger seed std of the two.", "",
+           "| budget | predicted best | measured best | same or within spread |",
+           "|---|---|---|---|"]
+    for b in check["budgets"]:
+        (ps, plr), (ms, mlr) = b["predicted_best"], b["measured_best"]
+        same = (ps, plr) == (ms, mlr)
+        out.append(f"| {b['budget']} | `{ps}` lr {plr:g} | `{ms}` lr {mlr:g} | "
+                   f"{'same' if same else ('within spread' if b['within_spread'] else 'no')} |")
+    return out + [""]
 
 
 def _time_text(groups: list[dict], sessions: list[dict], run_steps: int, device: str) -> str:
@@ -676,7 +698,7 @@ def format_predictions(preds: list[dict], metric: str) -> str:
 
 def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
                  command: str | None = None, device: str | None = None,
-                 dest: str | None = None, predict=()) -> str:
+                 dest: str | None = None, predict=(), law: bool = False) -> str:
     """Writes ``results.md``, ``summary.json`` and the PNG plots in ``out_dir``; returns the table.
 
     ``summary.json`` holds the spec, the table's cells and every run's status and
@@ -694,8 +716,14 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         read-only media).
       predict: budgets (fractions of the full budget) at which to predict each
         schedule's result from the trained ones (:func:`predict_cells`).
+      law: also check the Multi-Power Law on this sweep: fitted on its anchors (constant,
+        cosine and step at the longest budget, first seed) it predicts every other
+        trained cell's final training loss, and the report gives its errors
+        (:func:`budgetax.training.sweep.law.holdout`).
     """
-    spec, runs, groups = load(out_dir, with_curves=plots)
+    if not isinstance(law, bool):
+        raise TypeError(f"law must be a bool, got {law!r}")
+    spec, runs, groups = load(out_dir, with_curves=plots or law)
     summary_path = os.path.join(out_dir, SUMMARY)
     dest = out_dir if dest is None else dest
     if command is None and os.path.exists(summary_path):  # `budgetax report` keeps the command
@@ -778,6 +806,12 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         lines += [f"| all | | {total:,} | {grid:,} | {total / max(grid, 1):.0%} |", ""]
     if spec.get("law"):
         lines += _law_lines(spec, runs, metric)
+    check = None
+    if law:
+        from budgetax.training.sweep.law import holdout
+
+        check = holdout(runs, tuple(train_names), spec.get("steps_per_epoch"))
+        lines += _holdout_lines(check)
     if preds:
         lines += [
             f"Predicted {metric}{' (%)' if metric.endswith('accuracy') else ''} at budgets "
@@ -825,7 +859,7 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
     atomic_write_json(os.path.join(dest, SUMMARY), {
         "spec": spec, "select": select, "command": command, "device": device,
         "cells": [dataclasses.asdict(c) for c in cells], "predictions": preds,
-        "not_predicted": not_predicted,
+        "not_predicted": not_predicted, "law_check": check,
         "steps_trained": per_budget,
         "runs": [{k: r.get(k) for k in ("run_id", "budget", "schedule", "peak_lr", "seed",
                                         "status", "diverged_step", "pruned_step", "final")}

@@ -29,11 +29,11 @@ def uninterrupted(task, tmp_path_factory):
     d = tmp_path_factory.mktemp("law")
     result = training.sweep(task, SPEC, str(d), progress=False)
     with Store(d / "results.sqlite", readonly=True) as store:
-        return result, store.dump(), store.get_meta("law")
+        return result, store.dump(), store.get_meta("law"), d
 
 
 def test_a_trusted_law_trains_the_anchors_and_the_best_predicted_cells_only(uninterrupted):
-    result, _, meta = uninterrupted
+    result, _, meta, _ = uninterrupted
     runs = result.runs
     status = {r["run_id"]: r["status"] for r in runs}
     anchors = law.anchor_runs(SPEC, SPEC.runs())
@@ -90,3 +90,38 @@ def test_a_law_that_misses_trains_every_cell_and_says_so(tmp_path, capsys):
 def test_law_options_are_checked(change, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(SPEC, **change)
+
+
+def test_report_law_checks_the_law_on_the_trained_cells(uninterrupted, capsys):
+    """`budgetax report DIR --law`: fitted on the anchors, predicting the other trained cells;
+    checked against a fit made here with budgetax.laws on the stored curves."""
+    import json
+
+    from budgetax import laws
+    from budgetax.training.sweep.store import decode_curves
+
+    *_, out = uninterrupted
+    assert cli.main(["report", str(out), "--no-plots", "--law"]) == 0
+    capsys.readouterr()
+    assert "Law check: the Multi-Power Law" in (out / "results.md").read_text()
+    check = json.loads((out / "summary.json").read_text())["law_check"]
+    with Store(out / "results.sqlite", readonly=True) as store:
+        names = tuple(store.get_meta("metrics")["train"])
+        rows = [r for r in store.runs(with_curves=True) if r["status"] == "done"]
+    cell = check["cells"][0]
+    anchors = [r for r in rows if r["budget"] == 40 and r["seed"] == 0
+               and r["peak_lr"] == cell["peak_lr"] and r["schedule"] in SPEC.law_anchors]
+    assert len(anchors) == 3
+    curves = [decode_curves(r["curves"], names, 40) for r in anchors]
+    fit = laws.fit([laws.Curve.from_training(c["lr"], c["loss"], every=2) for c in curves])
+    mine = [decode_curves(r["curves"], names, r["budget"]) for r in rows
+            if (r["budget"], r["schedule"], r["peak_lr"])
+            == (cell["budget"], cell["schedule"], cell["peak_lr"])]
+    window = min(10, cell["budget"] // 2)  # the last epoch (10 steps), or the last half
+    steps = np.arange(cell["budget"] - window, cell["budget"])
+    assert cell["predicted"] == pytest.approx(
+        float(np.mean(fit.predict(mine[0]["lr"].astype(np.float64), steps))), rel=1e-9)
+    assert cell["measured"] == pytest.approx(
+        float(np.mean([c["loss"][-window:].mean() for c in mine])), rel=1e-6)
+    keys = {(c["budget"], c["schedule"], c["peak_lr"]) for c in check["cells"]}
+    assert not keys & {(40, s, lr) for s in SPEC.law_anchors for lr in SPEC.peak_lrs}

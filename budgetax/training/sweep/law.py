@@ -38,7 +38,7 @@ from budgetax.training.sweep.plan import GridGroup, LawGroup, Plan, grid_groups,
 from budgetax.training.sweep.selection import MINIBATCH_LOSS, minibatch_loss
 from budgetax.training.sweep.store import Store, decode_curves
 
-__all__ = ["PREDICTED", "WINDOWS", "advance", "anchor_runs"]
+__all__ = ["PREDICTED", "WINDOWS", "advance", "anchor_runs", "holdout"]
 
 WINDOWS = 20  # an anchor's curve: its minibatch losses averaged over 1/20 of its budget
 PREDICTED = "predicted_" + MINIBATCH_LOSS
@@ -51,12 +51,12 @@ def anchor_runs(spec, runs: list[dict]) -> set[int]:
             and r["schedule"] in spec.law_anchors and r["seed"] == spec.seeds[0]}
 
 
-def _fits(spec, rows: list[dict], names: tuple) -> dict:
-    """``{peak lr: Fit}`` of the lrs whose anchors give a fit."""
+def _fits(peak_lrs, rows: list[dict], names: tuple) -> dict:
+    """``{peak lr: Fit}`` of the lrs whose anchor ``rows`` give a fit."""
     from budgetax import laws
 
     out = {}
-    for lr in spec.peak_lrs:
+    for lr in peak_lrs:
         curves = []
         for r in rows:
             if r["peak_lr"] != lr or r["status"] != "done":
@@ -76,13 +76,18 @@ def _fits(spec, rows: list[dict], names: tuple) -> dict:
     return out
 
 
-def _predict(spec, fit, schedule: str, budget: int, lr: float, steps_per_epoch) -> float:
-    """The law's mean over the window :func:`minibatch_loss` averages at the end of a run."""
-    lrs = lr_values(spec.optimizer, schedule, budget, float(lr)).astype(np.float64)
+def _predict(fit, lrs, steps_per_epoch) -> tuple[float, float, float]:
+    """``(prediction, low, high)`` for a run of learning rates ``lrs``: the law's mean over
+    the window :func:`minibatch_loss` averages at its end, and the window's mean of the
+    law's pointwise 95% interval (:meth:`budgetax.laws.Fit.interval`)."""
+    lrs = np.asarray(lrs, np.float64)
+    budget = lrs.shape[0]
     window = max(1, budget // 2)
     if steps_per_epoch:
         window = min(window, int(steps_per_epoch))
-    return float(np.mean(fit.predict(lrs, np.arange(budget - window, budget))))
+    steps = np.arange(budget - window, budget)
+    lo, hi = fit.interval(lrs, steps)
+    return (float(np.mean(fit.predict(lrs, steps))), float(np.mean(lo)), float(np.mean(hi)))
 
 
 def _new_groups(spec, plan: Plan, runs: list[dict], idx: set[int], max_runs) -> list:
@@ -104,7 +109,7 @@ def _fit_and_choose(store: Store, spec, plan: Plan, law_group: LawGroup) -> None
     anchors = anchor_runs(spec, runs)
     ids = {runs[i]["run_id"] for i in anchors}
     rows = [r for r in store.runs(with_curves=True) if r["run_id"] in ids]
-    fits = _fits(spec, rows, names)
+    fits = _fits(spec.peak_lrs, rows, names)
     spe = plan.steps_per_epoch
     left = [runs[i] for i in law_group.run_idx]
     cells: dict = {}
@@ -113,8 +118,9 @@ def _fit_and_choose(store: Store, spec, plan: Plan, law_group: LawGroup) -> None
     for i in anchors:  # the anchors' own cells are predicted too, for the report
         r = runs[i]
         cells.setdefault((r["budget"], r["schedule"], r["peak_lr"]), [])
-    predicted = {c: (_predict(spec, fits[c[2]], c[1], c[0], c[2], spe) if c[2] in fits
-                     else None) for c in cells}
+    bands = {c: (_predict(fits[c[2]], lr_values(spec.optimizer, c[1], c[0], float(c[2])), spe)
+                 if c[2] in fits else (None, None, None)) for c in cells}
+    predicted = {c: bands[c][0] for c in cells}
     verify: set[int] = set()
     for budget in sorted({c[0] for c in cells}):
         mine = [c for c in cells if c[0] == budget]
@@ -137,7 +143,8 @@ def _fit_and_choose(store: Store, spec, plan: Plan, law_group: LawGroup) -> None
                       {PREDICTED: value if value is not None else float("nan")}))
     law = {"fits": {f"{lr:g}": [float(p) for p in f.params] for lr, f in fits.items()},
            "cells": [{"budget": c[0], "schedule": c[1], "peak_lr": c[2],
-                      "predicted": predicted[c]} for c in sorted(cells)],
+                      "predicted": bands[c][0], "low": bands[c][1], "high": bands[c][2]}
+                     for c in sorted(cells)],
            "verified": sorted({(runs[i]["budget"], runs[i]["schedule"], runs[i]["peak_lr"])
                                for i in verify})}
     store.replan({"plan": dataclasses.replace(plan, groups=tuple(groups)).to_dict(),
@@ -180,6 +187,64 @@ def _check(store: Store, spec, plan: Plan, law: dict, law_group: LawGroup | None
                  for i in g.run_idx]
     store.replan({"plan": dataclasses.replace(plan, groups=tuple(groups)).to_dict(),
                   "law": law}, moves)
+
+
+def holdout(rows: list[dict], names: tuple, steps_per_epoch,
+            anchors=("constant", "cosine", "step")) -> dict:
+    """The law checked on a trained sweep (``budgetax report DIR --law``): fitted per peak lr
+    on ``anchors`` at the longest budget, first seed, it predicts every other cell's
+    :data:`MINIBATCH_LOSS`, compared with the measured mean over seeds.
+
+    ``rows``: the store's runs with their curves. Returns ``{"cells": [...], "budgets":
+    [...], "median_rel_error", "worst_rel_error"}``; a cell holds ``predicted``, ``low``,
+    ``high``, ``measured``, ``rel_error``; a budget its predicted and measured best
+    (schedule, lr) and whether the predicted best is measured within the best's seed
+    spread (the larger std of the two).
+    """
+    done = [r for r in rows if r["status"] == "done"]
+    if not done:
+        raise ValueError("the law needs a sweep with finished runs")
+    longest, first = max(r["budget"] for r in done), min(r["seed"] for r in done)
+    missing = [a for a in anchors if not any(r["schedule"] == a and r["budget"] == longest
+                                             for r in done)]
+    if missing:
+        raise ValueError(f"the law's anchors {list(anchors)} must be trained at the longest "
+                         f"budget ({longest} steps); missing: {missing}")
+    lrs = sorted({r["peak_lr"] for r in done})
+    anchor_rows = [r for r in done if r["budget"] == longest and r["schedule"] in anchors
+                   and r["seed"] == first]
+    fits = _fits(lrs, anchor_rows, names)
+    by_cell: dict = {}
+    for r in done:
+        by_cell.setdefault((r["budget"], r["schedule"], r["peak_lr"]), []).append(r)
+    anchor_cells = {(r["budget"], r["schedule"], r["peak_lr"]) for r in anchor_rows}
+    cells = []
+    for key in sorted(by_cell):
+        if key in anchor_cells or key[2] not in fits:
+            continue
+        curves = [decode_curves(r["curves"], names, r["budget"]) for r in by_cell[key]]
+        pred, lo, hi = _predict(fits[key[2]], curves[0]["lr"], steps_per_epoch)
+        values = [minibatch_loss(c["loss"], key[0], steps_per_epoch) for c in curves]
+        truth = float(np.mean(values))
+        cells.append({"budget": key[0], "schedule": key[1], "peak_lr": key[2],
+                      "predicted": pred, "low": lo, "high": hi, "measured": truth,
+                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                      "rel_error": abs(pred - truth) / abs(truth)})
+    if not cells:
+        raise ValueError("the law could predict no cell: no lr's anchors gave a fit")
+    budgets = []
+    for b in sorted({c["budget"] for c in cells}):
+        mine = [c for c in cells if c["budget"] == b]
+        pick = min(mine, key=lambda c: c["predicted"])
+        best = min(mine, key=lambda c: c["measured"])
+        budgets.append({"budget": b, "predicted_best": [pick["schedule"], pick["peak_lr"]],
+                        "measured_best": [best["schedule"], best["peak_lr"]],
+                        "within_spread": pick["measured"] - best["measured"]
+                        <= max(pick["std"], best["std"])})
+    errors = [c["rel_error"] for c in cells]
+    return {"anchors": list(anchors), "fitted_lrs": sorted(fits), "cells": cells,
+            "budgets": budgets, "median_rel_error": float(np.median(errors)),
+            "worst_rel_error": float(np.max(errors))}
 
 
 def advance(store: Store, spec, plan: Plan) -> bool:
