@@ -159,7 +159,7 @@ def _random_words(key: jax.Array, shape) -> jax.Array:
 
     ``lowbias32(index * 0x9E3779B9 + k0) ^ k1`` with ``(k0, k1)`` the key's words (a new
     key every step). About 10 integer operations per element against threefry's 20
-    rounds for ``jax.random.bits``; see ``benchmarks/results/sr_overhead.md``.
+    rounds for ``jax.random.bits``.
     """
     k = _key_words(key)
     size = int(np.prod(shape, dtype=np.int64))
@@ -276,8 +276,8 @@ def stochastic_rounding(seed=0) -> optax.GradientTransformation:
     per 16-bit leaf. The random bits of a leaf are a counter-based hash of its
     key and the element index (``lowbias32``), not ``jax.random.bits``: the
     rounding is the same, unbiased and reproducible for a given seed, at a
-    fraction of the cost (``benchmarks/results/sr_overhead.md``). ``seed`` may be
-    an integer JAX scalar, so that a vmapped ``init`` gives each run its own key::
+    fraction of the cost. ``seed`` may be an integer JAX scalar, so that a vmapped
+    ``init`` gives each run its own key::
 
         keys = jax.vmap(lambda s, p: stochastic_rounding(s).init(p))(jnp.arange(8), params)
 
@@ -367,10 +367,9 @@ def kahan_summation() -> optax.GradientTransformation:
     while the update is at least half an ulp *of c*, and it must reach about
     half an ulp of ``w`` to move it. For bfloat16 the buffer therefore stalls
     for updates below about :math:`2^{-17}|w|` (between :math:`2^{-18}` and
-    :math:`2^{-16}` depending on where ``w`` sits in its binade). Measured in
-    ``benchmarks/bf16/kahan_limit.md`` (a constant update for as long as makes a
-    7-ulp drift): at least 87% of the drift is recovered for
-    :math:`u \ge 2^{-16}|w|`, 0-100% at :math:`2^{-17}|w|`, and none at all at
+    :math:`2^{-16}` depending on where ``w`` sits in its binade). With a constant
+    update applied for as long as makes a 7-ulp drift, at least 87% of the drift is
+    recovered for :math:`u \ge 2^{-16}|w|`, 0-100% at :math:`2^{-17}|w|`, and none at all at
     :math:`2^{-18}|w|` and below (nearest rounding recovers none below about
     :math:`2^{-9}|w|`). float16 has 3 more mantissa bits: it recovers updates
     of :math:`2^{-22}|w|` and stalls at :math:`2^{-24}|w|` (at
