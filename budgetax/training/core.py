@@ -19,7 +19,10 @@ at step 0, so a budget is one compilation and the host can checkpoint between
 segments. A segment is cut into pieces of at most ``Lmax`` steps; a step past a
 piece's length is computed and its result discarded (a ``where``, the one that
 freezes a diverged run, not a ``lax.cond``), so every step of every program is the
-same compiled body. After each segment the runs are evaluated
+same compiled body. On the CPU backend a model with a convolution is advanced by
+a one-step program called once per step instead (:func:`dispatches_steps`: XLA:CPU
+runs a convolution's gradient several times slower inside a loop), again the same
+compiled body at every step. After each segment the runs are evaluated
 (:mod:`budgetax.training.evaluation`: ``test_*`` metrics on the task's held-out
 data, and with ``diagnostics`` the full-training-set ``train_*`` metrics and the
 norm of the full gradient, the budgeted-convergence diagnostics of Li et al.; an
@@ -59,6 +62,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -82,12 +86,14 @@ from budgetax.training.program import (
 )
 from budgetax.training.steps import TrainState, train_step
 from budgetax.training.streaming import STREAM_CHUNK, ChunkStream
+from budgetax.training.task import split_loss
 
 # The names other modules import from here (the core's surface): the program, host
 # and data helpers live in their own modules and are re-exported.
 __all__ = ["DIVERGENCE_FACTOR", "SR_STREAM", "STEP_METRICS", "STREAM_CHUNK", "Carry",
            "Program", "Runs", "abstract_carry", "barrier", "carry_bytes_per_run",
-           "check_diagnostics", "device_data", "diagnostic_indices", "eval_steps",
+           "check_diagnostics", "device_data", "diagnostic_indices", "dispatches_steps",
+           "eval_steps",
            "make_mesh", "make_program", "model_fns", "put", "put_keys", "segments",
            "sr_seed", "take_runs", "to_host"]
 
@@ -135,7 +141,8 @@ def carry_bytes_per_run(prog: Program) -> int:
 # ------------------------------------------------------------------ programs
 # (tests/conftest.py counts compilations by wrapping ``core._advance``: the step
 # program looks it up here at trace time)
-def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, data):
+def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, data,
+             index=None, buf=None):
     """Advances every run by ``length <= lmax`` steps from ``t0`` (initialising at 0).
 
     The scan always has ``lmax`` steps; a step past ``length`` is computed and
@@ -148,10 +155,16 @@ def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, 
     ``data`` is the on-device training set (in-memory tasks) or the runs' batches
     ``[lmax, R, batch, ...]`` (streamed tasks). Returns ``(carry, {name: [R, lmax]})``,
     NaN past ``length``.
+
+    With ``index`` (the step dispatch of :func:`dispatches_steps`) the program is one
+    step instead: step ``t0 + index`` of the piece (initialising when that is step 0),
+    its metrics written into column ``index`` of ``buf`` ``{name: [R, lmax]}``, which
+    is returned in their place. The host calls it once per step of the piece.
     """
     task, fns = prog.task, model_fns(prog.task, prog.spec.precision)
     data_keys = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
-    carry = jax.lax.cond(t0 == 0, lambda: _init_carry(prog, keys, lrs, sched_idx),
+    first_step = t0 == 0 if index is None else t0 + index == 0
+    carry = jax.lax.cond(first_step, lambda: _init_carry(prog, keys, lrs, sched_idx),
                          lambda: carry)
     n = task.num_train
 
@@ -181,8 +194,54 @@ def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, 
         dstep = jnp.where(alive & ~ok, t, c.diverged_step)
         return Carry(states, perms, dstep, first), m
 
+    if index is not None:
+        carry, m = run_step(carry, index)
+        return carry, {k: b.at[:, index].set(m[k]) for k, b in buf.items()}
     carry, metrics = jax.lax.scan(run_step, carry, jnp.arange(lmax))
     return carry, {k: v.T for k, v in metrics.items()}
+
+
+def _has_convolution(jaxpr) -> bool:
+    """Whether a jaxpr (or one nested in it: scans, conds, custom derivatives) convolves."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for v in eqn.params.values():
+            for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and _has_convolution(inner):
+                    return True
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def _step_convolves(prog: Program) -> bool:
+    """Whether the gradient of the task's loss has a convolution (traced on a sample batch)."""
+    task, fns = prog.task, model_fns(prog.task, prog.spec.precision)
+    params, rest = jax.eval_shape(fns.init, jax.random.key(0))
+
+    def loss(p, r, batch):
+        model = nnx.merge(fns.graphdef_train, p, r, copy=True)
+        return split_loss(task.name, task.loss(model, batch))[0]
+
+    batch = task.sample_batch(2)
+    return _has_convolution(jax.make_jaxpr(jax.grad(loss))(params, rest, batch).jaxpr)
+
+
+def dispatches_steps(prog: Program, mesh) -> bool:
+    """Whether the runs of ``prog`` on ``mesh`` advance by one program call per step.
+
+    On the CPU backend, a model with a convolution: XLA:CPU rewrites a convolution
+    into the form its fast (Eigen) convolution takes only in a program's entry
+    computation, so in a scan's loop body the backward convolutions (the kernel's
+    and the input's gradients) run as naive loops, several times slower than the
+    same step called on its own. There the program is one step and the host calls it
+    once per step (see ``benchmarks/cpu_conv_step.py``); elsewhere a piece is one
+    scan. The choice depends on the task's model, its precision and the backend
+    only, so every program of a sweep makes the same one, and each of its steps runs
+    the same compiled body wherever a segment starts, stops or branches.
+    """
+    return mesh.devices.flat[0].platform == "cpu" and _step_convolves(prog)
 
 
 @functools.lru_cache(maxsize=64)
@@ -192,6 +251,24 @@ def _advance_program(prog: Program, mesh, lmax: int):
     return jax.jit(functools.partial(_advance, prog, lmax),
                    in_shardings=(runs, runs, runs, runs, repl, repl, data_sh),
                    out_shardings=(runs, runs), donate_argnums=(3,))
+
+
+@functools.lru_cache(maxsize=64)
+def _step_program(prog: Program, mesh, lmax: int):
+    """The one-step form of :func:`_advance` (``index``, ``buf``: the last two arguments)."""
+    runs, repl = NamedSharding(mesh, P("runs")), NamedSharding(mesh, P())
+    data_sh = NamedSharding(mesh, P(None, "runs")) if prog.streamed else repl
+    return jax.jit(functools.partial(_advance, prog, lmax),
+                   in_shardings=(runs, runs, runs, runs, repl, repl, data_sh, repl, runs),
+                   out_shardings=(runs, runs), donate_argnums=(3, 8))
+
+
+@functools.lru_cache(maxsize=64)
+def _nan_metrics_program(prog: Program, mesh, runs: int, lmax: int):
+    """A jitted ``() -> {name: NaN [runs, lmax]}``: the metrics buffer of a stepped piece."""
+    names = prog.metric_names()["train"]
+    return jax.jit(lambda: {k: jnp.full((runs, lmax), jnp.nan, jnp.float32) for k in names},
+                   out_shardings=NamedSharding(mesh, P("runs")))
 
 
 @functools.lru_cache(maxsize=64)
@@ -335,8 +412,21 @@ class Runs:
             carry = self.zero_carry()
         train_dev, eval_dev, diag_dev = device_data(prog.task, self.mesh, prog.diagnostics)
         lmax = self._lmax
-        advance = _advance_program(prog, self.mesh, lmax)
         scalar = lambda v: put(np.int32(v), self._repl)
+        if dispatches_steps(prog, self.mesh):
+            step = _step_program(prog, self.mesh, lmax)
+            nan_metrics = _nan_metrics_program(prog, self.mesh, self.padded, lmax)
+            index = [scalar(i) for i in range(lmax)]
+
+            def advance(keys, lrs, sched_idx, carry, t0, length, batches, n):
+                buf = nan_metrics()
+                for i in range(n):
+                    carry, buf = step(keys, lrs, sched_idx, carry, t0, length, batches,
+                                      index[i], buf)
+                return carry, buf
+        else:
+            scan = _advance_program(prog, self.mesh, lmax)
+            advance = lambda *args: scan(*args[:-1])  # the piece's length is traced
         stream = (ChunkStream(prog.task, self.seeds, prog.batch_size, lmax) if prog.streamed
                   else None)
         first_eval = start_seg == 0
@@ -352,7 +442,7 @@ class Runs:
                 parts = []
                 for (start, length), batches in zip(chunks, data, strict=True):
                     carry, m = advance(self.keys, self.lrs, self.sched_idx, carry,
-                                       scalar(start), scalar(length), batches)
+                                       scalar(start), scalar(length), batches, length)
                     parts.append((m, length))
                 end = int(self.starts[seg] + self.lengths[seg])
                 if self.evaluate is not None and end not in self.evaluate:
