@@ -121,8 +121,10 @@ def plain(model_cls, x, y, batch, steps):
     return scan, python
 
 
-def core_runner(task, batch, steps, force_scan):
+def core_runner(task, batch, steps, force_scan, diagnostics=False):
     spec = training.OptimizerSpec("adam", "linear", peak_lr=1e-3)
+    evals = dict(num_evals=4, diagnostics=True) if diagnostics else dict(
+        num_evals=1, diagnostics=False)
 
     def run():
         original = core.dispatches_steps
@@ -130,20 +132,23 @@ def core_runner(task, batch, steps, force_scan):
             core.dispatches_steps = lambda prog, mesh: False
         try:
             training.train(task, budget=steps, batch_size=batch, optimizer=spec, seed=0,
-                           num_evals=1, diagnostics=False)
+                           **evals)
         finally:
             core.dispatches_steps = original
 
     return run
 
 
-def bench(name, model_cls, x, y, batch, steps, repeats):
+def bench(name, model_cls, x, y, batch, steps, repeats, diagnostics=False):
     task = training.Task(name=f"digits-{name}", model=lambda rngs: model_cls(rngs),
                          loss=loss_fn, train_data={"x": x, "y": y})
     scan, python = plain(model_cls, x, y, batch, steps)
     cases = {"core": core_runner(task, batch, steps, False),
              "core_scan": core_runner(task, batch, steps, True),
              "scan": scan, "python": python}
+    if diagnostics:  # 4 evaluations with the full-training-set diagnostics, in the rate
+        cases["core_eval"] = core_runner(task, batch, steps, False, True)
+        cases["core_eval_scan"] = core_runner(task, batch, steps, True, True)
     compile_s = {}
     for k, f in cases.items():
         t = time.perf_counter()
@@ -200,8 +205,11 @@ Change. On the CPU backend, a program whose loss gradient has a convolution
 (`core.dispatches_steps`: the backend and the task's model only, so every program of a
 sweep makes the same choice) advances by a one-step program that the host calls
 once per step (the entry computation, so its convolutions are canonicalised); its
-metrics go into a donated [runs, piece] buffer. Every step is that same compiled
-program, whatever the segments, stops, branches and resumptions (tests:
+metrics go into a donated [runs, piece] buffer. Its evaluation (the held-out metrics
+and the diagnostics' full gradient, which had the same problem under `lax.map` over
+the runs and `lax.scan` over the batches) is one program call per run and batch
+(`evaluation.evaluate_stepped`), the same procedure and order of sums. Every step is
+that same compiled program, whatever the segments, stops, branches and resumptions (tests:
 tests/training/test_core_speed_paths.py, bit-identical runs across different stops and
 a resumed run). Other models and other backends keep the scan. `core_scan` is the
 core forced to its scan: what it ran before for every model.
@@ -222,6 +230,16 @@ def markdown(result) -> str:
         lines.append(f"| {r['model']} | {r['steps']} | {fmt(s['core'])} | {fmt(s['core_scan'])} "
                      f"| {fmt(s['scan'])} | {fmt(s['python'])} | {fmt(q['core/python'])} "
                      f"| {fmt(q['core_scan/python'])} | {fmt(q['scan/python'])} |")
+    for r in result["rows"]:
+        q = r["ratios"]
+        if "core_eval/python" in q:
+            fmt = lambda d: f"{d['median']} ({d['min']}-{d['max']})"
+            lines += ["", f"With 4 evaluations and the diagnostics on the whole training set "
+                      f"({r['model']}, {r['steps']} steps, the evaluations' time in the rate): "
+                      f"core {fmt(r['steps_per_s']['core_eval'])} steps/s, core forced to its "
+                      f"compiled scan and evaluation {fmt(r['steps_per_s']['core_eval_scan'])}; "
+                      f"/python: {fmt(q['core_eval/python'])} vs "
+                      f"{fmt(q['core_eval_scan/python'])}."]
     lines += ["", "Medians over the repeats (min-max); ratios per repeat against the Python "
               "loop of the same repeat. For the MLP `core` and `core_scan` run the same "
               "program (the scan): their difference is the noise of this machine.", "",
@@ -247,7 +265,7 @@ def main(argv=None):
         "date": datetime.date.today().isoformat(),
         "command": "python benchmarks/cpu_conv_step.py " + " ".join(
             argv if argv is not None else __import__("sys").argv[1:]),
-        "rows": [bench("cnn", CNN, x, y, args.batch_size, args.steps, args.repeats),
+        "rows": [bench("cnn", CNN, x, y, args.batch_size, args.steps, args.repeats, True),
                  bench("mlp", MLP, x, y, args.batch_size, args.mlp_steps, args.repeats)],
     }
     result["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]

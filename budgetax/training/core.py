@@ -68,7 +68,12 @@ from jax.sharding import PartitionSpec as P
 
 from budgetax.data.batching import device_batch_indices
 from budgetax.training.device_data import device_data
-from budgetax.training.evaluation import evaluate_program, evaluate_streamed, say_non_finite
+from budgetax.training.evaluation import (
+    evaluate_program,
+    evaluate_stepped,
+    evaluate_streamed,
+    say_non_finite,
+)
 from budgetax.training.hosts import barrier, make_mesh, put, put_keys, to_host
 from budgetax.training.program import (
     DIVERGENCE_FACTOR,
@@ -413,7 +418,8 @@ class Runs:
         train_dev, eval_dev, diag_dev = device_data(prog.task, self.mesh, prog.diagnostics)
         lmax = self._lmax
         scalar = lambda v: put(np.int32(v), self._repl)
-        if dispatches_steps(prog, self.mesh):
+        stepped = dispatches_steps(prog, self.mesh)
+        if stepped:
             step = _step_program(prog, self.mesh, lmax)
             nan_metrics = _nan_metrics_program(prog, self.mesh, self.padded, lmax)
             index = [scalar(i) for i in range(lmax)]
@@ -449,6 +455,9 @@ class Runs:
                     ev = {}
                 elif prog.streamed:
                     ev = evaluate_streamed(prog, self.mesh, carry.states, self.padded)
+                elif stepped:
+                    ev = evaluate_stepped(prog, self.mesh, carry.states, self.padded, eval_dev,
+                                          diag_dev)
                 else:
                     ev = evaluate_program(prog, self.mesh)(carry.states, eval_dev, diag_dev)
                 host_m, ev, dstep = to_host(([m for m, _ in parts], ev, carry.diverged_step))

@@ -17,7 +17,12 @@ examples. It runs in two places:
   becomes a grouped convolution, twice as slow on CPU,
   benchmarks/results/sweep_throughput_cnn1d.md);
 - a random-access source (:func:`evaluate_streamed`): the host gathers each
-  batch and one compiled program adds it to every run's sums.
+  batch and one compiled program adds it to every run's sums;
+- in-memory data of a model whose steps the core dispatches one by one (a
+  convolution on CPU, :func:`~budgetax.training.core.dispatches_steps`;
+  :func:`evaluate_stepped`): one program call per run and batch, because XLA:CPU
+  runs a convolution's gradient several times slower inside ``lax.map`` or
+  ``lax.scan`` than in a program's entry computation.
 
 References:
   Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
@@ -40,7 +45,8 @@ from budgetax.training.program import Program, diagnostic_indices, model_fns
 from budgetax.training.steps import eval_means, full_gradient, global_norm
 from budgetax.training.task import Task
 
-__all__ = ["evaluate", "evaluate_program", "evaluate_streamed", "say_non_finite"]
+__all__ = ["evaluate", "evaluate_program", "evaluate_stepped", "evaluate_streamed",
+           "say_non_finite"]
 
 
 # ------------------------------------------------------------------ one run, one batch
@@ -154,6 +160,79 @@ def evaluate_program(prog: Program, mesh):
                                                                    train_data)
 
     return jax.jit(program)
+
+
+# ------------------------------------------------------------------ in-memory data, stepped
+@functools.lru_cache(maxsize=64)
+def _run_batch_program(prog: Program, mesh, kind: str, size: int):
+    """``(states, run, acc, data, lo, weight) -> acc``: one run, the batch ``[lo, lo + size)``."""
+
+    def program(states, run, acc, data, lo, weight):
+        state = jax.tree.map(lambda a: a[run], states)
+        batch = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, lo, size), data)
+        return _accumulate(prog, kind, state, acc, batch, weight)
+
+    return jax.jit(program, donate_argnums=(2,))
+
+
+class _Stepped:
+    """The sums of every run on on-device data, one program call per run and batch.
+
+    For the models whose training steps are dispatched one by one
+    (:func:`budgetax.training.core.dispatches_steps`: a convolution on CPU, where
+    XLA runs a convolution's gradient several times slower inside a loop, the
+    ``lax.map`` and ``lax.scan`` of :func:`evaluate_program`). The same procedure,
+    the same batches and order of sums; a run's sums are its own arrays.
+    """
+
+    def __init__(self, prog: Program, mesh, states, padded: int):
+        self.prog, self.mesh, self.states, self.padded = prog, mesh, states, padded
+        repl = NamedSharding(mesh, P())
+        self._scalar = lambda v, dtype=np.int32: put(np.asarray(v, dtype), repl)
+        self._runs = [self._scalar(r) for r in range(padded)]
+
+    def size(self, data) -> int:
+        return jax.tree.leaves(data)[0].shape[0]
+
+    def batch(self, data, lo: int, hi: int):
+        return data, lo, hi
+
+    def zero(self, kind, batch):
+        data, lo, hi = batch
+        one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), self.states)
+        shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct((hi - lo, *a.shape[1:]), a.dtype),
+                              data)
+        zero = _zero_acc(self.prog, kind, one, shapes)
+        return [jax.tree.map(lambda z: self._scalar(np.zeros(z.shape), z.dtype), zero)
+                for _ in range(self.padded)]
+
+    def add(self, kind, acc, batch, weight):
+        data, lo, hi = batch
+        program = _run_batch_program(self.prog, self.mesh, kind, hi - lo)
+        lo, weight = self._scalar(lo), self._scalar(weight, np.float32)
+        return [program(self.states, self._runs[r], a, data, lo, weight)
+                for r, a in enumerate(acc)]
+
+    def add_full(self, kind, acc, data, first, full, size):
+        for j in range(full):
+            acc = self.add(kind, acc, self.batch(data, j * size, (j + 1) * size),
+                           jnp.float32(size))
+        return acc
+
+    def finish(self, kind, acc, count):
+        stacked = _finish_runs(kind, jax.tree.map(lambda *a: jnp.stack(a), *acc), count)
+        return _to_runs(self.mesh)(stacked)
+
+
+@functools.lru_cache(maxsize=16)
+def _to_runs(mesh):
+    """A jitted identity whose output is sharded over the runs (as the other paths' is)."""
+    return jax.jit(lambda tree: tree, out_shardings=NamedSharding(mesh, P("runs")))
+
+
+def evaluate_stepped(prog: Program, mesh, states, padded: int, eval_data, train_data) -> dict:
+    """In-memory data, one program call per run and batch: ``{name: [padded]}``."""
+    return evaluate(prog, eval_data, train_data, _Stepped(prog, mesh, states, padded))
 
 
 # ------------------------------------------------------------------ streamed data

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from budgetax import training
-from budgetax.training import core
+from budgetax.training import core, evaluation
 from tests.conftest import core_traces
 
 
@@ -133,3 +133,16 @@ def test_stepped_and_scanned_programs_train_the_same_runs(cnn_task, monkeypatch)
     for k in train:
         np.testing.assert_allclose(train[k], strain[k], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(evals[-1]["test_loss"], sevals[-1]["test_loss"], rtol=1e-4)
+
+
+def test_stepped_evaluation_matches_the_compiled_one(cnn_task):
+    # the same procedure (batches of 16, a last one of 8), one call per run and batch
+    prog = core.make_program(cnn_task, 3, SPEC, batch_size=8, num_evals=1, diagnostics=True,
+                             eval_batch_size=16)
+    carry, _, evals = _run(prog)
+    _, eval_dev, diag_dev = core.device_data(cnn_task, CPU, prog.diagnostics)
+    compiled = core.to_host(evaluation.evaluate_program(prog, CPU)(carry.states, eval_dev,
+                                                                   diag_dev))
+    assert set(evals[-1]) == set(compiled) >= {"test_loss", "train_loss", "full_grad_norm"}
+    for k, v in evals[-1].items():
+        np.testing.assert_allclose(v, compiled[k][:2], rtol=1e-5, err_msg=k)
