@@ -78,7 +78,11 @@ def _spec_cases():
             "schedules": ["rex", ("nope",), ()], "peak_lrs": [(0.0,), (math.inf,), ("x",)],
             "seeds": [(1.5,), (-1,), (2**32,)], "batch_size": INT_BAD,
             "num_evals": INT_BAD, "eval_batch_size": INT_BAD, "diagnostics": ["no", 0, 1.5],
-            "divergence_factor": [0.5, math.nan, "x"], "optimizer": ["adam"]})):
+            "divergence_factor": [0.5, math.nan, "x"], "optimizer": ["adam"],
+            "strategy": STR_BAD, "prune_rate": INT_BAD + [1],
+            "prune_at": [(0.0,), (1.0,), (0.5, 0.25), ("x",), 0.5],
+            "prune_estimator": STR_BAD, "law_anchors": ["constant", ("nope",), ()],
+            "law_verify": INT_BAD + [0], "law_tolerance": NUMBER_BAD + [0.0]})):
         for field, bad in fields.items():
             for v in bad:
                 cases.append((cls.__name__, cls, {}, field, v))
