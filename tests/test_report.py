@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
 from budgetax import report  # noqa: E402
+from budgetax.report import plots  # noqa: E402
 from budgetax.training.sweep.store import encode_curves  # noqa: E402
 
 NAMES = ("loss", "lr")
@@ -40,7 +41,7 @@ def _data_axes(fig):
 @pytest.mark.parametrize("n, shape", [(1, (1, 1)), (2, (1, 2)), (3, (1, 3)), (4, (2, 2)),
                                       (5, (2, 3)), (7, (3, 3))])
 def test_the_curve_grid_is_sized_to_the_budgets(n, shape):
-    assert report._grid(n) == shape
+    assert plots._grid(n) == shape
     budgets = [200 * (i + 1) for i in range(n)]
     runs = _runs(budgets)
     cells = report.summarize(runs)
@@ -48,7 +49,7 @@ def test_the_curve_grid_is_sized_to_the_budgets(n, shape):
     try:
         assert len(_data_axes(fig)) == n  # one panel per budget, no empty panel shown
         w, h = fig.get_size_inches()
-        assert (w, h) == pytest.approx((report.PANEL[0] * shape[1], report.PANEL[1] * shape[0]))
+        assert (w, h) == pytest.approx((plots.PANEL[0] * shape[1], plots.PANEL[1] * shape[0]))
     finally:
         plt.close(fig)
 
@@ -81,7 +82,7 @@ def test_seeds_are_a_mean_line_with_a_min_max_band():
         ax = _data_axes(fig)[0]  # budget 100
         line = next(ln for ln in ax.lines if ln.get_label() == "linear")
         mine = [r for r in runs if r["budget"] == 100 and r["schedule"] == "linear"]
-        curves = np.stack([report._smooth(np.frombuffer(r["curves"], "<f4").reshape(2, 100)[0], 2)
+        curves = np.stack([plots._smooth(np.frombuffer(r["curves"], "<f4").reshape(2, 100)[0], 2)
                            for r in mine])
         np.testing.assert_allclose(line.get_ydata(), curves.mean(0), rtol=1e-6)
         bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
@@ -104,7 +105,7 @@ def test_seeds_are_a_mean_line_with_a_min_max_band():
 def test_write_report_writes_the_three_plots(tmp_path):
     runs = _runs([50, 100])
     cells = report.summarize(runs)
-    report._plots(str(tmp_path), cells, {r["run_id"]: r for r in runs}, "test_accuracy", NAMES)
+    plots.write_plots(str(tmp_path), cells, {r["run_id"]: r for r in runs}, "test_accuracy", NAMES)
     for name in report.PLOTS:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -65,8 +65,8 @@ class Context:
     process); ``finished``: the groups stored before; ``sweep_id``: a digest of the
     task and the settings that shape a group's runs (:func:`checkpoint_identity`),
     recorded with every checkpoint; ``session``: this call's row of the store's
-    ``sessions`` table (made when its first group is stored; ``started``: when the
-    call began, UTC); ``compiled``: the budgets trained here; ``run_steps``: the
+    ``sessions`` table (made when its first group starts; ``started``: when the call
+    began, UTC); ``compiled``: the budgets trained here; ``run_steps``: the
     run-steps of the groups stored here.
     """
 
@@ -101,10 +101,10 @@ class Context:
             self.record_session()
         self.progress.group_done(group, results, timing)
 
-    def record_session(self) -> None:
-        """This call's time so far in the store's ``sessions`` table (process 0), from its
-        first stored group on."""
-        if not self.writer or (self.session is None and not self.run_steps):
+    def record_session(self, *, start: bool = False) -> None:
+        """This call's time so far in the store's ``sessions`` table (process 0); its row is
+        made when its first group starts (``start``)."""
+        if not self.writer or (self.session is None and not start):
             return
         if self.session is None:
             self.session = self.store.start_session(self.started, socket.gethostname())
@@ -229,6 +229,7 @@ class GroupRun:
     def save(self, step: int, carry) -> None:
         """Checkpoints ``carry`` and the history as ``step``."""
         self.ckpt.save(step, {"carry": _leaves(carry), **self.hist.tree(self.runs.to_runs)})
+        self.ctx.record_session()
 
     def timing(self, budget: int, runs: int, padded: int, steps: int) -> dict:
         """The group's row of the store's ``groups`` table (``steps``: run-steps it needs;
@@ -483,5 +484,6 @@ def run(ctx: Context, item: Group | Trunk) -> None:
                             "runs": [ctx.runs[i]["run_id"] for i in item.run_idx]})
         ctx.progress.describe(f"budget {item.budget_fraction:.0%} ({item.budget} steps), "
                               f"{len(item.run_idx)} runs")
+    ctx.record_session(start=True)
     RUNNERS[type(item)](ctx, item, ckpt)
     ckpt.remove()

@@ -22,8 +22,9 @@ Tables:
   otherwise identical sweeps.
 - ``sessions``: one row per call that trained into the store (a resumed sweep has
   several): when it started, on which host, its wall time, compilation time and
-  run-steps, updated as each group is stored and when the call ends (a killed
-  call loses the time since its last stored group).
+  the run-steps of the groups it stored, updated when a group starts, is
+  checkpointed or is stored, and when the call ends (a killed call loses the time
+  since the last of these).
 
 SQLite transactions are atomic and durable, so a process killed at any moment
 leaves every run either pending or complete, never half-written.
