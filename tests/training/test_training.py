@@ -139,6 +139,18 @@ def test_streaming_matches_on_device(digits):
         np.testing.assert_allclose(streamed.eval[k], dev.eval[k], rtol=1e-4)
 
 
+def test_streaming_matches_on_device_for_a_conv_model_stepped_on_cpu(digits):
+    # on CPU the conv model's steps are dispatched one by one (core.dispatches_steps)
+    kw = dict(budget=6, optimizer=SGD, seed=4, model="resnet",
+              model_kwargs={"depth": 1, "width": 2, "stages": 1}, batch_size=32, num_evals=2,
+              eval_batch_size=500)
+    dev = training.train(digits, data="device", **kw)
+    streamed = training.train(digits, data="stream", **kw)
+    np.testing.assert_allclose(streamed.train["loss"], dev.train["loss"], rtol=1e-5)
+    for k in EVAL_METRICS:
+        np.testing.assert_allclose(streamed.eval[k], dev.eval[k], rtol=1e-4)
+
+
 def test_nan_loss_is_reported_as_divergence(digits):
     """A NaN input poisons the first batch that contains it: that step is reported."""
     x, y = digits.arrays("train")
