@@ -208,11 +208,13 @@ once per step (the entry computation, so its convolutions are canonicalised); it
 metrics go into a donated [runs, piece] buffer. Its evaluation (the held-out metrics
 and the diagnostics' full gradient, which had the same problem under `lax.map` over
 the runs and `lax.scan` over the batches) is one program call per run and batch
-(`evaluation.evaluate_stepped`), the same procedure and order of sums. Every step is
-that same compiled program, whatever the segments, stops, branches and resumptions (tests:
-tests/training/test_core_speed_paths.py, bit-identical runs across different stops and
-a resumed run). Other models and other backends keep the scan. `core_scan` is the
-core forced to its scan: what it ran before for every model.
+(`evaluation.evaluate_stepped`; for a streamed task, `evaluate_streamed(..., stepped=True)`:
+a `train` of 40 steps with 2 evaluations and diagnostics on 1400 streamed examples took
+0.49-0.57 s, 4.8 s with the `lax.map` over the runs), the same procedure and order of sums.
+Every step is that same compiled program, whatever the segments, stops, branches and
+resumptions (tests: tests/training/test_core_speed_paths.py, bit-identical runs across
+different stops and a resumed run). Other models and other backends keep the scan.
+`core_scan` is the core forced to its scan: what it ran before for every model.
 
 Several runs (measured once, not by this script: `training.train_many` of 4 seeds,
 100 steps, 3 repeats): the stepped program 115-129 run-steps/s, the core forced to

@@ -454,7 +454,8 @@ class Runs:
                 if self.evaluate is not None and end not in self.evaluate:
                     ev = {}
                 elif prog.streamed:
-                    ev = evaluate_streamed(prog, self.mesh, carry.states, self.padded)
+                    ev = evaluate_streamed(prog, self.mesh, carry.states, self.padded,
+                                           stepped)
                 elif stepped:
                     ev = evaluate_stepped(prog, self.mesh, carry.states, self.padded, eval_dev,
                                           diag_dev)

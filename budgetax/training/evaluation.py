@@ -20,7 +20,8 @@ examples. It runs in two places:
   batch and one compiled program adds it to every run's sums;
 - in-memory data of a model whose steps the core dispatches one by one (a
   convolution on CPU, :func:`~budgetax.training.core.dispatches_steps`;
-  :func:`evaluate_stepped`): one program call per run and batch, because XLA:CPU
+  :func:`evaluate_stepped`, and ``stepped`` streamed evaluation): one program
+  call per run and batch, because XLA:CPU
   runs a convolution's gradient several times slower inside ``lax.map`` or
   ``lax.scan`` than in a program's entry computation.
 
@@ -251,16 +252,36 @@ def _accumulate_program(prog: Program, mesh, kind: str):
     return jax.jit(program, donate_argnums=(1,))
 
 
+@functools.lru_cache(maxsize=64)
+def _accumulate_run_program(prog: Program, mesh, kind: str):
+    """Streamed data, one run: ``(states, run, acc, batch, weight) -> acc`` (row ``run`` added)."""
+
+    def program(states, run, acc, batch, weight):
+        state = jax.tree.map(lambda a: a[run], states)
+        mine = _accumulate(prog, kind, state, jax.tree.map(lambda a: a[run], acc), batch,
+                           weight)
+        return jax.tree.map(lambda a, m: a.at[run].set(m), acc, mine)
+
+    runs = NamedSharding(mesh, P("runs"))
+    return jax.jit(program, out_shardings=runs, donate_argnums=(2,))
+
+
 class _Streamed:
     """The sums of every run on a source: the host gathers each batch, the device adds it.
+
+    ``stepped`` (the models whose training steps the core dispatches one by one, as
+    for :func:`evaluate_stepped`): one program call per run and batch instead of a
+    ``lax.map`` over the runs.
 
     A part of the data is ``(source, indices)`` (``None``: all its examples).
     """
 
-    def __init__(self, prog: Program, mesh, states, padded: int):
+    def __init__(self, prog: Program, mesh, states, padded: int, stepped: bool = False):
         self.prog, self.mesh, self.states, self.padded = prog, mesh, states, padded
         self._runs = NamedSharding(mesh, P("runs"))
         self._repl = NamedSharding(mesh, P())
+        self._rows = ([put(np.int32(r), self._repl) for r in range(padded)] if stepped
+                      else None)
 
     def _idx(self, data):
         source, idx = data
@@ -280,6 +301,11 @@ class _Streamed:
 
     def add(self, kind, acc, batch, weight):
         batch = jax.tree.map(lambda a: put(a, self._repl), batch)
+        if self._rows is not None:
+            program = _accumulate_run_program(self.prog, self.mesh, kind)
+            for run in self._rows:
+                acc = program(self.states, run, acc, batch, weight)
+            return acc
         return _accumulate_program(self.prog, self.mesh, kind)(self.states, acc, batch, weight)
 
     def add_full(self, kind, acc, data, first, full, size):
@@ -292,14 +318,14 @@ class _Streamed:
         return _finish_runs(kind, acc, count)
 
 
-def evaluate_streamed(prog: Program, mesh, states, padded: int) -> dict:
+def evaluate_streamed(prog: Program, mesh, states, padded: int, stepped: bool = False) -> dict:
     """Every evaluation metric of the ``padded`` runs ``states`` of a streamed task:
-    ``{name: [padded]}``."""
+    ``{name: [padded]}`` (``stepped``: one program call per run and batch)."""
     task = prog.task
     eval_data = None if task.eval_data is None else (task.eval_data, None)
     idx = diagnostic_indices(task, prog.diagnostics) if prog.diagnostics else None
     return evaluate(prog, eval_data, (task.train_data, idx),
-                    _Streamed(prog, mesh, states, padded))
+                    _Streamed(prog, mesh, states, padded, stepped))
 
 
 # ------------------------------------------------------------------ checks
