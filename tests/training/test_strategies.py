@@ -12,7 +12,7 @@ import pytest
 
 from budgetax import profiles, training
 from budgetax.frontier import fit_frontier
-from budgetax.training.sweep import execute, run, selection, strategies
+from budgetax.training.sweep import execute, plan, selection, strategies
 from budgetax.training.sweep.spec import plan_groups, plan_trunks
 from budgetax.training.sweep.store import RUN_COLUMNS, Store
 from tests import tasks
@@ -116,7 +116,7 @@ def test_halving_prunes_lrs_per_schedule_and_keeps_the_survivors(swept):
             for k, v in g["eval_history"].items():
                 np.testing.assert_allclose(r["eval_history"][k], v, rtol=1e-4, atol=1e-6)
     cells = [(s, lr) for s in BASE["schedules"] for lr in BASE["peak_lrs"] for _ in BASE["seeds"]]
-    expected = sum(run.halving_steps(18, run.halving_plan(halving.spec, t, cells), t, t)
+    expected = sum(plan.halving_steps(18, plan.halving_plan(halving.spec, t, cells), t, t)
                    for t in (10, 20, 40))
     assert expected == sum(18 * round(0.25 * t) + 6 * (t - round(0.25 * t)) for t in (10, 20, 40))
     assert sum(g["steps"] for g in halving.groups) == expected

@@ -19,7 +19,7 @@ import pytest
 from budgetax import cli, report, training
 from budgetax.launch import xla_flags
 from budgetax.training import core
-from budgetax.training.sweep import run
+from budgetax.training.sweep import plan
 from budgetax.training.sweep.store import Store, decode_curves, encode_curves
 from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces
 from tests.data.helpers import built_data_dir, dataset
@@ -79,10 +79,10 @@ def test_spec_runs_and_plan():
     runs = SPEC.runs()
     assert len(runs) == 2 * 3 * 2 * 2
     assert len({r["run_id"] for r in runs}) == len(runs)
-    groups = run.plan_groups(SPEC, None)
+    groups = plan.plan_groups(SPEC, None)
     assert [g["budget"] for g in groups] == [20, 40]
     assert sorted(i for g in groups for i in g["run_idx"]) == list(range(len(runs)))
-    groups = run.plan_groups(SPEC, 5)  # 12 runs per budget -> groups of 4, 4, 4
+    groups = plan.plan_groups(SPEC, 5)  # 12 runs per budget -> groups of 4, 4, 4
     assert [len(g["run_idx"]) for g in groups] == [4, 4, 4, 4, 4, 4]
     assert sorted(i for g in groups for i in g["run_idx"]) == list(range(len(runs)))
 
@@ -461,7 +461,7 @@ def test_runs_per_program_follow_the_memory_the_devices_report():
 
     prog = core.make_program(mlp(), 100, training.SweepSpec().optimizer,
                              schedules=("rex", "cosine"))
-    fits = lambda limit, n: run.memory_limited_runs(prog, [FakeDevice(limit)] * n)
+    fits = lambda limit, n: plan.memory_limited_runs(prog, [FakeDevice(limit)] * n)
     # the MLP 40-100-100-10 has 15210 float32 parameters; Adam keeps two more copies; the
     # carry also holds the epoch permutation (4000 int32) and a few scalars; counted 4 times
     params = 15210 * 4
@@ -470,7 +470,7 @@ def test_runs_per_program_follow_the_memory_the_devices_report():
     assert int(0.5 * limit // low) <= fits(limit, 1) <= int(0.5 * limit // high)
     assert fits(limit, 4) == 4 * fits(limit, 1)        # runs are sharded: 4 devices, 4x the runs
     assert fits(1, 1) == 1                              # never zero
-    assert run.memory_limited_runs(prog, [object()]) is None  # CPU: no limit
+    assert plan.memory_limited_runs(prog, [object()]) is None  # CPU: no limit
 
 
 def test_elasticity_stops_per_budget_from_stored_curves():

@@ -58,16 +58,7 @@ from budgetax.training.sweep import execute, law
 from budgetax.training.sweep import resume as resume_
 from budgetax.training.sweep.checkpoints import CHECKPOINT_DIR
 from budgetax.training.sweep.lock import LOCK_NAME, SweepBusyError, exclusive
-from budgetax.training.sweep.plan import (  # noqa: F401 - their names here before plan.py
-    Plan,
-    halving_plan,
-    halving_steps,
-    memory_limited_runs,
-    plan_groups,
-    plan_trunks,
-    runs_per_program,
-    steps_to_train,
-)
+from budgetax.training.sweep.plan import Plan, runs_per_program, steps_to_train
 from budgetax.training.sweep.progress import Progress
 from budgetax.training.sweep.selection import default_select, lr_extension
 from budgetax.training.sweep.spec import SweepSpec, SweepSpecMismatchError  # noqa: F401
