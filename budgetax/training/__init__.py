@@ -64,7 +64,8 @@ from budgetax.training.sweep import (
     SweepSpecMismatchError,
     sweep,
 )
-from budgetax.training.task import Task, TaskError, load_task
+from budgetax.training.task import Task, TaskError
+from budgetax.training.task_loading import load_task
 from budgetax.training.train import History, train, train_many
 
 __all__ = [

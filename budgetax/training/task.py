@@ -64,13 +64,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import inspect
 import json
 import os
-import sys
-import traceback
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -79,73 +75,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["Task", "TaskError", "load_task"]
+from budgetax.training.task_data import (
+    _check_arrays,
+    _narrowed,
+    _say_narrowed,
+    gather,
+    is_source,
+    source_len,
+)
+from budgetax.training.task_errors import TaskError, describe, raised_at, user_error
 
-
-class TaskError(TypeError):
-    """A task (or the factory that should make one) is not usable, with the reason."""
-
-
-def describe(value) -> str:
-    """What a value is, in a few words: ``a (32, 10) float32 array``, ``a str 'abc'``."""
-    if value is None:
-        return "None"
-    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-    if shape is not None and dtype is not None:
-        shape = tuple(shape)
-        return f"a {dtype} scalar" if shape == () else f"a {shape} {dtype} array"
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"a {type(value).__name__} {text}"
-
-
-def _library_file(filename: str) -> bool:
-    """Whether a traceback frame is in installed packages, the standard library or here."""
-    path = os.path.abspath(filename)
-    if path == os.path.abspath(__file__) or filename.startswith(("<frozen", "<string>")):
-        return True
-    if "site-packages" in path or "dist-packages" in path:
-        return True
-    stdlib = os.path.dirname(os.path.abspath(os.__file__))
-    return path.startswith(stdlib + os.sep)
-
-
-def raised_at(err: BaseException) -> str | None:
-    """``file:line, in function`` of the innermost frame of ``err`` in the user's own code.
-
-    Frames of installed packages, of the standard library and of this module (the
-    call into the user's code) are skipped; ``None`` when no frame is left (the
-    error was raised by the call itself, e.g. a wrong number of arguments). A
-    ``SyntaxError`` gives the place of the syntax error.
-    """
-    if isinstance(err, SyntaxError) and err.filename:
-        return f"{err.filename}:{err.lineno}"
-    frames = [f for f in traceback.extract_tb(err.__traceback__)
-              if not _library_file(f.filename)]
-    if not frames:
-        return None
-    f = frames[-1]
-    return f"{f.filename}:{f.lineno}, in {f.name}"
-
-
-def user_error(what: str, err: BaseException, hint: str | None = None) -> str:
-    """The one form of an error in the user's code: what failed, the exception, where, a hint.
-
-    ``what`` says what was called (``"the model factory, CNN(rngs=rngs)"``); the
-    message is a few lines: ``<what> raised <Type>: <message>``, ``at <file>:<line>``
-    and ``hint: ...``.
-    """
-    message = str(err).strip() or "(no message)"
-    if len(message) > 400:
-        message = message[:397] + "..."
-    lines = [f"{what} raised {type(err).__name__}: {message}"]
-    where = raised_at(err)
-    if where is not None:
-        lines.append(f"  at {where}")
-    if hint:
-        lines.append(f"  hint: {hint}")
-    return "\n".join(lines)
+__all__ = ["Task", "TaskError", "gather", "is_source", "source_len"]
 
 
 def _signature(fn) -> inspect.Signature | None:
@@ -187,92 +127,6 @@ def _rngs_by_keyword(sig: inspect.Signature | None) -> bool:
         return True
     raise TaskError(f"model must take the random streams, as model(rngs) or "
                     f"model(*, rngs) (Flax's convention), got a factory with signature {sig}")
-
-
-def is_source(data) -> bool:
-    """Whether ``data`` is a random-access source (not an in-memory pytree of arrays)."""
-    if data is None or isinstance(data, Mapping | list | tuple | np.ndarray | jax.Array):
-        return False
-    return hasattr(data, "__len__") and (hasattr(data, "gather") or hasattr(data, "__getitem__"))
-
-
-def source_len(data) -> int:
-    """Number of examples of in-memory data or of a source."""
-    if is_source(data):
-        return len(data)
-    return int(jax.tree.leaves(data)[0].shape[0])
-
-
-def gather(data, idx) -> Any:
-    """The examples ``idx`` (a 1-D integer array) of ``data`` as a batch pytree of NumPy arrays."""
-    idx = np.asarray(idx).reshape(-1)
-    if not is_source(data):
-        return jax.tree.map(lambda a: np.asarray(a)[idx], data)
-    if hasattr(data, "gather"):
-        return jax.tree.map(np.asarray, data.gather(idx))
-    items = [int(i) for i in idx]
-    getter = getattr(data, "__getitems__", None)
-    recs = getter(items) if getter is not None else [data[i] for i in items]
-    return jax.tree.map(lambda *r: np.stack([np.asarray(v) for v in r]), *recs)
-
-
-def _check_arrays(name: str, data) -> int:
-    leaves = jax.tree.leaves(data)
-    if not leaves:
-        raise TaskError(f"{name} must be a pytree of arrays with a leading example axis or a "
-                        f"random-access source, got {data!r}")
-    sizes = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
-        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
-            raise TaskError(f"{name}{jax.tree_util.keystr(path)} must be an array, "
-                            f"got {type(leaf).__name__}")
-        if len(leaf.shape) == 0:
-            raise TaskError(f"{name}{jax.tree_util.keystr(path)} has no leading example axis "
-                            f"(a scalar)")
-        sizes[jax.tree_util.keystr(path) or "[]"] = int(leaf.shape[0])
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"{name}'s leading dimensions disagree: {sizes}")
-    n = next(iter(sizes.values()))
-    if n < 1:
-        raise ValueError(f"{name} has no examples")
-    return n
-
-
-_NARROW = {"int64": np.int32, "uint64": np.uint32, "float64": np.float32,
-           "complex128": np.complex64}
-
-
-def _narrowed(name: str, data) -> list[str]:
-    """The 64-bit leaves of ``data`` JAX will compute in 32 bits, as ``name['y'] int64 -> int32``.
-
-    Nothing when ``jax_enable_x64`` is set. In-memory integers that do not fit in 32
-    bits (they would wrap around) are refused.
-    """
-    if jax.config.jax_enable_x64:
-        return []
-    out = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
-        dtype = getattr(leaf, "dtype", None)
-        to = _NARROW.get(getattr(dtype, "name", ""))
-        if to is None:
-            continue
-        where = f"{name}{jax.tree_util.keystr(path)}"
-        if np.issubdtype(to, np.integer) and isinstance(leaf, np.ndarray) and leaf.size:
-            info = np.iinfo(to)
-            low, high = leaf.min(), leaf.max()
-            if low < info.min or high > info.max:
-                raise ValueError(f"{where} is {dtype} with values in [{low}, {high}], which do "
-                                 f"not fit in {np.dtype(to).name} (JAX computes in 32 bits "
-                                 f"unless jax_enable_x64 is set): give values that fit")
-        out.append(f"{where} {dtype} -> {np.dtype(to).name}")
-    return out
-
-
-def _say_narrowed(task: str, narrowed: list[str]) -> None:
-    if narrowed:
-        warnings.warn(f"task {task!r}: {', '.join(narrowed)} (JAX computes in 32 bits unless "
-                      f"jax_enable_x64 is set); give 32-bit arrays to silence this",
-                      UserWarning, stacklevel=4)
 
 
 def _json(name: str, value) -> Any:
@@ -612,108 +466,3 @@ def split_loss(task: str, out) -> tuple[Any, dict]:
     return loss, dict(metrics)
 
 
-_TASK_FORM = "'package.module:factory' or 'path/to/file.py:factory'"
-
-
-def _import_file(path: str, filename: str):
-    """The module of a ``.py`` file (its folder importable, as for ``python file.py``)."""
-    import importlib.util
-
-    filename = os.path.abspath(os.path.expanduser(filename))
-    if not os.path.isfile(filename):
-        raise TaskError(f"--task {path!r}: no file {filename}")
-    folder = os.path.dirname(filename)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    name = "_budgetax_task_" + os.path.splitext(os.path.basename(filename))[0]
-    spec = importlib.util.spec_from_file_location(name, filename)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
-def load_task(path: str) -> Task:
-    """Imports ``package.module:factory`` (or ``path/to/file.py:factory``), returns ``factory()``.
-
-    The working directory is importable, as with ``python -m``; a ``.py`` file's
-    folder is importable too, as with ``python file.py``. Whatever fails (the
-    import, the attribute, the call, the task it returns) is one :class:`TaskError`
-    of a few lines: what failed, the exception's type and message, the file and line
-    where it was raised, and a hint.
-
-    Raises:
-      TaskError: the path does not resolve, the factory fails or does not return a Task.
-    """
-    if not isinstance(path, str) or path.count(":") < 1:
-        raise TaskError(f"--task must be {_TASK_FORM}, got {path!r}")
-    module_name, attr = path.rsplit(":", 1)
-    if not module_name or not attr:
-        raise TaskError(f"--task {path!r} names no {'module' if not module_name else 'factory'}: "
-                        f"give {_TASK_FORM}")
-    if not attr.isidentifier():
-        raise TaskError(f"--task {path!r}: {attr!r} is not a Python name: give {_TASK_FORM}")
-    is_file = module_name.endswith(".py") or "/" in module_name or os.sep in module_name
-    if not is_file and not all(p.isidentifier() for p in module_name.split(".")):
-        raise TaskError(f"--task {path!r}: {module_name!r} is not a module name: give "
-                        f"{_TASK_FORM}")
-    if os.getcwd() not in sys.path:  # as `python -m` does: modules in the working directory
-        sys.path.insert(0, os.getcwd())
-    what = f"--task {path!r}:"
-    try:
-        if is_file:
-            module = _import_file(path, module_name)
-        else:
-            module = importlib.import_module(module_name)
-    except TaskError:
-        raise
-    except ModuleNotFoundError as err:
-        if err.name is not None and (module_name == err.name
-                                     or module_name.startswith(err.name + ".")):
-            raise TaskError(f"{what} no module named {err.name!r}\n  hint: run from the "
-                            f"folder that holds it, add that folder to PYTHONPATH, or give "
-                            f"the path of its .py file") from None
-        raise TaskError(user_error(f"{what} importing {module_name}", err,
-                                   "a module it imports is missing: install it")) from None
-    except Exception as err:  # noqa: BLE001 - any failure of the user's module, with context
-        raise TaskError(user_error(f"{what} importing {module_name}", err,
-                                   "the module fails when imported: run it with python to "
-                                   "see the whole traceback")) from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        found = sorted(k for k, v in vars(module).items()
-                       if callable(v) and not k.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__)
-        raise TaskError(f"{what} module {module_name} has no attribute {attr!r}\n  hint: "
-                        f"its functions and classes are {found}")
-    if not callable(factory):
-        raise TaskError(f"{what} {attr} is {describe(factory)}, not a function that returns a "
-                        f"budgetax.training.Task")
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is not None:
-        needed = [p.name for p in sig.parameters.values()
-                  if p.default is inspect.Parameter.empty
-                  and p.kind not in (inspect.Parameter.VAR_POSITIONAL,
-                                     inspect.Parameter.VAR_KEYWORD)]
-        if needed:
-            raise TaskError(f"{what} {attr}{sig} needs arguments ({', '.join(needed)}), but "
-                            f"--task calls it with none\n  hint: give them defaults, or add a "
-                            f"factory without arguments that calls it")
-    try:
-        task = factory()
-    except Exception as err:  # noqa: BLE001 - any failure of the user's factory, with context
-        raise TaskError(user_error(f"{what} {attr}()", err,
-                                   "the factory fails when called with no arguments: call it "
-                                   "in python to see the whole traceback")) from None
-    if not isinstance(task, Task):
-        raise TaskError(f"{what} {attr}() must return a budgetax.training.Task, "
-                        f"got {describe(task)}")
-    task.metric_names()  # the loss and metrics, checked on a batch now
-    return task
