@@ -18,9 +18,8 @@ squares over ``B - 3`` degrees of freedom), which needs more than 3 budgets; wit
 exactly 3 the law passes through them and there is no interval
 (:attr:`Frontier.noise_from` says which). It covers the seed noise of the fitted points
 and of the predicted mean and the freedom of the law, not a change of regime
-beyond the trained budgets (a new best lr, a schedule that stops improving):
-the frontier experiment (``experiments/frontier``) measures its coverage at a
-held-out budget, below the nominal 95%.
+beyond the trained budgets (a new best lr, a schedule that stops improving), so
+at a budget beyond the trained ones it covers less than its nominal 95%.
 
 Example:
   >>> import numpy as np

@@ -27,7 +27,7 @@ prediction: ``g^T Cov g + s^2``, with ``g`` the prediction's gradient in the log
 the lag-1 autocorrelation of the residuals within curves, ``Cov`` scaled by ``n / n_eff``).
 It measures the fit's uncertainty on curves like the fitted ones; it cannot
 know how far the law itself is from the truth on a new schedule (a systematic error), so
-its coverage on other schedules is measured, not assumed (``experiments/laws/``).
+on other schedules it covers less than its level.
 """
 
 from __future__ import annotations

@@ -155,7 +155,7 @@ def early_stop(losses: Any, steps_per_epoch: int, *, threshold: float = 0.05,
       smoothing: EMA coefficient of :func:`elasticity`.
       min_epochs: never stop before the end of this epoch (a non-negative Python
         int): slow starters sit on an early plateau of small elasticity, where
-        the rule alone stops them (``experiments/ranking/results.md``).
+        the rule alone stops them.
 
     Returns:
       An :class:`EarlyStop` ``(stop_epoch, compute_saved, loss_given_up)``, each ``[...]``.

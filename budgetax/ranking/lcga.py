@@ -35,12 +35,10 @@ fitted drop over the window is below ``1e-6`` (relative) is declared flat
 and scores exactly 0, because :math:`b_3` and hence the ratio are not
 identified for a flat curve.
 
-Measured (``experiments/ranking/results.md``: 117 MNIST-1D configurations,
-Spearman with the final test accuracy): ``"ratio"`` ranks poorly (-0.09, +0.21,
-+0.23 at 5, 10, 25% of training; it puts the slowest runs first), ``"slope"``
-ranks best of the training-loss rankers (+0.85, +0.89, +0.90; TSE: +0.78,
-+0.81, +0.86). ``"ratio"`` stays the default because it is the score the
-paper defines; prefer ``"slope"`` for ranking.
+``"ratio"`` puts the slowest runs first (their fitted drop is largest relative to
+its own scale), so it ranks runs by their final result poorly; ``"slope"`` ranks
+them by how fast the fitted curve still falls. ``"ratio"`` stays the default because
+it is the score the paper defines; prefer ``"slope"`` for ranking.
 
 The fit is done for all curves at once in JAX (see
 :mod:`budgetax.ranking._fit`) by variable projection: for a given

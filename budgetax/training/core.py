@@ -241,7 +241,7 @@ def dispatches_steps(prog: Program, mesh) -> bool:
     computation, so in a scan's loop body the backward convolutions (the kernel's
     and the input's gradients) run as naive loops, several times slower than the
     same step called on its own. There the program is one step and the host calls it
-    once per step (see ``benchmarks/cpu_conv_step.py``); elsewhere a piece is one
+    once per step; elsewhere a piece is one
     scan. The choice depends on the task's model, its precision and the backend
     only, so every program of a sweep makes the same one, and each of its steps runs
     the same compiled body wherever a segment starts, stops or branches.

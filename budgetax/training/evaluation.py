@@ -14,8 +14,7 @@ examples. It runs in two places:
 - in-memory data (:func:`evaluate_program`): inside one compiled program, the
   full batches under ``lax.scan``, one run after another on each device
   (``lax.map`` inside ``shard_map``: a vmapped convolution with per-run weights
-  becomes a grouped convolution, twice as slow on CPU,
-  benchmarks/results/sweep_throughput_cnn1d.md);
+  becomes a grouped convolution, about twice as slow on CPU);
 - a random-access source (:func:`evaluate_streamed`): the host gathers each
   batch and one compiled program adds it to every run's sums;
 - in-memory data of a model whose steps the core dispatches one by one (a
