@@ -98,6 +98,8 @@ def _new_groups(spec, plan: Plan, runs: list[dict], idx: set[int], max_runs) -> 
 
 
 def _largest(plan: Plan) -> int:
+    """The runs of the plan's largest program: the most a new group may hold (it fits in
+    memory, within the sweep's ``max_runs_per_program``)."""
     return max((len(g.run_idx) for g in plan.groups if not isinstance(g, LawGroup)),
                default=1)
 
@@ -154,24 +156,24 @@ def _fit_and_choose(store: Store, spec, plan: Plan, law_group: LawGroup) -> None
 def _check(store: Store, spec, plan: Plan, law: dict, law_group: LawGroup | None) -> None:
     """Step 4: compare the verified cells with their predictions; train the rest if needed."""
     runs = [dict(r, _i=i) for i, r in enumerate(spec.runs())]
-    anchors = {(r["budget"], r["schedule"], r["peak_lr"]) for i, r in enumerate(runs)
-               if i in anchor_runs(spec, runs)}
+    anchors = {(runs[i]["budget"], runs[i]["schedule"], runs[i]["peak_lr"])
+               for i in anchor_runs(spec, runs)}
+    verified = {tuple(v) for v in law["verified"]}
     names = tuple(store.get_meta("metrics")["train"])
     measured: dict = {}
     for r in store.runs(with_curves=True):
         if r["status"] != "done":
             continue
-        c = decode_curves(r["curves"], names, r["budget"])
         value = r["final"].get(MINIBATCH_LOSS)
         if value is None:
-            value = minibatch_loss(c["loss"], r["budget"], plan.steps_per_epoch)
+            loss = decode_curves(r["curves"], names, r["budget"])["loss"]
+            value = minibatch_loss(loss, r["budget"], plan.steps_per_epoch)
         measured.setdefault((r["budget"], r["schedule"], r["peak_lr"]), []).append(value)
     errors = []
     for cell in law["cells"]:
         key = (cell["budget"], cell["schedule"], cell["peak_lr"])
-        if key in anchors or cell["predicted"] is None or key not in measured:
-            continue
-        if list(key) not in [list(v) for v in law["verified"]]:
+        if (key in anchors or key not in verified or cell["predicted"] is None
+                or key not in measured):
             continue
         truth = float(np.mean(measured[key]))
         errors.append(abs(cell["predicted"] - truth) / abs(truth))
@@ -189,10 +191,10 @@ def _check(store: Store, spec, plan: Plan, law: dict, law_group: LawGroup | None
                   "law": law}, moves)
 
 
-def holdout(rows: list[dict], names: tuple, steps_per_epoch,
-            anchors=("constant", "cosine", "step")) -> dict:
+def holdout(rows: list[dict], names: tuple, steps_per_epoch, anchors=None) -> dict:
     """The law checked on a trained sweep (``budgetax report DIR --law``): fitted per peak lr
-    on ``anchors`` at the longest budget, first seed, it predicts every other cell's
+    on ``anchors`` (default: :class:`SweepSpec`'s ``law_anchors``) at the longest budget,
+    first seed, it predicts every other cell's
     :data:`MINIBATCH_LOSS`, compared with the measured mean over seeds.
 
     ``rows``: the store's runs with their curves. Returns ``{"cells": [...], "budgets":
@@ -201,6 +203,9 @@ def holdout(rows: list[dict], names: tuple, steps_per_epoch,
     (schedule, lr) and whether the predicted best is measured within the best's seed
     spread (the larger std of the two).
     """
+    from budgetax.training.sweep.spec import SweepSpec
+
+    anchors = SweepSpec.law_anchors if anchors is None else tuple(anchors)
     done = [r for r in rows if r["status"] == "done"]
     if not done:
         raise ValueError("the law needs a sweep with finished runs")
