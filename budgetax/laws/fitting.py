@@ -49,6 +49,7 @@ from budgetax.laws.curve import Curve, schedule_values
 __all__ = ["LAWS", "Fit", "fit"]
 
 LAWS = ("multi_power", "lr_annealing")
+METHODS = ("lm", "paper")  # laws.fit's solvers (see the module docstring)
 HUBER_DELTA = 1e-3  # the reference objective's Huber threshold on log-residuals
 _PRED_FLOOR = 1e-10  # the reference code clamps predictions here before the log
 _CHUNK = 32  # logged points per block of the (points x changes) terms
@@ -317,7 +318,8 @@ class Fit:
       objective: the Huber objective at ``params``.
       quality: a :class:`CurveQuality` per fitted curve.
       decay: the LR-annealing law's ``lambda`` (``None`` for the Multi-Power Law).
-      iterations: Levenberg-Marquardt iterations of the refinement.
+      iterations: Levenberg-Marquardt iterations of the refinement (``method="lm"``), or
+        AdamW steps (``method="paper"``).
     """
 
     law: str
@@ -447,7 +449,7 @@ def _law_decay(law, decay):
 
 def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUBER_DELTA,
         decay: float | None = None, max_iter: int = 200, coarse_terms: int | None = None,
-        starts=None) -> Fit:
+        starts=None, method: str = "lm") -> Fit:
     r"""Fits a loss law to ``curves`` (several runs of one model and data).
 
     Args:
@@ -458,19 +460,24 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
       delta: the Huber threshold on log-residuals (the reference's ``1e-3``).
       decay: the LR-annealing law's ``lambda`` (default 0.999; refused for the Multi-Power
         Law).
-      max_iter: Levenberg-Marquardt iterations per stage at most.
+      max_iter: Levenberg-Marquardt iterations per stage at most (``method="lm"``); AdamW
+        steps at most (``method="paper"``, whose paper's value is the default 200).
       coarse_terms: lr changes per curve in the first (multi-start) stage of the
         Multi-Power Law's fit (default 1024); ``0`` fits every start on the exact terms.
-        Refused for the LR-annealing law.
+        Refused for the LR-annealing law and for ``method="paper"``.
       starts: optional ``[S, P]`` starting parameters (natural scale, all positive) in
-        place of the data-built grid.
+        place of the data-built grid (refused for ``method="paper"``).
+      method: ``"lm"``, Levenberg-Marquardt in log-parameters from a grid of 8 starts, or
+        ``"paper"``, the Multi-Power Law paper's own algorithm (135 fits of a 4-parameter
+        model, then AdamW on the 7 parameters), vectorised (the Multi-Power Law only).
+        Both minimise the same objective; see the module docstring.
 
     Returns:
       A :class:`Fit`.
 
     Raises:
-      ValueError, TypeError: naming the argument: an unknown law, no curves, a curve that is
-        not a :class:`Curve`, or a non-positive ``delta``.
+      ValueError, TypeError: naming the argument: an unknown law or method, no curves, a
+        curve that is not a :class:`Curve`, or a non-positive ``delta``.
 
     Example:
       >>> import numpy as np
@@ -488,6 +495,15 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
     """
     if law not in _SPECS:
         raise ValueError(f"law must be one of {list(LAWS)}, got {law!r}")
+    method = _validate.one_of("method", method, METHODS)
+    if method == "paper":
+        if law != "multi_power":
+            raise ValueError(f"method='paper' applies to law='multi_power' only, got "
+                             f"law={law!r}")
+        for name, value in (("coarse_terms", coarse_terms), ("starts", starts)):
+            if value is not None:
+                raise ValueError(f"{name} applies to method='lm' only, got {name}="
+                                 f"{value!r:.80} with method='paper'")
     if isinstance(curves, Curve):
         curves = [curves]
     curves = list(curves)
@@ -522,6 +538,8 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
         if not np.all(np.isfinite(starts)) or np.any(starts <= 0):
             raise ValueError(f"starts must be finite and > 0 (the parameters are positive), "
                              f"got {starts.tolist()!r:.200}")
+    if method == "paper":
+        return _fit_paper(curves, delta, max_iter)
     with jax.enable_x64(True):
         exact = tuple(jax.tree.map(jnp.asarray, _curve_data(law, c, None, decay)) for c in curves)
         theta0 = jnp.log(jnp.asarray(starts))
@@ -547,6 +565,28 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
     return Fit(law=law, params=params, objective=float(fs[best]), quality=quality,
                decay=decay, iterations=int(its[best]),
                _cov=cov, _scale=scale)
+
+
+def _fit_paper(curves, delta, max_steps):
+    """``fit(method="paper")``: the paper's two stages (``budgetax.laws._paper``)."""
+    from budgetax.laws import _paper
+
+    with jax.enable_x64(True):
+        p, _, steps = _paper.fit_paper(curves, delta, max_steps)
+        if not (np.all(np.isfinite(p)) and np.all(p > 0)):
+            raise ValueError(f"fit(method='paper') ended at parameters that are not all finite "
+                             f"and > 0 ({p.tolist()}): try method='lm'")
+        exact = tuple(jax.tree.map(jnp.asarray, _curve_data("multi_power", c, None, None))
+                      for c in curves)
+        rs, js, ms = _at(jnp.log(jnp.asarray(p)), exact, "multi_power")
+        r, j = np.asarray(rs), np.asarray(js)
+        m = np.asarray(ms).astype(bool)
+        objective = float(_huber(jnp.asarray(r), jnp.asarray(m, r.dtype), delta))
+    cov, scale = _covariance(r, j, m, delta, curves)
+    quality = tuple(_quality(c, res) for c, res in zip(curves, _split(r[m], curves)))
+    params = forms.MultiPowerParams(*(float(v) for v in p))
+    return Fit(law="multi_power", params=params, objective=objective, quality=quality,
+               decay=None, iterations=steps, _cov=cov, _scale=scale)
 
 
 def _split(values, curves):
