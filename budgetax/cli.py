@@ -118,6 +118,13 @@ def _diagnostics(text: str):
     return value
 
 
+def _diagnostics_default(value) -> str:
+    """The default of ``--diagnostics`` as the option spells it."""
+    if value is True:
+        return "full"
+    return "none" if value is False else str(value)
+
+
 def _join(values) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
@@ -271,10 +278,12 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
                         f"(default: {spec['num_evals']})")
     p.add_argument("--diagnostics", type=_diagnostics, default=spec["diagnostics"],
                    metavar="full|none|N",
-                   help="at every evaluation, also the loss, metrics and full-gradient norm "
-                        "on the training set: the whole set (full, the default; costs about "
-                        "one pass over it per evaluation and run), none, or a fixed random "
-                        "subset of N examples")
+                   help="at every evaluation, also the loss, metrics and gradient norm on "
+                        "training data, whose final loss picks each cell's lr: a fixed random "
+                        "subset of N training examples, the same for every run (default: "
+                        f"{_diagnostics_default(spec['diagnostics'])}), the whole set (full; "
+                        "costs about one pass over it per evaluation and run), or none (the "
+                        "lr is then picked on the last epoch's minibatch losses)")
     p.add_argument("--select", default=None,
                    help="the metric that picks a cell's best lr: train_loss (default), "
                         "train_minibatch_loss (the default with --diagnostics none: the mean "

@@ -222,6 +222,8 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
             f"parameters): " + "; ".join(f"{k}: {v}" for k, v in not_predicted.items())
             + ". Train more budgets (e.g. --budgets 0.25,0.5,1), or leave out predict")
     opt = spec["optimizer"]
+    spe = spec.get("steps_per_epoch")
+    train_examples = spe * spec["batch_size"] if spe else None  # a lower bound
     lines = [
         "# Sweep results", "",
         f"Task `{spec['task']['name']}` ({json.dumps(spec['task']['config'])}), "
@@ -237,7 +239,7 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
         f"{metric}{' (%)' if metric.endswith('accuracy') else ''} at the end of each "
         f"budget, mean ± std over "
         f"{len(spec['seeds'])} seed(s), at each schedule's best peak lr (chosen by "
-        f"{selected_by(select)}, "
+        f"{selected_by(select, spec.get('diagnostics', True), train_examples)}, "
         "over lrs at which no seed diverged); bold: the best schedule of the budget.", "",
         table, "", LEGEND, "",
         f"{len(runs) - pending - predicted} of {len(runs)} runs finished"
@@ -296,7 +298,6 @@ def write_report(out_dir: str, *, select: str | None = None, plots: bool = True,
                   ""]
         lines += [f"- `{r['run_id']}` at step {r['diverged_step']}" for r in diverged[:50]]
         lines.append("")
-    spe = spec.get("steps_per_epoch")
     if spe and plots:
         stops = elasticity_stops(runs, spe, train_names)
         lines += [

@@ -7,7 +7,8 @@ import numpy as np
 from budgetax.report.tables import budget_table
 from budgetax.training.sweep.selection import MINIBATCH_LOSS
 
-__all__ = ["holdout_lines", "law_lines", "selected_by", "steps_trained", "time_text"]
+__all__ = ["diagnostics_text", "holdout_lines", "law_lines", "selected_by", "steps_trained",
+           "time_text"]
 
 def law_lines(spec: dict, runs: list[dict], metric: str) -> list[str]:
     """The ``law`` strategy's section: what it fitted, how it checked, what it predicted."""
@@ -104,10 +105,27 @@ def time_text(groups: list[dict], sessions: list[dict], run_steps: int, device: 
     return out
 
 
-def selected_by(select: str) -> str:
-    """How the table's header says what picked the lrs."""
+def diagnostics_text(diagnostics, train_examples: int | None = None) -> str:
+    """The training examples the ``train_*`` diagnostics were computed on, for the header.
+
+    ``train_examples``: a lower bound on the training set's size (steps per epoch x batch
+    size), ``None`` when unknown; it says whether an int ``diagnostics`` is a strict subset.
+    """
+    if diagnostics is True:
+        return "the whole training set (diagnostics=full)"
+    if train_examples is not None and train_examples >= diagnostics:
+        return (f"a fixed random subset of {diagnostics:,} training examples, the same for "
+                f"every run (diagnostics={diagnostics})")
+    return (f"a fixed random subset of at most {diagnostics:,} training examples (the whole "
+            f"set when it is smaller), the same for every run (diagnostics={diagnostics})")
+
+
+def selected_by(select: str, diagnostics=True, train_examples: int | None = None) -> str:
+    """How the table's header says what picked the lrs (``diagnostics``: the sweep's setting;
+    ``train_examples``: as in :func:`diagnostics_text`)."""
     if select == "train_loss":
-        return "lowest mean final training loss"
+        return ("lowest mean final training loss on "
+                + diagnostics_text(diagnostics, train_examples))
     if select == MINIBATCH_LOSS:
         return ("lowest mean minibatch training loss over each run's last epoch: the sweep "
                 "ran without full-training-set diagnostics, and the test set is not used")

@@ -27,7 +27,7 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "sweep_regression.
 # largest lr diverges
 BASE = dict(full_budget=20, budgets=(0.5, 1.0), schedules=("wsd", "constant", "linear"),
             peak_lrs=(0.03, 0.1, 1e3), seeds=(0, 1), batch_size=20, num_evals=2,
-            eval_batch_size=100)
+            eval_batch_size=100, diagnostics=True)
 STRATEGIES = ("grid", "branch", "halving", "branch+halving")
 GROUP_COLUMNS = ("group_id", "budget", "runs", "padded_runs", "resumed", "steps")
 

@@ -25,9 +25,10 @@ from tests.conftest import EVAL_METRICS, TRAIN_METRICS, core_traces
 from tests.data.helpers import built_data_dir, dataset
 
 # The module's shared sweep: 2 budgets x 3 schedules x 2 lrs x 2 seeds of SGD with momentum;
-# lr 1e4 diverges.
+# lr 1e4 diverges; diagnostics on the whole training set, as train()'s.
 BASE = dict(full_budget=40, budgets=(0.5, 1.0), schedules=("rex", "cosine", "step"),
-            seeds=(0, 1), num_evals=2, optimizer=training.OptimizerSpec("sgd", momentum=0.9))
+            seeds=(0, 1), num_evals=2, optimizer=training.OptimizerSpec("sgd", momentum=0.9),
+            diagnostics=True)
 SPEC = training.SweepSpec(peak_lrs=(0.05, 1e4), **BASE)
 SPEC_NO_DIV = training.SweepSpec(peak_lrs=(0.05, 0.01), **BASE)
 
@@ -155,7 +156,7 @@ def test_single_run_sweep_equals_train_exactly(tmp_path):
     spec = training.SweepSpec(full_budget=30, budgets=(1.0,), schedules=("step",),
                             peak_lrs=(3e-2,), seeds=(3,), num_evals=3)
     result = training.sweep(mlp(), spec, str(tmp_path), progress=False)
-    h = training.train(mlp(), budget=30, num_evals=3, seed=3,
+    h = training.train(mlp(), budget=30, num_evals=3, seed=3, diagnostics=spec.diagnostics,
                        peak_lr=3e-2, optimizer=training.OptimizerSpec(schedule="step"))
     r = result.runs[0]
     curves = _curves(result, r["run_id"])

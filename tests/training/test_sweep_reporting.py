@@ -11,9 +11,11 @@ import json
 import numpy as np
 import pytest
 
-from budgetax import cli, report
+from budgetax import cli, report, training
 from budgetax.training.sweep import checkpoints, progress
+from budgetax.training.sweep.spec import DEFAULT_DIAGNOSTICS
 from budgetax.training.sweep.store import Store, decode_curves
+from tests import tasks
 
 TASK = ["--task", "tests.tasks:make_task"]
 SMALL = ["--full-budget", "24", "--schedules", "cosine,constant", "--lrs", "0.01,0.1",
@@ -59,6 +61,57 @@ def test_without_diagnostics_the_lr_is_chosen_on_the_training_minibatch_loss(tmp
     assert cli.main(["report", str(out), "--no-plots", "--select", "test_within_0.1"]) == 0
     capsys.readouterr()
     assert "tuned on the test set, so the table is optimistic" in (out / "results.md").read_text()
+
+
+def larger_task() -> training.Task:
+    """The toy regression task with more training examples than the default diagnostics."""
+    n = DEFAULT_DIAGNOSTICS + 200
+    return training.Task(name="toy-regression-larger", model=tasks.Regressor, loss=tasks.mse,
+                         train_data=tasks.regression_data(n, 0),
+                         eval_data=tasks.regression_data(200, 1),
+                         eval_metrics=tasks.within_tenth, config={"n_train": n})
+
+
+def test_by_default_the_lr_is_chosen_on_a_fixed_training_subset_and_the_header_says_so(
+        tmp_path, capsys):
+    """No --diagnostics: the train_* metrics are computed on the spec's default subset of the
+    training set, the stored runs' final train_loss is that of train(..., diagnostics=N),
+    and the table's header (also when rebuilt by `budgetax report`) says so."""
+    assert training.SweepSpec().diagnostics == DEFAULT_DIAGNOSTICS
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    assert f"(default: {DEFAULT_DIAGNOSTICS})" in " ".join(capsys.readouterr().out.split())
+    out = tmp_path / "s"
+    rc = cli.main(["sweep", "--task", f"{__name__}:larger_task", "--out", str(out), *SMALL,
+                   "--budgets", "1", "--schedules", "constant", "--seeds", "0"])
+    capsys.readouterr()
+    assert rc == 0
+    summary = _summary(out)
+    assert summary["spec"]["diagnostics"] == DEFAULT_DIAGNOSTICS
+    assert summary["select"] == "train_loss"
+    said = (f"lowest mean final training loss on a fixed random subset of "
+            f"{DEFAULT_DIAGNOSTICS:,} training examples, the same for every run "
+            f"(diagnostics={DEFAULT_DIAGNOSTICS})")
+    assert said in (out / "results.md").read_text()
+    assert cli.main(["report", str(out), "--no-plots"]) == 0
+    capsys.readouterr()
+    assert said in (out / "results.md").read_text()
+    run = next(r for r in summary["runs"] if r["peak_lr"] == 0.01)
+    opt = training.OptimizerSpec(schedule="constant")  # the sweep's default optimizer
+    kw = dict(budget=24, batch_size=60, num_evals=2, optimizer=opt, seed=0, peak_lr=0.01)
+    subset = training.train(larger_task(), diagnostics=DEFAULT_DIAGNOSTICS, **kw)
+    whole = training.train(larger_task(), diagnostics=True, **kw)
+    assert run["final"]["train_loss"] == pytest.approx(subset.final["train_loss"], rel=1e-5)
+    assert run["final"]["train_loss"] != pytest.approx(whole.final["train_loss"], rel=1e-3)
+
+
+def test_the_header_names_the_training_examples_that_chose_the_lr():
+    assert report.sections.selected_by("train_loss", True) == (
+        "lowest mean final training loss on the whole training set (diagnostics=full)")
+    assert "at most 1,000 training examples (the whole set when it is smaller)" in (
+        report.sections.selected_by("train_loss", 1000, 600))
+    assert "subset of 500 training examples, the same" in (
+        report.sections.selected_by("train_loss", 500, 600))
 
 
 def test_predict_says_what_it_needs_and_refuses_non_numbers(tmp_path, capsys):

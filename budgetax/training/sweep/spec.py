@@ -24,6 +24,10 @@ __all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepSpec", "SweepSpecMismat
 
 SWEEP_SCHEDULES = tuple(sorted(profiles.PROFILES))
 
+# The sweep's diagnostics: the train_* metrics on a fixed random subset of this many
+# training examples (the whole set when it is smaller), the same for every run.
+DEFAULT_DIAGNOSTICS = 1000
+
 
 class SweepSpecMismatchError(ValueError):
     """The output directory holds a sweep with a different spec or task."""
@@ -90,8 +94,19 @@ class SweepSpec:
         (``steps_for_budget(full_steps=full_budget, fraction=f)``).
       schedules: profile names (:data:`SWEEP_SCHEDULES`), default knobs.
       peak_lrs: peak learning rates; ``seeds``: run seeds (model init, batch order).
-      batch_size, num_evals, eval_batch_size, diagnostics, divergence_factor: as in
+      batch_size, num_evals, eval_batch_size, divergence_factor: as in
         :func:`budgetax.training.train`.
+      diagnostics: the ``train_*`` metrics and gradient norm at every evaluation, whose
+        final ``train_loss`` picks each (budget, schedule)'s lr
+        (:func:`~budgetax.training.sweep.selection.default_select`): an int ``N``
+        computes them on a fixed random subset of ``N`` training examples, the same for
+        every run (the whole set when it is smaller); ``True`` on the whole training set;
+        ``False`` not at all (the lr is then picked on each run's last-epoch minibatch
+        losses). The default, ``DEFAULT_DIAGNOSTICS`` (1000) examples, keeps the lr
+        choice on training data at a cost that does not grow with the training set:
+        on the whole set the diagnostics cost a pass over it (loss and gradient) per
+        evaluation and run, as much as the training itself on a small dataset's CNN
+        and more on a larger dataset.
       strategy: how the runs are trained (:mod:`budgetax.training.sweep.strategies`):
         ``"grid"`` (every run from scratch), ``"branch"`` (schedules with a
         budget-independent prefix, e.g. ``constant`` and ``wsd``, train it once and
@@ -128,7 +143,7 @@ class SweepSpec:
     batch_size: int = 100
     num_evals: int = 4
     eval_batch_size: int = 1000
-    diagnostics: bool | int = True
+    diagnostics: bool | int = DEFAULT_DIAGNOSTICS
     divergence_factor: float | None = DIVERGENCE_FACTOR
     strategy: str = "grid"
     prune_rate: int = 3
