@@ -9,11 +9,14 @@ github.com/thu-yao-01-luo/MultiPowerLaw), in two stages, in float64:
 (3 each) and ``B`` in ``100, 550, 1000`` times ``3e-4 / peak`` (``peak`` the largest learning
 rate of the curves: the paper's 100..1000 on its data, whose peak is 3e-4). From each, the
 4-parameter model ``L0 + A S1^-alpha - B (peak - lr[s])`` is fitted to every logged point
-(the Huber objective below on the float64 loss), and the best fit is kept. The paper
-minimises it by SciPy's L-BFGS-B (bounds ``>= 0``) from each start in turn; here all 135
-starts run together under ``jax.vmap``, by Levenberg-Marquardt in log-parameters (so the
-bounds are ``> 0``; a start at or below 0 starts at ``1e-8``) until a step gains less than
-``1e-12`` of the objective: the same optimum, to the tolerance of the paper's L-BFGS-B.
+(the Huber objective below, on the float64 loss; NaN where the model is not positive) by
+SciPy's L-BFGS-B with the paper's options (bounds ``>= 0``, ``ftol`` 1e-9, ``gtol`` 1e-6,
+forward-difference gradients with step 1e-8, SciPy's other defaults), and the fit with the
+lowest objective is kept (the first of equals). The 135 runs are stepped together through
+SciPy's reverse-communication routine, each round evaluating every run's objective and
+difference gradient in one jitted call, so each run takes the path ``minimize`` would take
+on the same values (where that routine is missing, each run goes through ``minimize``).
+BLAS is limited to one thread meanwhile where ``threadpoolctl`` is installed.
 
 **Stage 2** (``mpl_adam_fit``). From ``(L0, A, alpha, B, C = 1, beta = 0.5, gamma = 0.5)``,
 PyTorch's AdamW (betas 0.9 / 0.999, eps 1e-8, weight decay 0.01) on the natural parameters,

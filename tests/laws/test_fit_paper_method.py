@@ -30,7 +30,7 @@ def _schedules():
 
 @pytest.fixture(scope="module")
 def both():
-    """The same noisy curves as ``laws.Curve``s and as the port's dict; both fits."""
+    """The same noisy curves as ``laws.Curve``s and as the port's dict."""
     rng = np.random.default_rng(0)
     steps = np.arange(WARMUP + EVERY - 1, T, EVERY)
     curves, data = [], {}
@@ -38,9 +38,12 @@ def both():
         loss = ref.mpl_predict(TRUE, lrs, steps) * (1 + 2e-3 * rng.standard_normal(steps.shape))
         curves.append(laws.Curve(lrs, steps, loss, name=name))
         data[name] = {"step": steps, "lrs": lrs, "loss": loss}
-    with _paper._one_blas_thread():
-        upstream, _, _ = ref.fit_upstream(data, train_set=list(data))
-    return curves, data, laws.fit(curves, method="paper"), np.asarray(upstream)
+    return curves, data
+
+
+@pytest.fixture(scope="module")
+def paper_fit(both):
+    return laws.fit(both[0], method="paper")
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +64,16 @@ def port_stage1(both):
     return calls
 
 
-def test_paper_method_fits_as_the_port_does(both):
+@pytest.mark.slow
+def test_paper_method_fits_as_the_port_does(both, paper_fit):
     """End to end, against the port. Stage 1's L-BFGS-B runs on forward differences (step
     1e-8) and stops on an absolute gain of 1e-9, so it halts wherever rounding leads it along
     the objective's flat directions: the two agree on parameters to 1e-3 (relative) and on
     the fitted curve and objective far closer."""
-    curves, data, fit, upstream = both
+    curves, data = both
+    fit = paper_fit
+    with _paper._one_blas_thread():  # the port's 135 L-BFGS-B runs take most of this test
+        upstream, _, _ = ref.fit_upstream(data, train_set=list(data))
     np.testing.assert_allclose(np.asarray(fit.params), upstream, rtol=1e-3)
     for c in curves:
         np.testing.assert_allclose(fit.predict(c.lrs, c.steps),
@@ -97,10 +104,14 @@ def test_first_stage_has_the_ports_starts_and_objective(both, port_stage1):
                 assert gx[j] == pytest.approx(fd, abs=1e-12 * abs(f0) / 1e-8, nan_ok=True)
 
 
-def test_lockstep_lbfgsb_is_scipys_minimize(port_stage1):
-    """The 135 runs stepped together take exactly SciPy's L-BFGS-B path (same objective)."""
+@pytest.mark.parametrize("lockstep", [True, False], ids=["lockstep", "minimize"])
+def test_lockstep_lbfgsb_is_scipys_minimize(port_stage1, lockstep, monkeypatch):
+    """The runs stepped together (or, without SciPy's ``setulb``, one by one through
+    ``minimize``) take exactly SciPy's L-BFGS-B path on the same objective."""
     fun, _, kwargs = port_stage1[0]
-    starts = np.stack([x0 for _, x0, _ in port_stage1])[::5]
+    starts = np.stack([x0 for _, x0, _ in port_stage1])[::27]
+    if not lockstep:
+        monkeypatch.setattr(_paper, "_setulb", lambda: None)
     h = kwargs["options"]["eps"]
 
     def evaluate(xs):  # the port's objective and SciPy's forward differences, row by row
@@ -122,7 +133,7 @@ def test_lockstep_lbfgsb_is_scipys_minimize(port_stage1):
 
 def test_adamw_loop_is_the_ports_from_any_start(both):
     """Stage 2 alone from one start: the loop, its stopping rules and its best-step rule."""
-    curves, data, _, _ = both
+    curves, data = both
     start = (2.9, 0.6, 0.45, 300.0, 1.0, 0.5, 0.5)
     for max_steps in (7, 200):
         hist = []
@@ -136,8 +147,8 @@ def test_adamw_loop_is_the_ports_from_any_start(both):
         assert float(loss) == pytest.approx(want_loss, rel=1e-9)
 
 
-def test_second_fit_does_not_recompile(both):
-    curves, _, fit, _ = both
+def test_second_fit_does_not_recompile(both, paper_fit):
+    curves, fit = both[0], paper_fit
     sizes = (_paper._adamw._cache_size(), laws.fitting._solve._cache_size())
     again = laws.fit(curves, method="paper")
     assert (_paper._adamw._cache_size(), laws.fitting._solve._cache_size()) == sizes
@@ -154,3 +165,20 @@ def test_bad_method_names_the_argument(both):
         laws.fit(curves, method="paper", coarse_terms=10)
     with pytest.raises(ValueError, match="starts applies to method='lm' only"):
         laws.fit(curves, method="paper", starts=[TRUE])
+
+
+def test_a_non_positive_parameter_predicts_without_an_interval(both, monkeypatch):
+    """The paper's AdamW is unconstrained: a Fit ending at L0 < 0 predicts, has no interval."""
+    curves = both[0]
+    p = np.array([-0.1, 0.5, 0.5, 400.0, 2.0, 0.6, 0.6])
+    monkeypatch.setattr(_paper, "fit_paper", lambda *a: (p, 0.0, 30))
+    fit = laws.fit(curves, method="paper")
+    assert fit.params.L0 == -0.1 and fit.iterations == 30
+    c = curves[0]
+    np.testing.assert_allclose(fit.predict(c.lrs, c.steps), ref.mpl_predict(p, c.lrs, c.steps),
+                               rtol=1e-12)
+    q = fit.quality[0]
+    pred = ref.mpl_predict(p, c.lrs, c.steps)
+    assert q.mean_rel_error == pytest.approx(np.mean(np.abs(pred - c.loss) / c.loss), rel=1e-9)
+    with pytest.raises(ValueError, match="no interval"):
+        fit.interval(c.lrs, c.steps)
