@@ -584,6 +584,16 @@ def fit(curves: Sequence[Curve], law: str = "multi_power", *, delta: float = HUB
                _cov=cov, _scale=scale)
 
 
+@jax.jit
+def _natural_residuals(p, data):
+    """The Multi-Power Law's log-residuals at natural parameters ``p`` (any sign)."""
+    rs = []
+    for d in data:
+        pred, _ = _mpl_pred_jac(p, d)
+        rs.append(d["logy"] - jnp.log(jnp.maximum(pred, _PRED_FLOOR)))
+    return jnp.concatenate(rs)
+
+
 def _fit_paper(curves, delta, max_steps):
     """``fit(method="paper")``: the paper's two stages (``budgetax.laws._paper``).
 
@@ -598,11 +608,7 @@ def _fit_paper(curves, delta, max_steps):
                              f"({p.tolist()}): the curves may be far from the law's shape")
         exact = tuple(jax.tree.map(jnp.asarray, _curve_data("multi_power", c, None, None))
                       for c in curves)
-        rs = []
-        for d in exact:
-            pred, _ = _mpl_pred_jac(jnp.asarray(p), d)
-            rs.append(d["logy"] - jnp.log(jnp.maximum(pred, _PRED_FLOOR)))
-        r = np.asarray(jnp.concatenate(rs))
+        r = np.asarray(_natural_residuals(jnp.asarray(p), exact))
         m = np.concatenate([np.asarray(d["mask"]) for d in exact]).astype(bool)
         objective = float(_huber(jnp.asarray(r), jnp.asarray(m, r.dtype), delta))
         if np.all(p > 0):
