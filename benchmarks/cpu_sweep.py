@@ -13,7 +13,7 @@ this script measures
     (``SweepSpec().diagnostics``), plus any ``--subsets``; the settings interleaved over
     ``--repeats``. Per setting: wall seconds, the sweep call's seconds and compilation
     seconds (from its results store), and the diagnostics' share of the wall time
-    (1 - none / setting, from the medians);
+    (1 - none / setting, from the medians), also in the process's CPU time;
 (b) throughput in one process: the same 32 runs by ``budgetax.training.train`` one
     after another (one compiled program per budget and schedule; seed and lr are
     inputs) against ``budgetax.training.sweep`` (one vmapped program per budget; with
@@ -37,6 +37,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -75,17 +76,20 @@ def trial(diagnostics) -> dict:
         cmd = [sys.executable, "-m", "budgetax.cli", "sweep", "--task", TASK, "--out", out,
                *CLI_GRID, "--diagnostics", cli_value(diagnostics), "--no-progress",
                "--compile-cache", "off"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE)
         wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         with sqlite3.connect(os.path.join(out, "results.sqlite")) as conn:
             seconds, compile_s = conn.execute(
                 "SELECT SUM(seconds), SUM(compile_seconds) FROM sessions").fetchone()
         with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
             summary = json.load(f)
     picks = {f"{c['budget']}/{c['schedule']}": c["best_lr"] for c in summary["cells"]}
-    return {"wall_s": wall, "sweep_s": seconds, "compile_s": compile_s,
+    return {"wall_s": wall, "cpu_s": cpu, "sweep_s": seconds, "compile_s": compile_s,
             "select": summary["select"], "best_lr": picks}
 
 
@@ -99,15 +103,13 @@ def load_task():
 
 
 def timed(fn, warm_repeats):
-    t0 = time.perf_counter()
-    fn()
-    cold = time.perf_counter() - t0
-    warm = []
-    for _ in range(warm_repeats):
-        t0 = time.perf_counter()
+    """``(cold, [warm])``: each a ``(wall s, process CPU s)`` of one call of ``fn``."""
+    out = []
+    for _ in range(warm_repeats + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        warm.append(time.perf_counter() - t0)
-    return cold, warm
+        out.append((time.perf_counter() - t0, time.process_time() - c0))
+    return out[0], out[1:]
 
 
 def throughput(task, diagnostics, warm_repeats, per_run_programs=False) -> list[dict]:
@@ -137,14 +139,17 @@ def throughput(task, diagnostics, warm_repeats, per_run_programs=False) -> list[
     for mode, fn in modes:
         print(f"  (b) {mode} ...", flush=True)
         cold, warm = timed(fn, warm_repeats)
-        rows.append({"mode": mode, "cold_s": cold, "warm_s": statistics.median(warm),
-                     "warm_all_s": warm, "run_steps": run_steps})
+        rows.append({"mode": mode, "cold_s": cold[0], "cold_cpu_s": cold[1],
+                     "warm_s": statistics.median(w for w, _ in warm),
+                     "warm_cpu_s": statistics.median(c for _, c in warm),
+                     "warm_all_s": [w for w, _ in warm], "run_steps": run_steps})
     base = rows[0]
     for r in rows:
         r["cold_run_steps_per_s"] = run_steps / r["cold_s"]
         r["warm_run_steps_per_s"] = run_steps / r["warm_s"]
         r["cold_vs_sequential"] = base["cold_s"] / r["cold_s"]
         r["warm_vs_sequential"] = base["warm_s"] / r["warm_s"]
+        r["warm_cpu_vs_sequential"] = base["warm_cpu_s"] / r["warm_cpu_s"]
     return rows
 
 
@@ -162,10 +167,11 @@ def markdown(p: dict) -> str:
         f"## (a) The sweep per diagnostics setting (`budgetax sweep`, fresh process, "
         f"{p['repeats']} repeat(s) interleaved; the sweep's default is "
         f"`diagnostics={p['default']!r}`)", "",
-        "| --diagnostics | wall s (median) | sweep call s | compiling s | diagnostics' share "
-        "of wall | wall / none | lr picks as full's |",
-        "|---|---|---|---|---|---|---|"]
+        "| --diagnostics | wall s (median; each) | sweep call s | compiling s | diagnostics' "
+        "share of wall | wall / none | CPU s | diagnostics' share of CPU | lr picks as full's |",
+        "|---|---|---|---|---|---|---|---|---|"]
     none = p["trial"]["none"]["wall_s"]
+    none_cpu = p["trial"]["none"]["cpu_s"]
     full_picks = p["trial"]["full"]["runs"][0]["best_lr"]
     for name, t in p["trial"].items():
         r0 = t["runs"][0]
@@ -175,19 +181,23 @@ def markdown(p: dict) -> str:
             f"| {name}{' (default)' if name == p['default_name'] else ''} | {t['wall_s']:.1f} "
             f"({walls}) | {t['sweep_s']:.1f} | "
             f"{t['compile_s']:.1f} | {1 - none / t['wall_s']:.0%} | {t['wall_s'] / none:.2f} "
-            f"| {same}/{len(full_picks)} |")
-    lines += ["", "The diagnostics' share is 1 - (wall without diagnostics) / (wall with "
-              "them). Lr picks: cells whose best lr (by the setting's selection metric: "
-              "train_loss on its examples, or the last epoch's minibatch loss without "
+            f"| {t['cpu_s']:.1f} | {1 - none_cpu / t['cpu_s']:.0%} | {same}/{len(full_picks)} |")
+    lines += ["", "The diagnostics' share is 1 - (time without diagnostics) / (time with "
+              "them), from the medians; CPU s is the sweep process's user + system CPU time "
+              "(all its threads), steadier than wall time on a shared machine. Lr picks: "
+              "cells whose best lr (by the setting's selection metric: train_loss on its "
+              "examples, or the last epoch's minibatch loss without "
               "diagnostics) equals the one picked with the whole training set.", "",
               f"## (b) Throughput, one process, diagnostics={p['default']!r} "
               f"({p['warm_repeats']} warm repeat(s))", "",
               "| mode | cold s | warm s | warm run-steps/s | vs sequential, cold | "
-              "vs sequential, warm |", "|---|---|---|---|---|---|"]
+              "vs sequential, warm | warm CPU s | vs sequential, warm CPU |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in p["throughput"]:
         lines.append(f"| {r['mode']} | {r['cold_s']:.1f} | {r['warm_s']:.1f} | "
                      f"{r['warm_run_steps_per_s']:,.0f} | {r['cold_vs_sequential']:.2f}x | "
-                     f"{r['warm_vs_sequential']:.2f}x |")
+                     f"{r['warm_vs_sequential']:.2f}x | {r['warm_cpu_s']:.1f} | "
+                     f"{r['warm_cpu_vs_sequential']:.2f}x |")
     if p.get("findings"):
         lines += ["", "## Findings", "", p["findings"]]
     return "\n".join(lines) + "\n"
@@ -224,7 +234,7 @@ def main(argv=None):
     trial_rows = {}
     for name, rs in runs.items():
         trial_rows[name] = {k: statistics.median(r[k] for r in rs)
-                            for k in ("wall_s", "sweep_s", "compile_s")}
+                            for k in ("wall_s", "cpu_s", "sweep_s", "compile_s")}
         trial_rows[name]["runs"] = rs
     rows = [] if args.skip_throughput else throughput(load_task(), default, args.warm_repeats,
                                                       args.per_run_programs)

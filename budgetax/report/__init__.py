@@ -6,7 +6,8 @@ the task's table metric (test accuracy for the classification presets; see
 schedule's best peak learning rate, the best cell of each budget marked. The best
 learning rate is chosen
 *without looking at the test set*: by default the one with the lowest mean final
-full-training-set loss over seeds (``select="train_loss"``), or, for a sweep run
+training loss of the diagnostics over seeds (``select="train_loss"``: on the sweep's
+fixed subset of the training set, or on the whole set; the header says which), or, for a sweep run
 without diagnostics, the lowest mean minibatch training loss over each run's last
 epoch (``select="train_minibatch_loss"``,
 :func:`budgetax.training.sweep.selection.minibatch_loss`); a learning rate at

@@ -128,7 +128,7 @@ def selected_by(select: str, diagnostics=True, train_examples: int | None = None
                 + diagnostics_text(diagnostics, train_examples))
     if select == MINIBATCH_LOSS:
         return ("lowest mean minibatch training loss over each run's last epoch: the sweep "
-                "ran without full-training-set diagnostics, and the test set is not used")
+                "ran without diagnostics, and the test set is not used")
     if select.startswith("test_"):
         return f"{select}: tuned on the test set, so the table is optimistic"
     return select

@@ -21,9 +21,9 @@ MINIBATCH_LOSS = "train_minibatch_loss"
 
 
 def default_select(eval_metrics) -> str:
-    """The metric that picks a cell's lr unless told otherwise: the full-training-set loss
-    (``train_loss``) when the sweep evaluated it, else :data:`MINIBATCH_LOSS`; never a
-    test metric."""
+    """The metric that picks a cell's lr unless told otherwise: the diagnostics' training
+    loss (``train_loss``, on the sweep's fixed subset of the training set or on the whole
+    set) when the sweep evaluated it, else :data:`MINIBATCH_LOSS`; never a test metric."""
     return "train_loss" if "train_loss" in eval_metrics else MINIBATCH_LOSS
 
 
@@ -32,7 +32,7 @@ def minibatch_loss(losses, budget: int, steps_per_epoch: int | None) -> float:
     its last epoch, or over its last half when it is shorter than two epochs (the window
     never reaches back into the first half of a run, where the loss is far from final).
 
-    Recorded for runs trained without full-training-set diagnostics, so that their lr is
+    Recorded for runs trained without diagnostics, so that their lr is
     chosen on training data the runs have already seen, not on the test set.
     """
     window = max(1, budget // 2)
