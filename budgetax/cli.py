@@ -243,6 +243,11 @@ def _add_sweep_args(p: argparse.ArgumentParser, out: str, overrides: dict) -> No
                    help=f"fractions of the full budget (default: {_join(spec['budgets'])})")
     p.add_argument("--schedules", type=_names, default=list(spec["schedules"]),
                    help=f"profile names (default: {_join(spec['schedules'])})")
+    p.add_argument("--custom-schedule", action="append", default=[], metavar="NAME=REF",
+                   help="also sweep a schedule of your own under NAME: REF is "
+                        "'module:attr' or 'file.py:attr', a profile p -> multiplier written "
+                        "with jax.numpy or a sequence of per-step multipliers (repeatable; "
+                        "see budgetax.training.sweep.CustomSchedule)")
     p.add_argument("--lrs", type=_lrs, default=list(spec["peak_lrs"]),
                    help=f"peak learning rates (default: {_join(spec['peak_lrs'])}); 'auto': "
                         f"the default lrs, extended past the grid's edge while a best lr sits "
@@ -480,10 +485,13 @@ def run_sweep(args) -> int:
             full_budget = training.SweepSpec.full_budget
     auto_lrs = args.auto_lrs if args.auto_lrs is not None else (4 if args.lrs == "auto" else 0)
     lrs = training.SweepSpec.peak_lrs if args.lrs == "auto" else tuple(args.lrs)
+    custom = tuple(training.load_schedule(ref) for ref in args.custom_schedule)
+    named = tuple(args.schedules) + tuple(c.name for c in custom
+                                         if c.name not in args.schedules)
     spec = training.SweepSpec(
         divergence_factor=args.divergence_factor or None,
         full_budget=full_budget, budgets=tuple(args.budgets),
-        schedules=tuple(args.schedules), peak_lrs=lrs, seeds=tuple(args.seeds),
+        schedules=named, custom_schedules=custom, peak_lrs=lrs, seeds=tuple(args.seeds),
         batch_size=args.batch_size, num_evals=args.num_evals, diagnostics=args.diagnostics,
         strategy=args.strategy, prune_rate=args.prune_rate, prune_at=tuple(args.prune_at),
         prune_estimator=args.prune_estimator, law_anchors=tuple(args.law_anchors),

@@ -59,17 +59,19 @@ from budgetax.training.presets import classification_loss, preset
 from budgetax.training.steps import TrainState
 from budgetax.training.sweep import (
     DEFAULT_SCHEDULES,
+    CustomSchedule,
     SweepResult,
     SweepSpec,
     SweepSpecMismatchError,
     sweep,
 )
 from budgetax.training.task import Task, TaskError
-from budgetax.training.task_loading import load_task
+from budgetax.training.task_loading import load_schedule, load_task
 from budgetax.training.train import History, train, train_many
 
 __all__ = [
     "DEFAULT_SCHEDULES",
+    "CustomSchedule",
     "History",
     "OPTIMIZERS",
     "OptimizerSpec",
@@ -83,6 +85,7 @@ __all__ = [
     "TrainState",
     "classification_loss",
     "eval_steps",
+    "load_schedule",
     "load_task",
     "preset",
     "sweep",

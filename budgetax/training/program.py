@@ -78,8 +78,10 @@ class Program:
       budget: the number of optimizer steps ``T``.
       spec: the :class:`OptimizerSpec` with ``peak_lr`` and ``seed`` normalised to 0
         (both are per-run inputs).
-      choices: ``((profile name, kwargs pairs), ...)``, the schedules a run picks
-        from by index; ``()`` for the spec's own ``"autowu"`` schedule.
+      choices: ``((name, kwargs pairs), ...)`` for registered profiles and
+        ``(name, profile)`` for a custom one (a callable ``p -> multiplier``), the
+        schedules a run picks from by index; ``()`` for the spec's own
+        ``"autowu"`` schedule.
       batch_size, num_evals, eval_batch_size, diagnostics: as in :func:`train`.
       divergence_factor: the blow-up rule's factor (``None``: non-finite values only).
     """
@@ -128,8 +130,10 @@ def make_program(task: Task, budget: int, optimizer: OptimizerSpec | None, *,
                  divergence_factor: float | None = DIVERGENCE_FACTOR) -> Program:
     """A validated :class:`Program` (every argument checked now, not when traced).
 
-    ``schedules``: the profile names runs may pick from (a sweep); ``None`` uses
-    the optimizer spec's own schedule and its knobs.
+    ``schedules``: the schedules runs may pick from (a sweep): profile names, or
+    callables ``p -> multiplier`` with a ``name`` (a
+    :class:`~budgetax.training.sweep.custom.CustomSchedule`); ``None`` uses the
+    optimizer spec's own schedule and its knobs.
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must be a budgetax.training.Task, got {task!r}")
@@ -150,7 +154,7 @@ def make_program(task: Task, budget: int, optimizer: OptimizerSpec | None, *,
         choices = (() if optimizer.schedule == "autowu"
                    else ((optimizer.schedule, optimizer.schedule_kwargs),))
     else:
-        choices = tuple((name, ()) for name in schedules)
+        choices = tuple((s, ()) if isinstance(s, str) else (s.name, s) for s in schedules)
     spec = dataclasses.replace(optimizer, peak_lr=0.0, seed=0)
     prog = Program(task=task, budget=budget, spec=spec, choices=choices,
                    batch_size=batch_size, num_evals=num_evals,
@@ -176,7 +180,8 @@ def _find_lr(opt_state):
 
 
 def _profile(choices, index):
-    fns = [functools.partial(profiles.get(name), **dict(kw)) if kw else profiles.get(name)
+    fns = [kw if callable(kw) else
+           functools.partial(profiles.get(name), **dict(kw)) if kw else profiles.get(name)
            for name, kw in choices]
     if len(fns) == 1:
         return fns[0]

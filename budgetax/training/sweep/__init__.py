@@ -3,6 +3,8 @@
 One module per concern:
 
 - :mod:`~budgetax.training.sweep.spec`: :class:`SweepSpec`, what a sweep trains;
+- :mod:`~budgetax.training.sweep.custom`: :class:`CustomSchedule`, a schedule of
+  the user's own;
 - :mod:`~budgetax.training.sweep.plan`: the typed plan (which runs share a
   compiled program) and all planning;
 - :mod:`~budgetax.training.sweep.strategies`: how halving scores and prunes (and
@@ -18,6 +20,7 @@ One module per concern:
 """
 
 from budgetax.training.sweep import frontier, store, strategies
+from budgetax.training.sweep.custom import CustomSchedule
 from budgetax.training.sweep.run import SweepResult, sweep
 from budgetax.training.sweep.spec import (
     DEFAULT_SCHEDULES,
@@ -28,6 +31,6 @@ from budgetax.training.sweep.spec import (
     plan_trunks,
 )
 
-__all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepResult", "SweepSpec",
+__all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "CustomSchedule", "SweepResult", "SweepSpec",
            "SweepSpecMismatchError", "frontier", "plan_groups", "plan_trunks", "store",
            "strategies", "sweep"]

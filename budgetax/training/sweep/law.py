@@ -120,8 +120,13 @@ def _fit_and_choose(store: Store, spec, plan: Plan, law_group: LawGroup) -> None
     for i in anchors:  # the anchors' own cells are predicted too, for the report
         r = runs[i]
         cells.setdefault((r["budget"], r["schedule"], r["peak_lr"]), [])
-    bands = {c: (_predict(fits[c[2]], lr_values(spec.optimizer, c[1], c[0], float(c[2])), spe)
-                 if c[2] in fits else (None, None, None)) for c in cells}
+    def band(budget, schedule, peak):
+        if peak not in fits:
+            return None, None, None
+        lrs = lr_values(spec.optimizer, spec.profile(schedule), budget, float(peak))
+        return _predict(fits[peak], lrs, spe)
+
+    bands = {c: band(*c) for c in cells}
     predicted = {c: bands[c][0] for c in cells}
     verify: set[int] = set()
     for budget in sorted({c[0] for c in cells}):

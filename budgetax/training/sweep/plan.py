@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from budgetax import profiles
 from budgetax.training import core
 
 if TYPE_CHECKING:
@@ -260,13 +259,16 @@ def plan_trunks(spec: SweepSpec, max_runs_per_program: int | None) -> list[dict]
 
 # ------------------------------------------------------------------ branching
 @functools.lru_cache(maxsize=256)
-def lr_values(optimizer, schedule: str, budget: int, peak: float) -> np.ndarray:
-    """The learning rate of every step of a run (float32, as training computes it)."""
-    sched = optimizer.learning_rate(budget, peak, profile=profiles.get(schedule))
+def lr_values(optimizer, profile, budget: int, peak: float) -> np.ndarray:
+    """The learning rate of every step of a run (float32, as training computes it).
+
+    ``profile``: the schedule's ``p -> multiplier`` (``SweepSpec.profile(name)``).
+    """
+    sched = optimizer.learning_rate(budget, peak, profile=profile)
     return np.asarray(jax.jit(jax.vmap(sched))(jnp.arange(budget, dtype=jnp.int32)))
 
 
-def shared_prefix(optimizer, schedule: str, budget: int, longest: int, peak_lrs) -> int:
+def shared_prefix(optimizer, profile, budget: int, longest: int, peak_lrs) -> int:
     """Steps at the start of ``budget`` whose learning rate equals the ``longest`` budget's.
 
     The learning rates of both budgets are computed for every peak lr; the prefix
@@ -279,8 +281,8 @@ def shared_prefix(optimizer, schedule: str, budget: int, longest: int, peak_lrs)
         return budget  # the trunk is the longest budget's own run
     out = budget
     for peak in peak_lrs:
-        a = lr_values(optimizer, schedule, budget, float(peak))
-        b = lr_values(optimizer, schedule, longest, float(peak))[:budget]
+        a = lr_values(optimizer, profile, budget, float(peak))
+        b = lr_values(optimizer, profile, longest, float(peak))[:budget]
         differ = np.flatnonzero(a != b)
         if differ.size:
             out = min(out, max(int(differ[0]) - 1, 0))
@@ -301,7 +303,7 @@ def branched_schedules(spec) -> dict[str, list[int]]:
     longest = max(budgets)
     out = {}
     for name in spec.schedules:
-        steps = [shared_prefix(spec.optimizer, name, t, longest, spec.peak_lrs)
+        steps = [shared_prefix(spec.optimizer, spec.profile(name), t, longest, spec.peak_lrs)
                  for t in budgets]
         shorter = [(s, t) for s, t in zip(steps, budgets, strict=True) if t < longest]
         if shorter and all(2 * s >= t for s, t in shorter):

@@ -16,11 +16,12 @@ from budgetax import _validate, profiles, schedules
 from budgetax._registry import DEFAULT_SWEEP as DEFAULT_SCHEDULES
 from budgetax.training.core import DIVERGENCE_FACTOR, check_diagnostics, make_program
 from budgetax.training.optim import OptimizerSpec
+from budgetax.training.sweep.custom import CustomSchedule
 from budgetax.training.sweep.plan import grid_groups, plan_groups, plan_trunks
 from budgetax.training.sweep.strategies import ESTIMATORS, STRATEGIES
 
-__all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "SweepSpec", "SweepSpecMismatchError",
-           "grid_groups", "plan_groups", "plan_trunks"]
+__all__ = ["DEFAULT_SCHEDULES", "SWEEP_SCHEDULES", "CustomSchedule", "SweepSpec",
+           "SweepSpecMismatchError", "grid_groups", "plan_groups", "plan_trunks"]
 
 SWEEP_SCHEDULES = tuple(sorted(profiles.PROFILES))
 
@@ -44,14 +45,38 @@ def _tuple(name, values, check):
     return values
 
 
-def _schedule_name(name, value):
-    if value not in SWEEP_SCHEDULES:
-        close = difflib.get_close_matches(str(value), SWEEP_SCHEDULES, n=1)
+def _schedule_name(name, value, custom=()):
+    known = SWEEP_SCHEDULES + tuple(custom)
+    if value not in known:
+        close = difflib.get_close_matches(str(value), known, n=1)
         hint = (f"did you mean {close[0]!r}? " if close else "")
-        raise ValueError(f"{name} must name profiles from {list(SWEEP_SCHEDULES)}, got "
-                         f"{value!r} ({hint}AutoWU has no peak lr to sweep and its own state: "
-                         f"train it with budgetax.training.train)")
+        raise ValueError(f"{name} must name profiles from {list(SWEEP_SCHEDULES)}"
+                         + (f" or the custom schedules {list(custom)}" if custom else "")
+                         + f", got {value!r} ({hint}a schedule of your own is a "
+                         f"budgetax.training.sweep.CustomSchedule; AutoWU has no peak lr to "
+                         f"sweep and its own state: train it with budgetax.training.train)")
     return value
+
+
+def _custom(spec) -> dict:
+    """``{name: CustomSchedule}``: those given in ``schedules`` and ``custom_schedules``."""
+    given = [s for s in spec.schedules if isinstance(s, CustomSchedule)]
+    extra = spec.custom_schedules
+    if isinstance(extra, str | bytes | CustomSchedule) or not hasattr(extra, "__iter__"):
+        raise TypeError(f"custom_schedules must be a sequence of CustomSchedule, got {extra!r}")
+    out: dict = {}
+    for c in [*given, *extra]:
+        if not isinstance(c, CustomSchedule):
+            raise TypeError(f"custom_schedules must hold budgetax.training.sweep.CustomSchedule "
+                            f"objects, got {c!r}")
+        if c.name in SWEEP_SCHEDULES:
+            raise ValueError(f"CustomSchedule name {c.name!r} is a built-in profile's name: "
+                             f"give your schedule another name")
+        if out.get(c.name, c) is not c:
+            raise ValueError(f"two custom schedules are named {c.name!r}: {out[c.name]!r} and "
+                             f"{c!r}")
+        out[c.name] = c
+    return out
 
 
 def _fraction(name, value):
@@ -92,7 +117,12 @@ class SweepSpec:
         precision, warmup, ...); its ``schedule`` and ``peak_lr`` are replaced per run.
       full_budget: steps of the full budget; ``budgets`` are fractions of it
         (``steps_for_budget(full_steps=full_budget, fraction=f)``).
-      schedules: profile names (:data:`SWEEP_SCHEDULES`), default knobs.
+      schedules: profile names (:data:`SWEEP_SCHEDULES`, default knobs) and
+        :class:`~budgetax.training.sweep.custom.CustomSchedule` objects (or their
+        names, with the objects in ``custom_schedules``).
+      custom_schedules: the user's own schedules named in ``schedules``; each must be
+        swept. After construction ``schedules`` holds names only and
+        ``custom_schedules`` every custom schedule, in the order of ``schedules``.
       peak_lrs: peak learning rates; ``seeds``: run seeds (model init, batch order).
       batch_size, num_evals, eval_batch_size, divergence_factor: as in
         :func:`budgetax.training.train`.
@@ -152,6 +182,7 @@ class SweepSpec:
     law_anchors: tuple = ("constant", "cosine", "step")
     law_verify: int = 2
     law_tolerance: float = 0.05
+    custom_schedules: tuple = ()
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -162,7 +193,17 @@ class SweepSpec:
                              "lr and its own state; train it with budgetax.training.train")
         set_("full_budget", _validate.positive_int("full_budget", self.full_budget))
         set_("budgets", _tuple("budgets", self.budgets, _fraction))
-        set_("schedules", _tuple("schedules", self.schedules, _schedule_name))
+        if isinstance(self.schedules, str | bytes) or not hasattr(self.schedules, "__iter__"):
+            raise TypeError(f"schedules must be a sequence, got {self.schedules!r}")
+        custom = _custom(self)
+        names = tuple(s.name if isinstance(s, CustomSchedule) else s for s in self.schedules)
+        check = lambda n, v: _schedule_name(n, v, tuple(custom))
+        set_("schedules", _tuple("schedules", names, check))
+        unused = [n for n in custom if n not in self.schedules]
+        if unused:
+            raise ValueError(f"custom_schedules {unused} are not in schedules "
+                             f"{list(self.schedules)}: sweep them or leave them out")
+        set_("custom_schedules", tuple(custom[n] for n in self.schedules if n in custom))
         set_("peak_lrs", _tuple("peak_lrs", self.peak_lrs, _lr))
         set_("seeds", _tuple("seeds", self.seeds, _validate.seed))
         for name in ("batch_size", "num_evals", "eval_batch_size"):
@@ -180,7 +221,7 @@ class SweepSpec:
         if list(self.prune_at) != sorted(self.prune_at):
             raise ValueError(f"prune_at must be increasing, got {self.prune_at!r}")
         _validate.one_of("prune_estimator", self.prune_estimator, tuple(ESTIMATORS))
-        set_("law_anchors", _tuple("law_anchors", self.law_anchors, _schedule_name))
+        set_("law_anchors", _tuple("law_anchors", self.law_anchors, check))
         set_("law_verify", _validate.positive_int("law_verify", self.law_verify))
         set_("law_tolerance", _validate.real("law_tolerance", self.law_tolerance, low=0.0,
                                              low_open=True))
@@ -192,8 +233,18 @@ class SweepSpec:
                                  + (f" ({missing} not swept)" if missing else ""))
         _check_collisions(self)
         # the base optimizer, normalised: schedule/peak_lr/seed are per run
-        set_("optimizer", dataclasses.replace(self.optimizer, schedule=self.schedules[0],
+        first = next((s for s in self.schedules if s not in custom), DEFAULT_SCHEDULES[0])
+        set_("optimizer", dataclasses.replace(self.optimizer, schedule=first,
                                               peak_lr=0.0, seed=0, schedule_kwargs=()))
+        for c in self.custom_schedules:  # checks every multiplier at every budget now
+            c.digest(self.budget_steps())
+
+    def profile(self, name: str):
+        """The profile ``p -> multiplier`` of the schedule ``name`` (built-in or custom)."""
+        for c in self.custom_schedules:
+            if c.name == name:
+                return c
+        return profiles.get(name)
 
     def budget_steps(self) -> list[int]:
         """The budgets in steps."""
@@ -215,7 +266,9 @@ class SweepSpec:
     def programs(self, task) -> dict:
         """``{budget steps: core.Program}``: the program of each budget on ``task`` (validates
         the whole spec against the task: batch size, warmup per budget, ...)."""
-        return {steps: make_program(task, steps, self.optimizer, schedules=self.schedules,
+        choices = tuple(next((c for c in self.custom_schedules if c.name == s), s)
+                        for s in self.schedules)
+        return {steps: make_program(task, steps, self.optimizer, schedules=choices,
                                     batch_size=self.batch_size, num_evals=self.num_evals,
                                     eval_batch_size=self.eval_batch_size,
                                     diagnostics=self.diagnostics,
@@ -224,7 +277,11 @@ class SweepSpec:
 
     def to_dict(self) -> dict:
         """JSON-friendly (stored in the results store; compared on resume)."""
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name != "custom_schedules"}
+        if self.custom_schedules:  # older stores and sweeps without them lack the key
+            steps = self.budget_steps()
+            d["custom_schedules"] = {c.name: c.digest(steps) for c in self.custom_schedules}
         d["optimizer"] = self.optimizer.to_dict()
         for k in ("budgets", "schedules", "peak_lrs", "seeds", "prune_at", "law_anchors"):
             d[k] = list(d[k])

@@ -1,0 +1,165 @@
+"""A sweep schedule of the user's own: :class:`CustomSchedule`.
+
+A sweep's built-in schedules are the registered profiles (:mod:`budgetax.profiles`).
+A :class:`CustomSchedule` adds one under its own name: a profile ``p -> multiplier``
+written with ``jax.numpy`` (a 1-sqrt cooldown, a shape from a paper), or a
+sequence of per-step multipliers (the law-optimised schedule of
+:func:`budgetax.laws.optimize_schedule`, any shape computed elsewhere). It is
+trained as the built-ins are: the same warmup, end value and sampling rate
+(:func:`budgetax.schedules.budgeted`: ``lr = end + (peak - end) * multiplier(p)``,
+``p`` the progress after warmup), in the same compiled programs, under every
+strategy; it is resumed and reported by its name.
+
+**Identity.** The store records each custom schedule's name and a SHA-256 digest of
+its float32 multipliers at ``p = t / T``, ``t = 0..T``, at every budget ``T`` of
+the sweep. Resuming with a schedule of the same name whose values differ at any
+budget is refused (the stored runs were trained with the old values).
+
+**Multipliers.** ``n`` values are the multipliers at ``p = k / (n - 1)``,
+``k = 0..n-1``, joined linearly in between: ``T + 1`` values give a budget of ``T``
+steps its values at every step (up to float32 rounding of the interpolation); at
+other budgets they are resampled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["CustomSchedule"]
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"CustomSchedule name must be a str, got {name!r}")
+    if not name.isidentifier():
+        raise ValueError(f"CustomSchedule name must be a Python identifier (it names runs and "
+                         f"the command line's --schedules), got {name!r}")
+    return name
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CustomSchedule:
+    """A schedule of the user's own, swept under ``name``.
+
+    Attributes:
+      name: the schedule's name in the sweep (``SweepSpec.schedules``, run ids, the
+        report); a Python identifier that is not a registered profile's name.
+      profile: a function ``p -> multiplier`` of the progress ``p`` in ``[0, 1]``
+        (a float32 scalar; write it with ``jax.numpy``: it is traced inside the
+        training program), or a sequence of at least 2 per-step multipliers
+        (see the module docstring). Multipliers must be finite and ``>= 0``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> one_sqrt = CustomSchedule("one_sqrt", lambda p: 1 - jnp.sqrt(p))
+      >>> one_sqrt.multipliers(4).tolist()
+      [1.0, 0.5, 0.29289323091506958, 0.13397455215454102, 0.0]
+    """
+
+    name: str
+    profile: Callable | Sequence[float]
+    _digests: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        _check_name(self.name)
+        prof = self.profile
+        if callable(prof):
+            return
+        if isinstance(prof, str | bytes) or not hasattr(prof, "__len__"):
+            raise TypeError(f"CustomSchedule {self.name!r}: profile must be a function "
+                            f"p -> multiplier or a sequence of multipliers, got {prof!r}")
+        try:
+            values = np.asarray(prof, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"CustomSchedule {self.name!r}: profile must be a sequence of "
+                            f"numbers, got {prof!r}") from None
+        if values.ndim != 1 or values.size < 2:
+            raise ValueError(f"CustomSchedule {self.name!r}: profile must hold at least 2 "
+                             f"multipliers in one dimension, got shape {values.shape}")
+        _check_values(self.name, values, "profile")
+        object.__setattr__(self, "profile", tuple(float(v) for v in values))
+
+    def __call__(self, p):
+        """The multiplier at progress ``p`` (traceable)."""
+        if callable(self.profile):
+            return self.profile(p)
+        values = jnp.asarray(self.profile, jnp.float32)
+        grid = jnp.linspace(0.0, 1.0, values.shape[0], dtype=jnp.float32)
+        return jnp.interp(p, grid, values)
+
+    def __repr__(self) -> str:
+        what = (getattr(self.profile, "__name__", "function") if callable(self.profile)
+                else f"{len(self.profile)} multipliers")
+        return f"CustomSchedule({self.name!r}, {what})"
+
+    def multipliers(self, budget: int) -> np.ndarray:
+        """The float32 multipliers at ``p = t / budget``, ``t = 0..budget`` (checked)."""
+        p = (np.arange(budget + 1, dtype=np.float64) / budget).astype(np.float32)
+        try:
+            values = np.asarray(jax.jit(jax.vmap(self))(jnp.asarray(p)))
+        except jax.errors.ConcretizationTypeError:
+            raise TypeError(f"CustomSchedule {self.name!r}: its profile is traced by JAX (it "
+                            f"runs inside the training program), so it cannot branch on p "
+                            f"with Python's if/min/max: use jnp.where, jnp.minimum, ...") \
+                from None
+        except Exception as err:  # noqa: BLE001 - the user's function, with context
+            raise TypeError(f"CustomSchedule {self.name!r}: its profile failed on p, a float32 "
+                            f"scalar in [0, 1] ({type(err).__name__}: {err}); a profile is a "
+                            f"function p -> multiplier") from None
+        if values.shape != (budget + 1,):
+            raise ValueError(f"CustomSchedule {self.name!r}: its profile must return one "
+                             f"number per p (a scalar), got shape {values.shape[1:]}")
+        _check_values(self.name, values, f"profile at budget {budget}")
+        return values.astype(np.float32)
+
+    def digest(self, budgets: Sequence[int]) -> str:
+        """SHA-256 of the float32 multipliers at every budget (the store's identity)."""
+        key = tuple(sorted(budgets))
+        if key not in self._digests:
+            h = hashlib.sha256()
+            for t in key:
+                h.update(f"{t}:".encode())
+                h.update(self.multipliers(t).tobytes())
+            self._digests[key] = h.hexdigest()
+        return self._digests[key]
+
+    @classmethod
+    def from_schedule(cls, name: str, schedule, total_steps: int, peak_lr: float, *,
+                      warmup_steps: int = 0, end_lr: float = 0.0) -> CustomSchedule:
+        """The multipliers of an lr schedule after its warmup, as a sweep schedule.
+
+        ``schedule(t)`` for ``t = warmup_steps..total_steps`` mapped to
+        ``(lr - end_lr) / (peak_lr - end_lr)``: e.g. the schedule of
+        :func:`budgetax.laws.optimize_schedule` with the same ``total_steps``,
+        ``peak_lr``, ``warmup_steps`` and ``end_lr``. A sweep with the same peak, end
+        and warmup at that budget trains it at those values.
+        """
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) \
+                or total_steps < 2:
+            raise ValueError(f"total_steps must be an int >= 2, got {total_steps!r}")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) \
+                or not 0 <= warmup_steps < total_steps - 1:
+            raise ValueError(f"warmup_steps must be an int in [0, {total_steps - 1}), got "
+                             f"{warmup_steps!r}")
+        for arg, v in (("peak_lr", peak_lr), ("end_lr", end_lr)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise TypeError(f"{arg} must be a finite number, got {v!r}")
+        if not peak_lr > end_lr:
+            raise ValueError(f"peak_lr must be > end_lr={end_lr!r}, got {peak_lr!r}")
+        steps = jnp.arange(warmup_steps, total_steps + 1, dtype=jnp.int32)
+        lrs = np.asarray(jax.vmap(schedule)(steps), np.float64)
+        return cls(name, np.clip((lrs - end_lr) / (peak_lr - end_lr), 0.0, None))
+
+
+def _check_values(name, values, what) -> None:
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if bad.size:
+        raise ValueError(f"CustomSchedule {name!r}: {what} must be finite and >= 0, got "
+                         f"{float(values[bad[0]])!r} at index {int(bad[0])}")
