@@ -80,8 +80,9 @@ def test_the_store_identifies_a_custom_schedule_by_its_values(swept):
     # the same values from another function: the same identity; other values: another
     same = CustomSchedule("my_linear", lambda p: 1.0 - p)
     other = CustomSchedule("my_linear", lambda p: 1.0 - p * p)
-    assert same.digest(SPEC.budget_steps()) == digests["my_linear"]
-    assert other.digest(SPEC.budget_steps()) != digests["my_linear"]
+    for t in SPEC.budget_steps():
+        assert same.digest(t) == digests["my_linear"][str(t)]
+        assert other.digest(t) != digests["my_linear"][str(t)]
 
 
 def test_a_killed_sweep_with_custom_schedules_resumes_to_the_same_store(task, swept, tmp_path,
@@ -111,6 +112,26 @@ def test_resuming_with_changed_values_is_refused_and_writes_nothing(task, swept,
     with pytest.raises(training.SweepSpecMismatchError, match="my_linear"):
         training.sweep(task, changed, str(d), progress=False)
     assert (d / "results.sqlite").read_bytes() == before
+
+
+def test_a_sweep_extended_by_a_budget_and_a_custom_schedule_keeps_its_runs(task, swept,
+                                                                          tmp_path):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(swept[3], d)
+    wider = dataclasses.replace(
+        SPEC, budgets=(0.25, 0.5, 1.0), custom_schedules=(),
+        schedules=("linear", MY_LINEAR, STEPS, CustomSchedule("late", lambda p: 1.0 - p ** 4)))
+    result = training.sweep(task, wider, str(d), progress=False)
+    before = {r["run_id"]: r for r in swept[0].runs}
+    after = {r["run_id"]: r for r in result.runs}
+    assert len(after) == 3 * 4 * 2 and set(before) < set(after)
+    assert all(after[k]["final"] == r["final"] for k, r in before.items())
+    assert {r["status"] for r in after.values()} == {"done"}
+    trained = {g["group_id"] for g in result.groups} - {g["group_id"] for g in swept[0].groups}
+    assert sum(g["runs"] for g in result.groups if g["group_id"] in trained) == \
+        len(after) - len(before)
 
 
 def test_the_law_optimised_schedule_is_a_sweep_schedule():

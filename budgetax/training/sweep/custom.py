@@ -10,10 +10,12 @@ trained as the built-ins are: the same warmup, end value and sampling rate
 ``p`` the progress after warmup), in the same compiled programs, under every
 strategy; it is resumed and reported by its name.
 
-**Identity.** The store records each custom schedule's name and a SHA-256 digest of
-its float32 multipliers at ``p = t / T``, ``t = 0..T``, at every budget ``T`` of
-the sweep. Resuming with a schedule of the same name whose values differ at any
-budget is refused (the stored runs were trained with the old values).
+**Identity.** The store records each custom schedule's name and, per budget ``T``
+of the sweep, a digest of its float32 multipliers at ``p = t / T``, ``t = 0..T``
+(:meth:`CustomSchedule.digest`). Resuming with a schedule of the same name whose
+values differ at a stored budget is refused (its runs were trained with the old
+values); adding budgets, or custom schedules, extends the sweep as adding
+built-in schedules does.
 
 **Multipliers.** ``n`` values are the multipliers at ``p = k / (n - 1)``,
 ``k = 0..n-1``, joined linearly in between: ``T + 1`` values give a budget of ``T``
@@ -119,16 +121,13 @@ class CustomSchedule:
         _check_values(self.name, values, f"profile at budget {budget}")
         return values.astype(np.float32)
 
-    def digest(self, budgets: Sequence[int]) -> str:
-        """SHA-256 of the float32 multipliers at every budget (the store's identity)."""
-        key = tuple(sorted(budgets))
-        if key not in self._digests:
-            h = hashlib.sha256()
-            for t in key:
-                h.update(f"{t}:".encode())
-                h.update(self.multipliers(t).tobytes())
-            self._digests[key] = h.hexdigest()
-        return self._digests[key]
+    def digest(self, budget: int) -> str:
+        """The SHA-256 of the float32 multipliers at a budget, its first 16 hex digits (the
+        store's identity of the schedule at that budget)."""
+        if budget not in self._digests:
+            values = self.multipliers(budget)
+            self._digests[budget] = hashlib.sha256(values.tobytes()).hexdigest()[:16]
+        return self._digests[budget]
 
     @classmethod
     def from_schedule(cls, name: str, schedule, total_steps: int, peak_lr: float, *,

@@ -46,7 +46,7 @@ from budgetax.training.sweep.plan import (
     halving_steps,
 )
 from budgetax.training.sweep.progress import Progress
-from budgetax.training.sweep.resume import GRID_FIELDS, comparable
+from budgetax.training.sweep.resume import CUSTOM_FIELD, GRID_FIELDS, comparable
 from budgetax.training.sweep.selection import MINIBATCH_LOSS, minibatch_loss
 from budgetax.training.sweep.spec import SweepSpec
 from budgetax.training.sweep.store import Store, encode_curves
@@ -462,8 +462,10 @@ def unfinished(plan: Plan, finished: set, out_dir: str, writer: bool):
 
 def checkpoint_identity(spec: SweepSpec, task_identity: dict) -> str:
     """A digest of what a group's checkpoint depends on besides its runs: the task and the
-    spec without its grid (extending a sweep keeps its in-flight checkpoints)."""
-    spec = {k: v for k, v in comparable(spec.to_dict()).items() if k not in GRID_FIELDS}
+    spec without its grid and its custom schedules' digests (extending a sweep keeps its
+    in-flight checkpoints; a changed custom schedule is refused before they are read)."""
+    spec = {k: v for k, v in comparable(spec.to_dict()).items()
+            if k not in (*GRID_FIELDS, CUSTOM_FIELD)}
     text = json.dumps({"task": task_identity, "spec": spec}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -19,12 +19,15 @@ from budgetax.training.sweep.plan import BranchGroup, GridGroup, Plan, grid_grou
 from budgetax.training.sweep.spec import SweepSpec, SweepSpecMismatchError
 from budgetax.training.sweep.store import STORE_NAME, Store
 
-__all__ = ["auto_added_lrs", "check", "comparable", "extends", "prepare"]
+__all__ = ["CUSTOM_FIELD", "GRID_FIELDS", "auto_added_lrs", "check", "comparable", "extends",
+           "prepare"]
 
 # fields added to SweepSpec after stores were written: a stored spec without them had these
 _SPEC_ADDED = {"strategy": "grid", "prune_rate": 3, "prune_at": [0.25, 0.5],
                "prune_estimator": "tse_e"}
 GRID_FIELDS = ("budgets", "schedules", "peak_lrs", "seeds")
+# {custom schedule: {budget: digest}}: grows with the grid, each stored entry kept
+CUSTOM_FIELD = "custom_schedules"
 _PRUNE_FIELDS = ("prune_rate", "prune_at", "prune_estimator")
 
 
@@ -42,8 +45,13 @@ def extends(stored: dict, given: dict) -> bool:
     nothing else (both :func:`comparable`)."""
     if stored == given:
         return False
-    same = all(stored.get(k) == v for k, v in given.items() if k not in GRID_FIELDS)
-    return same and all(set(stored.get(k, ())) <= set(given[k]) for k in GRID_FIELDS)
+    grown = (*GRID_FIELDS, CUSTOM_FIELD)
+    same = all(stored.get(k) == given.get(k) for k in set(stored) | set(given)
+               if k not in grown)
+    mine, theirs = stored.get(CUSTOM_FIELD, {}), given.get(CUSTOM_FIELD, {})
+    kept = all(theirs.get(name, {}).get(t) == d
+               for name, per in mine.items() for t, d in per.items())
+    return same and kept and all(set(stored.get(k, ())) <= set(given[k]) for k in GRID_FIELDS)
 
 
 def _extension(stored_rows: list[dict], stored_plan: Plan, spec: SweepSpec,

@@ -237,7 +237,8 @@ class SweepSpec:
         set_("optimizer", dataclasses.replace(self.optimizer, schedule=first,
                                               peak_lr=0.0, seed=0, schedule_kwargs=()))
         for c in self.custom_schedules:  # checks every multiplier at every budget now
-            c.digest(self.budget_steps())
+            for t in self.budget_steps():
+                c.digest(t)
 
     def profile(self, name: str):
         """The profile ``p -> multiplier`` of the schedule ``name`` (built-in or custom)."""
@@ -280,8 +281,8 @@ class SweepSpec:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
              if f.name != "custom_schedules"}
         if self.custom_schedules:  # older stores and sweeps without them lack the key
-            steps = self.budget_steps()
-            d["custom_schedules"] = {c.name: c.digest(steps) for c in self.custom_schedules}
+            d["custom_schedules"] = {c.name: {str(t): c.digest(t) for t in self.budget_steps()}
+                                     for c in self.custom_schedules}
         d["optimizer"] = self.optimizer.to_dict()
         for k in ("budgets", "schedules", "peak_lrs", "seeds", "prune_at", "law_anchors"):
             d[k] = list(d[k])
