@@ -12,7 +12,26 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-__all__ = ["barrier", "make_mesh", "put", "put_keys", "to_host"]
+__all__ = ["barrier", "check_devices", "make_mesh", "put", "put_keys", "to_host"]
+
+
+def check_devices(devices) -> list:
+    """``devices`` as a non-empty list of distinct JAX devices (``None``: ``jax.devices()``)."""
+    if devices is None:
+        return list(jax.devices())
+    if isinstance(devices, str | bytes) or not hasattr(devices, "__iter__"):
+        raise TypeError(f"devices must be a sequence of jax devices (e.g. jax.devices()), "
+                        f"got {devices!r}")
+    devices = list(devices)
+    if not devices:
+        raise ValueError("devices must hold at least one jax device, got []")
+    bad = [d for d in devices if not isinstance(d, jax.Device)]
+    if bad:
+        raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:2]), got "
+                        f"{bad[0]!r} in {devices!r}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices has duplicates, got {devices!r}")
+    return devices
 
 
 def make_mesh(devices) -> jax.sharding.Mesh:

@@ -24,6 +24,7 @@ import numpy as np
 from budgetax import _validate
 from budgetax.data import Dataset
 from budgetax.training import core
+from budgetax.training.hosts import check_devices
 from budgetax.training.optim import OptimizerSpec
 from budgetax.training.presets import preset
 from budgetax.training.task import Task
@@ -266,5 +267,5 @@ def train_many(task, *, seeds=(0,), peak_lrs=None, budget: int, batch_size: int 
     if len(set(lrs)) != len(lrs):
         raise ValueError(f"peak_lrs has duplicates (the same run twice), got {lrs!r}")
     grid = [(s, lr) for s in seeds for lr in lrs]
-    devices = list(jax.devices() if devices is None else devices)
+    devices = check_devices(devices)
     return _drive(prog, devices, [s for s, _ in grid], [lr for _, lr in grid], optimizer)

@@ -369,6 +369,9 @@ def test_bad_devices_are_refused(task, tmp_path, devices, error, match):
     with pytest.raises(error, match=match):
         training.sweep(task, SPEC, str(tmp_path), devices=devices, progress=False)
     assert not (tmp_path / "results.sqlite").exists()
+    with pytest.raises(error, match=match):  # the same rule for train_many, before training
+        training.train_many(task, budget=10, seeds=(0,), peak_lrs=(0.1,), batch_size=60,
+                            devices=devices)
 
 
 def test_unusable_output_directories_are_one_line(tmp_path, capsys):

@@ -35,7 +35,7 @@ import dataclasses
 import numpy as np
 
 from budgetax.training.sweep.plan import GridGroup, LawGroup, Plan, grid_groups, lr_values
-from budgetax.training.sweep.selection import MINIBATCH_LOSS, minibatch_loss
+from budgetax.training.sweep.selection import MINIBATCH_LOSS, minibatch_loss, minibatch_window
 from budgetax.training.sweep.store import Store, decode_curves
 
 __all__ = ["PREDICTED", "WINDOWS", "advance", "anchor_runs", "holdout"]
@@ -82,10 +82,7 @@ def _predict(fit, lrs, steps_per_epoch) -> tuple[float, float, float]:
     law's pointwise 95% interval (:meth:`budgetax.laws.Fit.interval`)."""
     lrs = np.asarray(lrs, np.float64)
     budget = lrs.shape[0]
-    window = max(1, budget // 2)
-    if steps_per_epoch:
-        window = min(window, int(steps_per_epoch))
-    steps = np.arange(budget - window, budget)
+    steps = np.arange(budget - minibatch_window(budget, steps_per_epoch), budget)
     lo, hi = fit.interval(lrs, steps)
     return (float(np.mean(fit.predict(lrs, steps))), float(np.mean(lo)), float(np.mean(hi)))
 

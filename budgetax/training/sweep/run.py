@@ -54,6 +54,7 @@ import jax
 
 from budgetax import _validate
 from budgetax.training import core
+from budgetax.training.hosts import check_devices
 from budgetax.training.sweep import execute, law
 from budgetax.training.sweep import resume as resume_
 from budgetax.training.sweep.checkpoints import CHECKPOINT_DIR
@@ -66,25 +67,6 @@ from budgetax.training.sweep.store import STORE_NAME, Store
 from budgetax.training.train import as_task
 
 __all__ = ["LOCK_NAME", "SweepBusyError", "SweepResult", "sweep"]
-
-def _devices(devices) -> list:
-    """``devices`` as a non-empty list of JAX devices (``None``: all of ``jax.devices()``)."""
-    if devices is None:
-        return list(jax.devices())
-    if isinstance(devices, str | bytes) or not hasattr(devices, "__iter__"):
-        raise TypeError(f"devices must be a sequence of jax devices (e.g. jax.devices()), "
-                        f"got {devices!r}")
-    devices = list(devices)
-    if not devices:
-        raise ValueError("devices must hold at least one jax device, got []")
-    bad = [d for d in devices if not isinstance(d, jax.Device)]
-    if bad:
-        raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:2]), got "
-                        f"{bad[0]!r} in {devices!r}")
-    if len(set(devices)) != len(devices):
-        raise ValueError(f"devices has duplicates, got {devices!r}")
-    return devices
-
 
 @dataclasses.dataclass
 class SweepResult:
@@ -182,7 +164,7 @@ def _sweep(task, spec, out_dir, *, resume, overwrite, max_runs_per_program, chec
     progs = spec.programs(task)
     metric_names = {k: list(v) for k, v in next(iter(progs.values())).metric_names().items()}
     writer = jax.process_index() == 0
-    devices = _devices(devices)
+    devices = check_devices(devices)
     path = os.path.join(out_dir, STORE_NAME)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"out_dir {out_dir!r} is a file; give a directory")

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 __all__ = ["MINIBATCH_LOSS", "by_cell", "default_select", "eligible", "lr_extension",
-           "minibatch_loss", "rank_lrs", "select_sign"]
+           "minibatch_loss", "minibatch_window", "rank_lrs", "select_sign"]
 
 MINIBATCH_LOSS = "train_minibatch_loss"
 
@@ -35,10 +35,16 @@ def minibatch_loss(losses, budget: int, steps_per_epoch: int | None) -> float:
     Recorded for runs trained without diagnostics, so that their lr is
     chosen on training data the runs have already seen, not on the test set.
     """
+    window = minibatch_window(budget, steps_per_epoch)
+    return float(np.mean(np.asarray(losses, np.float64)[budget - window:budget]))
+
+
+def minibatch_window(budget: int, steps_per_epoch: int | None) -> int:
+    """The last steps :func:`minibatch_loss` averages: an epoch, at most half the run."""
     window = max(1, budget // 2)
     if steps_per_epoch:
         window = min(window, int(steps_per_epoch))
-    return float(np.mean(np.asarray(losses, np.float64)[budget - window:budget]))
+    return window
 
 
 def select_sign(select: str, metric: str, higher_is_better: bool) -> float:
