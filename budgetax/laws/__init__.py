@@ -19,7 +19,8 @@ Example:
 from budgetax.laws.curve import Curve
 from budgetax.laws.fitting import LAWS, CurveQuality, Fit, fit
 from budgetax.laws.forms import LrAnnealingParams, MultiPowerParams, lr_annealing, multi_power
-from budgetax.laws.optimize import OptimizedSchedule, optimize_schedule
+from budgetax.laws.optimize import LawWarning, OptimizedSchedule, optimize_schedule
 
-__all__ = ["LAWS", "Curve", "CurveQuality", "Fit", "LrAnnealingParams", "MultiPowerParams",
+__all__ = ["LAWS", "Curve", "CurveQuality", "Fit", "LawWarning", "LrAnnealingParams",
+           "MultiPowerParams",
            "OptimizedSchedule", "fit", "lr_annealing", "multi_power", "optimize_schedule"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,11 @@ from scipy import optimize
 from budgetax import _validate, profiles
 from budgetax.laws import forms
 
-__all__ = ["OptimizedSchedule", "optimize_schedule"]
+__all__ = ["LawWarning", "OptimizedSchedule", "optimize_schedule"]
+
+
+class LawWarning(UserWarning):
+    """A fitted law predicts what no loss can be (a loss <= 0 at the optimum)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -118,6 +123,11 @@ def optimize_schedule(fit, total_steps, peak_lr, *, warmup_steps=0, end_lr=None,
       An :class:`OptimizedSchedule`: call it like any optax schedule; its
       ``predicted_final_loss`` and ``baselines`` compare it with cosine, linear and wsd.
 
+    Warns:
+      LawWarning: the predicted final loss of the optimum is ``<= 0`` (or not finite):
+      the fit does not describe this loss there (e.g. a classification loss heading to
+      0), and its optimum is not to be trusted.
+
     Example:
       >>> import numpy as np
       >>> from budgetax import laws
@@ -179,6 +189,12 @@ def optimize_schedule(fit, total_steps, peak_lr, *, warmup_steps=0, end_lr=None,
             sched = getattr(schedules, name)(T, peak, end_value=floor, warmup_steps=w)
             base = np.asarray(sched(np.arange(T, dtype=np.int32)), np.float64)
             baselines[name] = float(_final_loss(fit.law, args[0], fit.decay, jnp.asarray(base)))
+    if not final > 0:
+        warnings.warn(f"the fit predicts a final loss of {final:.4g} (<= 0) for its optimised "
+                      f"schedule at total_steps={T}: the law does not describe this loss there "
+                      f"(a loss heading to 0?), so the schedule is not to be trusted; check "
+                      f"the fit's predictions on runs it was not fitted to", LawWarning,
+                      stacklevel=2)
     end_value = floor if end_lr is not None else float(best[-1])
     best.setflags(write=False)
     return OptimizedSchedule(lrs=best, end_value=end_value, predicted_final_loss=final,

@@ -225,6 +225,20 @@ def test_optimized_schedule_beats_its_baselines_and_compiles_once(end):
     assert optimize._value_and_grad._cache_size() == size
 
 
+def test_an_optimum_the_law_predicts_below_zero_is_warned_about():
+    import warnings
+
+    good = laws.Fit.from_params("multi_power", TRUE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", laws.LawWarning)
+        laws.optimize_schedule(good, 200, 1e-3, end_lr=1e-5, max_iter=3)
+    bad = laws.Fit.from_params("multi_power", (0.05,) + tuple(TRUE)[1:3] + (5000.0,)
+                               + tuple(TRUE)[4:])
+    with pytest.warns(laws.LawWarning, match=r"predicts a final loss of -[0-9.e+-]+ \(<= 0\)"):
+        opt = laws.optimize_schedule(bad, 200, 1e-3, end_lr=1e-5, max_iter=3)
+    assert opt.predicted_final_loss <= 0
+
+
 def test_optimized_schedule_beats_every_built_in_under_the_same_fit(synthetic_fit):
     total, peak, end, warm = 300, 1e-3, 1e-5, 30
     opt = laws.optimize_schedule(synthetic_fit, total, peak, warmup_steps=warm, end_lr=end,
