@@ -27,7 +27,6 @@ import json
 import os
 import pathlib
 import platform
-import subprocess
 import sys
 import time
 
@@ -41,7 +40,7 @@ from budgetax import laws, training  # noqa: E402
 from budgetax.laws.curve import window_step  # noqa: E402
 from budgetax.training.sweep import CustomSchedule  # noqa: E402
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves  # noqa: E402
-from experiments.claims_common import ci95, make_task  # noqa: E402
+from experiments.claims_common import ci95, head_commit, make_task  # noqa: E402
 from experiments.laws import tasks  # noqa: E402
 
 # transformer_ci and mnist1d_mlp first (the law's best and a mixed case), then the rest
@@ -293,8 +292,7 @@ def main():
     keys = list(ORDER) if not args.only else args.only
     path = HERE / "optimized.json"
     results = json.loads(path.read_text()) if path.exists() else {"settings": {}}
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = head_commit()
     results.update(date=datetime.date.today().isoformat(), commit=commit,
                    machine=f"{platform.machine()}, {os.cpu_count()} CPU cores")
     for key in keys:

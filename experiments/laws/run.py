@@ -35,6 +35,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 import released  # noqa: E402
 
 from budgetax import laws  # noqa: E402
+from experiments.claims_common import head_commit  # noqa: E402
 from tests.reference import multipower_law as upstream  # noqa: E402
 
 
@@ -197,10 +198,7 @@ def write_markdown(results):
 
 
 def main():
-    import subprocess
-
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = head_commit()
     results = {"date": datetime.date.today().isoformat(), "commit": commit,
                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "sizes": {}}
     for size in ("25", "100"):

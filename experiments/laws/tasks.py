@@ -24,7 +24,6 @@ import math
 import os
 import pathlib
 import platform
-import subprocess
 import sys
 import time
 
@@ -38,7 +37,7 @@ sys.path[:0] = [str(ROOT)]
 from budgetax import laws, training  # noqa: E402
 from budgetax.laws.curve import window_step  # noqa: E402
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves  # noqa: E402
-from experiments.claims_common import ci95, make_task  # noqa: E402
+from experiments.claims_common import ci95, head_commit, make_task  # noqa: E402
 from experiments.claims_schedules.config import CONFIGS  # noqa: E402
 
 SETTINGS = CONFIGS["default"]["tasks"]
@@ -168,8 +167,7 @@ def main():
     keys = [f"{t}/{o}" for t, o in LRS] if not args.only else args.only
     path = HERE / "tasks.json"
     results = json.loads(path.read_text()) if path.exists() else {"settings": {}}
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = head_commit()
     results.update(date=datetime.date.today().isoformat(), commit=commit,
                    machine=f"{platform.machine()}, {os.cpu_count()} CPU cores")
     for key in keys:
