@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from budgetax import _validate
 
 __all__ = ["CustomSchedule"]
 
@@ -140,18 +141,13 @@ class CustomSchedule:
         ``peak_lr``, ``warmup_steps`` and ``end_lr``. A sweep with the same peak, end
         and warmup at that budget trains it at those values.
         """
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) \
-                or total_steps < 2:
-            raise ValueError(f"total_steps must be an int >= 2, got {total_steps!r}")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) \
-                or not 0 <= warmup_steps < total_steps - 1:
-            raise ValueError(f"warmup_steps must be an int in [0, {total_steps - 1}), got "
-                             f"{warmup_steps!r}")
-        for arg, v in (("peak_lr", peak_lr), ("end_lr", end_lr)):
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise TypeError(f"{arg} must be a finite number, got {v!r}")
-        if not peak_lr > end_lr:
-            raise ValueError(f"peak_lr must be > end_lr={end_lr!r}, got {peak_lr!r}")
+        total_steps = _validate.positive_int("total_steps", total_steps)
+        warmup_steps = _validate.nonnegative_int("warmup_steps", warmup_steps)
+        if warmup_steps >= total_steps - 1:
+            raise ValueError(f"warmup_steps must be < total_steps - 1 = {total_steps - 1}, "
+                             f"got {warmup_steps!r}")
+        end_lr = _validate.real("end_lr", end_lr)
+        peak_lr = _validate.real("peak_lr", peak_lr, low=end_lr, low_open=True)
         steps = jnp.arange(warmup_steps, total_steps + 1, dtype=jnp.int32)
         lrs = np.asarray(jax.vmap(schedule)(steps), np.float64)
         return cls(name, np.clip((lrs - end_lr) / (peak_lr - end_lr), 0.0, None))
