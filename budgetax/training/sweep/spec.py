@@ -240,12 +240,12 @@ class SweepSpec:
             for t in self.budget_steps():
                 c.digest(t)
 
+    def _custom_by_name(self) -> dict:
+        return {c.name: c for c in self.custom_schedules}
+
     def profile(self, name: str):
         """The profile ``p -> multiplier`` of the schedule ``name`` (built-in or custom)."""
-        for c in self.custom_schedules:
-            if c.name == name:
-                return c
-        return profiles.get(name)
+        return self._custom_by_name().get(name) or profiles.get(name)
 
     def budget_steps(self) -> list[int]:
         """The budgets in steps."""
@@ -267,8 +267,8 @@ class SweepSpec:
     def programs(self, task) -> dict:
         """``{budget steps: core.Program}``: the program of each budget on ``task`` (validates
         the whole spec against the task: batch size, warmup per budget, ...)."""
-        choices = tuple(next((c for c in self.custom_schedules if c.name == s), s)
-                        for s in self.schedules)
+        custom = self._custom_by_name()
+        choices = tuple(custom.get(s, s) for s in self.schedules)
         return {steps: make_program(task, steps, self.optimizer, schedules=choices,
                                     batch_size=self.batch_size, num_evals=self.num_evals,
                                     eval_batch_size=self.eval_batch_size,
