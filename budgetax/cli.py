@@ -3,7 +3,7 @@
 ``budgetax sweep`` answers "which schedule and learning rate, at my budget?": it
 trains budgets x schedules x peak learning rates x seeds of a task with the sweep
 engine (:func:`budgetax.training.sweep`: one compiled, vmapped and sharded program
-per budget, a SQLite store, orbax checkpoints, resumable), prints the table of the
+for every budget, a SQLite store, orbax checkpoints, resumable), prints the table of the
 task's metric at each schedule's best learning rate and writes ``results.md`` and
 PNG plots in the output directory. The task is a built-in preset
 (``--dataset``/``--model``) or the user's own (``--task package.module:factory``,
@@ -378,7 +378,7 @@ def build_parser(options: bool = True) -> argparse.ArgumentParser:
         "sweep", help="budgets x schedules x lrs x seeds in shared compiled programs; "
                       "table + plots",
         description="Trains every (budget, schedule, peak lr, seed) run of a task with the sweep "
-                    "engine (one compiled vmapped program per budget, runs sharded over all "
+                    "engine (one compiled vmapped program for every budget, runs sharded over all "
                     "devices), stores one row per run in OUT/results.sqlite, prints the table of "
                     "the task's metric at each schedule's best lr and writes OUT/results.md and "
                     "plots. Re-running into an existing OUT resumes it.")

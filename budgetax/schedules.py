@@ -36,16 +36,19 @@ budget up to ``2**31 - 1``.
 ``sample_every = steps_per_epoch`` is the per-epoch sampling rate of the REX paper;
 ``sample_every = 1`` (the default) re-samples at every step.
 
-**Arguments.** Every schedule takes ``(total_steps, peak_value)``: the budget
-first, the reverse of optax's ``(init_value, decay_steps)`` order (a float where
-the budget belongs is refused with that said: ``wsd(3e-3, T)`` asks for
-``wsd(T, 3e-3)``). ``total_steps``, ``warmup_steps`` and ``sample_every`` are static:
-Python ints (or concrete integer arrays) up to ``2**31 - 1``, checked when the
-schedule is built. The numeric hyperparameters (``peak_value``, ``end_value`` and
-the profile's knobs) may be JAX arrays: concrete ones are checked, traced ones
-(``jax.vmap``, ``optax.inject_hyperparams``) pass. A schedule takes an integer
-count (a Python int or an integer array, as optax passes); a float count is
-refused (``TypeError``), negative counts count as 0. Values are float32.
+**Arguments.** Every schedule takes ``(total_steps, peak_value)``: the budget first,
+the reverse of optax's ``(init_value, decay_steps)`` order (a float where the budget
+belongs is refused with that said: ``wsd(3e-3, T)`` asks for ``wsd(T, 3e-3)``).
+``total_steps``, ``warmup_steps`` and ``sample_every`` are static: Python ints (or
+concrete integer arrays) up to ``2**31 - 1``, checked when the schedule is built.
+For one compiled program that serves every budget, :func:`budgeted` also takes the
+budget as data, a :class:`BudgetSteps` made by :func:`budget_steps` (the same
+integers, the same values, traced arrays allowed). The numeric hyperparameters
+(``peak_value``, ``end_value`` and the profile's knobs) may be JAX arrays: concrete
+ones are checked, traced ones (``jax.vmap``, ``optax.inject_hyperparams``) pass. A
+schedule takes an integer count (a Python int or an integer array, as optax passes);
+a float count is refused (``TypeError``), negative counts count as 0. Values are
+float32.
 
 **Speed.** Called with a concrete count (logging, plotting), a schedule runs one
 compiled function, cached per configuration (the budget, warmup, sampling rate
@@ -68,6 +71,7 @@ import numbers
 import warnings
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -76,8 +80,8 @@ import optax
 
 from budgetax import _registry, _schedule_functions, _validate, profiles
 
-__all__ = ["PeakValueWarning", "budgeted", "progress", "steps_for_budget",
-           *_registry.NAMES]
+__all__ = ["BudgetSteps", "PeakValueWarning", "budget_steps", "budgeted", "progress",
+           "steps_for_budget", *_registry.NAMES]
 
 
 class PeakValueWarning(UserWarning):
@@ -144,13 +148,19 @@ def _long_division_step(_, carry):
     return rem, bits, n + active.astype(jnp.int32), big
 
 
-def _exact_progress(count, total_steps: int) -> jax.Array:
-    """``progress`` without argument checks (``count`` an integer array, ``total_steps`` valid)."""
-    big = jnp.uint32(total_steps)
+def _exact_progress(count, total_steps) -> jax.Array:
+    """``progress`` without argument checks (``count`` an integer array, ``total_steps`` valid).
+
+    ``total_steps`` may be an int32 array (a budget as data, :class:`BudgetSteps`): the
+    division then takes the rounds of the largest budget, ``31 + 25``; the rounds past a
+    quotient's 25 significant bits change nothing, so the result is the same bits.
+    """
+    rounds = (total_steps.bit_length() if isinstance(total_steps, int) else 31) + 25
+    big = jnp.asarray(total_steps).astype(jnp.uint32)
     c = jnp.clip(jnp.asarray(count), 0, total_steps).astype(jnp.uint32)
     zeros = jnp.zeros(c.shape, jnp.uint32)
     rem, bits, n, _ = jax.lax.fori_loop(
-        0, total_steps.bit_length() + 25, _long_division_step,
+        0, rounds, _long_division_step,
         (c, zeros, jnp.zeros(c.shape, jnp.int32), big), unroll=True)
     mant = bits >> 1
     round_up = (bits & 1) & ((rem != 0) | (mant & 1)).astype(jnp.uint32)
@@ -214,10 +224,11 @@ class _Config:
     profile: Callable  # a built-in profile (knobs below) or the user's callable
     static_knobs: tuple  # ((name, value), ...): strings, numbers, milestone tuples
     knob_names: tuple  # names of the knobs given as arrays, passed as arguments
-    total: int
-    warmup: int
+    total: int | None  # None: the budget is data (a BudgetSteps argument)
+    warmup: int | None
     sample_every: int
     milestone_steps: tuple | None  # integer milestones of a step profile, else None
+    # (with the budget as data: () for a step profile, the steps are in the argument)
 
     def bind(self, knob_values) -> Callable:
         if not self.knob_names and not self.static_knobs:
@@ -260,48 +271,143 @@ def _milestone_steps(milestones, decay_steps: int) -> tuple[int, ...]:
     return tuple(math.ceil(Fraction(repr(float(m))) * decay_steps) for m in milestones)
 
 
-def _evaluate(count, peak, end, knob_values, *, cfg: _Config):
+def _evaluate(count, peak, end, knob_values, steps=None, *, cfg: _Config):
     """The schedule's value at ``count``: traced inline, or compiled once per ``cfg``.
 
     ``peak`` and ``end`` are cast to float32 first, so that Python floats
     (constants when traced inline, arguments when compiled) give the same values
     on both paths; the profile's Python-number knobs are static on both paths.
+    ``steps``: the budget as data (a :class:`BudgetSteps`) when ``cfg.total`` is
+    ``None``; the same integer arithmetic then gives the same values.
     """
     peak, end = jnp.asarray(peak, jnp.float32), jnp.asarray(end, jnp.float32)
     # Opaque to XLA on both paths: constants would otherwise be folded and re-associated
     # inline (not when they are arguments), moving values by an ulp between the two.
     peak, end = jax.lax.optimization_barrier((peak, end))
+    if steps is None:
+        total, warmup, milestone_steps = cfg.total, cfg.warmup, cfg.milestone_steps
+    else:  # no warmup is a static fact here too: BudgetSteps.warmup is None
+        total, warmup = steps.total, steps.warmup
+        milestone_steps = None if cfg.milestone_steps is None else list(steps.milestones)
+    has_warmup = warmup is not None and (steps is not None or warmup > 0)
     fn = cfg.bind(knob_values)
-    c = jnp.clip(jnp.asarray(count), 0, cfg.total).astype(jnp.int32)
+    c = jnp.clip(jnp.asarray(count), 0, total).astype(jnp.int32)
     if cfg.sample_every > 1:
         k = cfg.sample_every
-        c = jnp.where(c >= cfg.total, cfg.total, (c // k) * k)
+        c = jnp.where(c >= total, total, (c // k) * k)
     span = peak - end
-    decay_steps = cfg.total - cfg.warmup
-    if cfg.milestone_steps is not None:
+    decay_steps = total - warmup if has_warmup else total
+    if milestone_steps is not None:
         knobs = {**_defaults(profiles.step), **dict(cfg.static_knobs),
                  **dict(zip(cfg.knob_names, knob_values, strict=True))}
 
         def decay(n):
-            passed = [n >= m for m in cfg.milestone_steps]
+            passed = [n >= m for m in milestone_steps]
             return end + span * profiles.step_multiplier(passed, knobs["factor"])
     else:
         def decay(n):
             return end + span * fn(_exact_progress(n, decay_steps))
 
-    if cfg.warmup:
+    if has_warmup:
         start = end + span * fn(jnp.float32(0.0))  # warm up into the profile's own start
 
-        def warmup(n):  # start * n / w, with n / w exact (integer long division)
-            return start * _exact_progress(n, cfg.warmup)
+        def warmup_value(n):  # start * n / w, with n / w exact (integer long division)
+            return start * _exact_progress(n, warmup)
 
-        value = optax.join_schedules([warmup, decay], [cfg.warmup])(c)
+        value = optax.join_schedules([warmup_value, decay], [warmup])(c)
     else:
         value = decay(c)
     return jnp.asarray(value, jnp.float32)
 
 
 _compiled = jax.jit(_evaluate, static_argnames=("cfg",))
+
+
+class BudgetSteps(NamedTuple):
+    """A schedule's budget as data: the integers it takes from the budget, as int32 arrays.
+
+    :func:`budget_steps` computes them on the host, exactly as :func:`budgeted`
+    does from a Python int; passed to :func:`budgeted` in place of ``total_steps``
+    they may be traced (arguments of a compiled program), so that one compiled
+    program serves every budget, with the same values at every step. The sweep
+    engine's programs take the budget this way.
+
+    Attributes:
+      total: the budget ``T`` (scalar).
+      warmup: the warmup steps ``w``, ``0 < w < T`` (scalar); ``None`` for no warmup
+        (a static fact: a program for budgets without warmup has no warmup branch).
+      milestones: ``[k]``: the integer milestone steps of a ``step`` profile
+        (``ceil(m (T - w))`` for each milestone ``m``); ``None`` for other profiles.
+    """
+
+    total: Any
+    warmup: Any
+    milestones: Any
+
+
+def _milestones_of(base, static_knobs: dict, decay_steps: int) -> tuple[int, ...] | None:
+    """The integer milestone steps of a ``step`` profile (``None`` for other profiles)."""
+    if base is not profiles.step:
+        return None
+    ms = static_knobs.get("milestones", _defaults(profiles.step)["milestones"])
+    return _milestone_steps(profiles.check_milestones(ms), decay_steps)
+
+
+def _check_warmup(warmup_steps, total_steps: int) -> int:
+    warmup_steps = _validate.static_int("warmup_steps", warmup_steps, low=0)
+    if warmup_steps >= total_steps:
+        raise ValueError(
+            f"warmup_steps must be < total_steps={total_steps}, got {warmup_steps!r}"
+        )
+    return warmup_steps
+
+
+def budget_steps(profile, total_steps: int, warmup_steps: int = 0) -> BudgetSteps:
+    """The budget of ``budgeted(profile, total_steps, warmup_steps=warmup_steps)`` as data.
+
+    ``budgeted(profile, budget_steps(profile, T, w), peak, ...)`` gives the same
+    float32 values as ``budgeted(profile, T, peak, warmup_steps=w, ...)`` at every
+    count, traced or not.
+
+    Example:
+      >>> steps = budget_steps(profiles.step, 1000, 100)
+      >>> steps.total.item(), steps.warmup.item(), steps.milestones.tolist()
+      (1000, 100, [450, 675])
+      >>> float(budgeted(profiles.step, steps, 0.1)(700)) == float(
+      ...     budgeted(profiles.step, 1000, 0.1, warmup_steps=100)(700))
+      True
+    """
+    fn = _resolve_profile(profile)
+    total_steps = _validate.static_int("total_steps", total_steps, low=1)
+    warmup_steps = _check_warmup(warmup_steps, total_steps)
+    base, static_knobs, _ = _split_profile(fn)
+    ms = _milestones_of(base, static_knobs or {}, total_steps - warmup_steps)
+    return BudgetSteps(np.int32(total_steps), np.int32(warmup_steps) if warmup_steps else None,
+                       None if ms is None else np.asarray(ms, np.int32))
+
+
+def _check_budget_steps(steps: BudgetSteps, milestones: int | None) -> BudgetSteps:
+    """A :class:`BudgetSteps` of int32 arrays, with ``milestones`` milestones (``None``: none);
+    concrete values are checked (``T >= 1``, ``0 < w < T``)."""
+    want = {"total": (), "warmup": None if steps.warmup is None else (),
+            "milestones": None if milestones is None else (milestones,)}
+    for name, shape in want.items():
+        v = getattr(steps, name)
+        if shape is None and v is None:
+            continue
+        if v is not None and (not hasattr(v, "dtype")
+                              or not jnp.issubdtype(v.dtype, jnp.integer)):
+            raise TypeError(f"BudgetSteps.{name} must be an integer array (from "
+                            f"schedules.budget_steps), got {v!r}")
+        if shape is None or v is None or np.shape(v) != shape:
+            raise ValueError(f"BudgetSteps.{name} must have shape {shape} for this profile, "
+                             f"got {v!r}; make it with "
+                             f"schedules.budget_steps(profile, total_steps, warmup_steps)")
+    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(steps)):
+        total = _validate.static_int("BudgetSteps.total", steps.total, low=1)
+        if steps.warmup is not None:
+            _check_warmup(_validate.static_int("BudgetSteps.warmup", steps.warmup), total)
+    return steps
 
 
 def _resolve_profile(profile) -> Callable[[jax.Array], jax.Array]:
@@ -329,7 +435,10 @@ def budgeted(
     Args:
       profile: a function ``p -> multiplier`` (e.g. ``profiles.rex``, or a
         ``functools.partial`` of one with its knobs), or a profile name.
-      total_steps: the budget ``T``, a positive Python int up to ``2**31 - 1``.
+      total_steps: the budget ``T``, a positive Python int up to ``2**31 - 1``; or
+        the budget as data, a :class:`BudgetSteps` from :func:`budget_steps` (its
+        arrays may be traced: one compiled program for every budget, the same
+        values), which carries the warmup (``warmup_steps`` stays 0).
       peak_value: the learning rate at the end of warmup (a float, or a JAX
         scalar so that sweeps can vmap over it). Give it: without it the schedule
         peaks at 1.0 and a :class:`PeakValueWarning` says so (pass ``1.0`` for a
@@ -356,17 +465,23 @@ def budgeted(
       Li, Yumer, Ramanan. Budgeted Training. ICLR 2020. arXiv:1905.04753.
       Chen, Wolfe, Kyrillidis. REX. MLSys 2022. arXiv:2107.04197.
     """
-    _check_order("budgeted", total_steps, peak_value)
+    data = isinstance(total_steps, BudgetSteps)
+    if not data:
+        _check_order("budgeted", total_steps, peak_value)
     default_peak = peak_value is _PEAK
     if default_peak:
         peak_value = 1.0
     fn = _resolve_profile(profile)
-    total_steps = _validate.static_int("total_steps", total_steps, low=1)
-    warmup_steps = _validate.static_int("warmup_steps", warmup_steps, low=0)
-    if warmup_steps >= total_steps:
-        raise ValueError(
-            f"warmup_steps must be < total_steps={total_steps}, got {warmup_steps!r}"
-        )
+    steps = None
+    if data:
+        if not (_validate._is_int(warmup_steps) and warmup_steps == 0):
+            raise ValueError(
+                f"warmup_steps must be 0 when total_steps is a BudgetSteps (its warmup is "
+                f"BudgetSteps.warmup), got {warmup_steps!r}")
+        steps, total_steps, warmup_steps = total_steps, None, None
+    else:
+        total_steps = _validate.static_int("total_steps", total_steps, low=1)
+        warmup_steps = _check_warmup(warmup_steps, total_steps)
     sample_every = _validate.static_int("sample_every", sample_every, low=1)
     peak_value = _validate.real_or_array("peak_value", peak_value)
     end_value = _validate.real_or_array("end_value", end_value)
@@ -380,16 +495,19 @@ def budgeted(
         probe = fn(jnp.float32(0.0))
     if static_knobs is None:  # an opaque callable: its knobs stay inside it
         static_knobs = {}
-    milestone_steps = None
-    if base is profiles.step:
-        ms = static_knobs.get("milestones", _defaults(profiles.step)["milestones"])
-        milestone_steps = _milestone_steps(profiles.check_milestones(ms),
-                                           total_steps - warmup_steps)
+    if data:
+        ms = _milestones_of(base, static_knobs, 1)
+        steps = _check_budget_steps(steps, None if ms is None else len(ms))
+        milestone_steps = None if ms is None else ()  # the steps are in the argument
+    else:
+        milestone_steps = _milestones_of(base, static_knobs, total_steps - warmup_steps)
     cfg = _Config(base, tuple(sorted(static_knobs.items())), tuple(numeric), total_steps,
                   warmup_steps, sample_every, milestone_steps)
-    args = (peak_value, end_value, tuple(numeric.values()))
+    args = (peak_value, end_value, tuple(numeric.values()), steps)
     concrete = not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(args)) \
         and not isinstance(probe, jax.core.Tracer)
+    if data and concrete:
+        total_steps = int(np.asarray(steps.total))  # for clipping a concrete count
     fast = None
     if concrete:
         # Python numbers as float32 scalars: one compiled function whatever the peak and end
@@ -412,7 +530,8 @@ def budgeted(
         return fast(count, *fast_args)
 
     if default_peak:  # once the arguments are valid
-        _warn_default_peak("budgeted", total_steps, stacklevel=2)
+        _warn_default_peak("budgeted", steps.total if total_steps is None else total_steps,
+                           stacklevel=2)
     return schedule
 
 

@@ -707,3 +707,67 @@ def test_wsd_accepts_the_literature_name_1_sqrt():
     assert float(named(75)) == pytest.approx(1 - np.sqrt(0.5), abs=1e-6)
     with pytest.raises(ValueError, match="1-sqrt"):
         schedules.wsd(100, 1.0, decay="sqrt1")
+
+
+# ------------------------------------------------------------------ the budget as data
+DATA_CASES = list({n: (n, k) for n, k, _ in END_CASES}.values()) + [("step", {})]
+
+
+@pytest.mark.parametrize(("name", "knobs"), DATA_CASES,
+                         ids=[f"{n}-{k}" for n, k in DATA_CASES])
+def test_a_budget_as_data_gives_the_static_schedules_bits_with_one_compilation(name, knobs):
+    """``budgeted(profile, budget_steps(profile, T, w))``: every budget's values, bit for bit,
+    from one compiled function whose budget is an argument."""
+    prof = functools.partial(profiles.get(name), **knobs)
+
+    @functools.partial(jax.jit, static_argnames=("k",))
+    def data(ts, steps, k):
+        return jax.vmap(schedules.budgeted(prof, steps, 0.3, end_value=0.001, sample_every=k))(ts)
+
+    for total, warmup, k in [(1, 0, 1), (7, 3, 1), (997, 13, 5), (3000, 0, 1),
+                             (2**31 - 1, 12345, 1)]:
+        ts = np.resize(np.unique(np.concatenate([  # one shape for every budget
+            np.arange(-2, min(total, 3000) + 3), np.linspace(0, total, 500).astype(np.int64),
+            [total - 1, total, 2**31 - 1]])), 4000).astype(np.int32)
+        static = schedules.budgeted(prof, total, 0.3, end_value=0.001, warmup_steps=warmup,
+                                    sample_every=k)
+        steps = schedules.budget_steps(prof, total, warmup)
+        want = values(static, ts)
+        got = np.asarray(data(jnp.asarray(ts), steps, k=k))
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        eager = schedules.budgeted(prof, steps, 0.3, end_value=0.001, sample_every=k)
+        np.testing.assert_array_equal(np.asarray(eager(ts)).view(np.uint32),
+                                      want.view(np.uint32))
+    # one compilation per sampling rate and warmup-or-not, whatever the budget
+    assert data._cache_size() == 3
+
+
+def test_budget_steps_are_the_schedules_integers():
+    steps = schedules.budget_steps(profiles.step, 1000, 100)
+    assert (int(steps.total), int(steps.warmup)) == (1000, 100)
+    assert steps.milestones.tolist() == [270, 540, 810]  # ceil(m * 900)
+    plain = schedules.budget_steps("cosine", 77)
+    assert (int(plain.total), plain.warmup, plain.milestones) == (77, None, None)
+
+
+BAD_DATA = [
+    (lambda: schedules.budget_steps("linear", 0), ValueError, "total_steps"),
+    (lambda: schedules.budget_steps("linear", 10, 10), ValueError, "warmup_steps"),
+    (lambda: schedules.budgeted("linear", schedules.budget_steps("linear", 10), 0.1,
+                                warmup_steps=2), ValueError, "warmup_steps must be 0"),
+    (lambda: schedules.budgeted("step", schedules.budget_steps("linear", 10), 0.1),
+     ValueError, "BudgetSteps.milestones"),
+    (lambda: schedules.budgeted("linear", schedules.budget_steps(profiles.step, 10), 0.1),
+     ValueError, "BudgetSteps.milestones"),
+    (lambda: schedules.budgeted("linear", schedules.BudgetSteps(np.float32(10), None, None),
+                                0.1), TypeError, "BudgetSteps.total"),
+    (lambda: schedules.budgeted("linear", schedules.BudgetSteps(np.int32(10), np.int32(10),
+                                                                None), 0.1),
+     ValueError, "warmup_steps must be < total_steps=10"),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), BAD_DATA)
+def test_bad_budget_data_is_refused_naming_it(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

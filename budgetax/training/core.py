@@ -1,4 +1,4 @@
-r"""The training core: ``R`` runs of one budget, vmapped and sharded, advanced segment by segment.
+r"""The training core: ``R`` runs of a budget, vmapped and sharded, advanced segment by segment.
 
 Every driver (:func:`budgetax.training.train`, :func:`~budgetax.training.train_many`,
 :func:`~budgetax.training.sweep`, ``budgetax demo``) runs its runs through this
@@ -14,20 +14,22 @@ size, evaluation settings; :mod:`budgetax.training.program`):
 
 A budget of ``T`` steps with ``E`` evaluations is cut into ``E`` segments of
 ``floor(T/E)`` or ``ceil(T/E)`` steps (:func:`eval_steps`). One compiled program
-advances all runs by a scan of ``Lmax`` steps and initialises them when it starts
-at step 0, so a budget is one compilation and the host can checkpoint between
-segments. A segment is cut into pieces of at most ``Lmax`` steps; a step past a
-piece's length is computed and its result discarded (a ``where``, the one that
-freezes a diverged run, not a ``lax.cond``), so every step of every program is the
-same compiled body. On the CPU backend a model with a convolution is advanced by
-a one-step program called once per step instead (:func:`dispatches_steps`: XLA:CPU
-runs a convolution's gradient several times slower inside a loop), again the same
-compiled body at every step. After each segment the runs are evaluated
-(:mod:`budgetax.training.evaluation`: ``test_*`` metrics on the task's held-out
-data, and with ``diagnostics`` the full-training-set ``train_*`` metrics and the
-norm of the full gradient, the budgeted-convergence diagnostics of Li et al.; an
-int ``diagnostics=N`` computes them on a fixed random subset of N training
-examples, the same for every run, which is much cheaper on large training sets).
+advances all runs by a loop of a piece's steps (at most :data:`PIECE`, a traced
+count) and initialises them when it starts at step 0, and the host can checkpoint
+between segments. The budget is an argument of the program too
+(:func:`~budgetax.training.program.budget_data`, the schedule's integers as
+:class:`budgetax.schedules.BudgetSteps`), so every budget of a sweep is one
+compilation (:func:`~budgetax.training.program.compiled_key`), and every step of
+every program is the same compiled body. On the CPU backend a model with a
+convolution is advanced by a one-step program called once per step instead
+(:func:`dispatches_steps`: XLA:CPU runs a convolution's gradient several times
+slower inside a loop), again the same compiled body at every step. After each
+segment the runs are evaluated (:mod:`budgetax.training.evaluation`: ``test_*``
+metrics on the task's held-out data, and with ``diagnostics`` the full-training-set
+``train_*`` metrics and the norm of the full gradient, the budgeted-convergence
+diagnostics of Li et al.; an int ``diagnostics=N`` computes them on a fixed random
+subset of N training examples, the same for every run, which is much cheaper on
+large training sets).
 
 Data: an in-memory training set is put on the device once
 (:mod:`budgetax.training.device_data`) and batches are drawn inside the program
@@ -80,7 +82,9 @@ from budgetax.training.program import (
     SR_STREAM,
     STEP_METRICS,
     Program,
+    budget_data,
     check_diagnostics,
+    compiled_key,
     diagnostic_indices,
     eval_steps,
     make_program,
@@ -93,9 +97,11 @@ from budgetax.training.steps import TrainState, train_step
 from budgetax.training.streaming import STREAM_CHUNK, ChunkStream
 from budgetax.training.task import split_loss
 
+PIECE = 256  # the most steps one call of an in-memory task's program runs (its metrics' width)
+
 # The names other modules import from here (the core's surface): the program, host
 # and data helpers live in their own modules and are re-exported.
-__all__ = ["DIVERGENCE_FACTOR", "SR_STREAM", "STEP_METRICS", "STREAM_CHUNK", "Carry",
+__all__ = ["DIVERGENCE_FACTOR", "PIECE", "SR_STREAM", "STEP_METRICS", "STREAM_CHUNK", "Carry",
            "Program", "Runs", "abstract_carry", "barrier", "carry_bytes_per_run",
            "check_diagnostics", "device_data", "diagnostic_indices", "dispatches_steps",
            "eval_steps",
@@ -113,12 +119,12 @@ class Carry(NamedTuple):
     first_loss: jax.Array       # [R] float32, the minibatch loss of step 0 (blow-up rule)
 
 
-def _init_carry(prog: Program, keys, lrs, sched_idx):
+def _init_carry(prog: Program, keys, lrs, sched_idx, steps):
     fns = model_fns(prog.task, prog.spec.precision)
 
     def one(key, peak, index):
         init_key, _ = jax.random.split(key)
-        tx, _ = run_optimizer(prog, peak, index, sr_seed(key))
+        tx, _ = run_optimizer(prog, peak, index, sr_seed(key), steps)
         params, rest = fns.init(init_key)
         return TrainState(params, rest, tx.init(params), jnp.int32(0))
 
@@ -131,7 +137,7 @@ def _init_carry(prog: Program, keys, lrs, sched_idx):
 @functools.lru_cache(maxsize=256)
 def abstract_carry(prog: Program, runs: int) -> Carry:
     """The shapes and dtypes of the carry of ``runs`` runs (traced, never computed)."""
-    return jax.eval_shape(functools.partial(_init_carry, prog),
+    return jax.eval_shape(functools.partial(_init_carry, prog, steps=budget_data(prog)),
                           jax.ShapeDtypeStruct((runs,), jax.random.key(0).dtype),
                           jax.ShapeDtypeStruct((runs,), jnp.float32),
                           jax.ShapeDtypeStruct((runs,), jnp.int32))
@@ -146,16 +152,17 @@ def carry_bytes_per_run(prog: Program) -> int:
 # ------------------------------------------------------------------ programs
 # (tests/conftest.py counts compilations by wrapping ``core._advance``: the step
 # program looks it up here at trace time)
-def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, data,
+def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, steps, carry, t0, length, data,
              index=None, buf=None):
     """Advances every run by ``length <= lmax`` steps from ``t0`` (initialising at 0).
 
-    The scan always has ``lmax`` steps; a step past ``length`` is computed and
-    discarded (the same ``where`` that freezes a diverged run). Every step of every
-    program is therefore the same compiled body, whatever the segment lengths, so a
-    run's result does not depend on where it stopped to evaluate or branch (a
-    ``lax.cond`` around the extra steps compiled them differently and changed the
-    last bits).
+    ``prog`` is a :func:`~budgetax.training.program.compiled_key`: its budget is
+    ``steps`` (:func:`~budgetax.training.program.budget_data`), an argument like
+    ``t0`` and ``length``, so one compiled program serves every budget of a sweep.
+    The steps are a loop of ``length`` (traced) iterations of one compiled body, so
+    a run's result does not depend on where it stopped to evaluate or branch, nor on
+    its budget's program (a ``lax.cond`` around extra steps compiled them
+    differently and changed the last bits).
 
     ``data`` is the on-device training set (in-memory tasks) or the runs' batches
     ``[lmax, R, batch, ...]`` (streamed tasks). Returns ``(carry, {name: [R, lmax]})``,
@@ -169,12 +176,12 @@ def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, 
     task, fns = prog.task, model_fns(prog.task, prog.spec.precision)
     data_keys = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
     first_step = t0 == 0 if index is None else t0 + index == 0
-    carry = jax.lax.cond(first_step, lambda: _init_carry(prog, keys, lrs, sched_idx),
+    carry = jax.lax.cond(first_step, lambda: _init_carry(prog, keys, lrs, sched_idx, steps),
                          lambda: carry)
     n = task.num_train
 
     def step_one(state, alive, first, peak, index, batch):
-        tx, lr_fn = run_optimizer(prog, peak, index)  # update does not depend on the SR seed
+        tx, lr_fn = run_optimizer(prog, peak, index, steps=steps)  # not on the SR seed
         new, metrics = train_step(task, fns, tx, lr_fn, state, batch)
         ok = alive & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["update_norm"])
         if prog.divergence_factor is not None:
@@ -186,14 +193,12 @@ def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, 
 
     def run_step(c, i):
         t = t0 + i
-        active = i < length
         if prog.streamed:
             perms, batch = c.perms, jax.tree.map(lambda a: a[i], data)
         else:
             perms, idx = device_batch_indices(data_keys, c.perms, t, n, prog.batch_size)
-            perms = jnp.where(active, perms, c.perms)
             batch = jax.tree.map(lambda a: a[idx], data)
-        alive = (c.diverged_step < 0) & active
+        alive = c.diverged_step < 0
         states, ok, first, m = jax.vmap(step_one)(c.states, alive, c.first_loss, lrs,
                                                   sched_idx, batch)
         dstep = jnp.where(alive & ~ok, t, c.diverged_step)
@@ -202,8 +207,16 @@ def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, carry, t0, length, 
     if index is not None:
         carry, m = run_step(carry, index)
         return carry, {k: b.at[:, index].set(m[k]) for k, b in buf.items()}
-    carry, metrics = jax.lax.scan(run_step, carry, jnp.arange(lmax))
-    return carry, {k: v.T for k, v in metrics.items()}
+    shapes = jax.eval_shape(run_step, carry, jnp.int32(0))[1]
+    buf = {k: jnp.full((lmax, *v.shape), jnp.nan, v.dtype) for k, v in shapes.items()}
+
+    def body(i, c_buf):
+        c, b = c_buf
+        c, m = run_step(c, i)
+        return c, {k: b[k].at[i].set(m[k]) for k in b}
+
+    carry, buf = jax.lax.fori_loop(0, length, body, (carry, buf))
+    return carry, {k: v.T for k, v in buf.items()}
 
 
 def _has_convolution(jaxpr) -> bool:
@@ -254,8 +267,8 @@ def _advance_program(prog: Program, mesh, lmax: int):
     runs, repl = NamedSharding(mesh, P("runs")), NamedSharding(mesh, P())
     data_sh = NamedSharding(mesh, P(None, "runs")) if prog.streamed else repl
     return jax.jit(functools.partial(_advance, prog, lmax),
-                   in_shardings=(runs, runs, runs, runs, repl, repl, data_sh),
-                   out_shardings=(runs, runs), donate_argnums=(3,))
+                   in_shardings=(runs, runs, runs, repl, runs, repl, repl, data_sh),
+                   out_shardings=(runs, runs), donate_argnums=(4,))
 
 
 @functools.lru_cache(maxsize=64)
@@ -264,8 +277,8 @@ def _step_program(prog: Program, mesh, lmax: int):
     runs, repl = NamedSharding(mesh, P("runs")), NamedSharding(mesh, P())
     data_sh = NamedSharding(mesh, P(None, "runs")) if prog.streamed else repl
     return jax.jit(functools.partial(_advance, prog, lmax),
-                   in_shardings=(runs, runs, runs, runs, repl, repl, data_sh, repl, runs),
-                   out_shardings=(runs, runs), donate_argnums=(3, 8))
+                   in_shardings=(runs, runs, runs, repl, runs, repl, repl, data_sh, repl, runs),
+                   out_shardings=(runs, runs), donate_argnums=(4, 9))
 
 
 @functools.lru_cache(maxsize=64)
@@ -341,6 +354,9 @@ class Runs:
         self.keys = put_keys(self.seeds, self._runs)
         self.lrs = put(np.asarray(pad(peak_lrs), np.float32), self._runs)
         self.sched_idx = put(np.asarray(pad(schedule_index), np.int32), self._runs)
+        data = budget_data(prog)
+        self.steps = None if data is None else jax.tree.map(lambda a: put(a, self._repl), data)
+        self._key = compiled_key(prog)
         if stops is None and start == 0:
             self.lengths, self.starts = segments(prog.budget, prog.num_evals)
         else:
@@ -378,21 +394,13 @@ class Runs:
 
     # ------------------------------------------------------------- pieces
     def _piece_length(self) -> int:
-        """The scan length of the advance program (every call runs this many steps).
+        """The most steps one call of the advance program runs (the width of its metrics).
 
-        Streamed tasks: :data:`STREAM_CHUNK` (one host transfer), or less when every
-        segment is shorter. In-memory tasks: the length that minimises the steps
-        computed (a segment is cut into near-equal pieces of at most this many
-        steps, and a piece shorter than the program computes and discards the rest)
-        plus a per-call cost of 8 steps; for the equal segments of an ordinary
-        budget that is the segment length itself, one call per segment.
+        Streamed tasks: :data:`STREAM_CHUNK` (one host transfer of batches);
+        in-memory tasks: :data:`PIECE`. The same for every budget, so that budgets
+        share a program; a call runs only the steps of its piece.
         """
-        lens = [int(n) for n in self.lengths]
-        if self.prog.streamed:
-            return min(STREAM_CHUNK, max(lens))
-        candidates = {max(lens)} | {2 ** k for k in range(max(lens).bit_length())}
-        cost = lambda c: sum(-(-n // c) * (c + 8) for n in lens)
-        return min(sorted(candidates), key=cost)
+        return STREAM_CHUNK if self.prog.streamed else PIECE
 
     def _chunks(self, seg: int) -> list[tuple[int, int]]:
         """``[(start, length)]`` pieces of segment ``seg``: near-equal, at most ``_lmax`` long."""
@@ -419,20 +427,21 @@ class Runs:
         lmax = self._lmax
         scalar = lambda v: put(np.int32(v), self._repl)
         stepped = dispatches_steps(prog, self.mesh)
+        key = self._key
         if stepped:
-            step = _step_program(prog, self.mesh, lmax)
-            nan_metrics = _nan_metrics_program(prog, self.mesh, self.padded, lmax)
-            index = [scalar(i) for i in range(lmax)]
+            step = _step_program(key, self.mesh, lmax)
+            nan_metrics = _nan_metrics_program(key, self.mesh, self.padded, lmax)
+            index = [scalar(i) for i in range(min(lmax, int(max(self.lengths))))]
 
-            def advance(keys, lrs, sched_idx, carry, t0, length, batches, n):
+            def advance(keys, lrs, sched_idx, steps, carry, t0, length, batches, n):
                 buf = nan_metrics()
                 for i in range(n):
-                    carry, buf = step(keys, lrs, sched_idx, carry, t0, length, batches,
-                                      index[i], buf)
+                    carry, buf = step(keys, lrs, sched_idx, steps, carry, t0, length,
+                                      batches, index[i], buf)
                 return carry, buf
         else:
-            scan = _advance_program(prog, self.mesh, lmax)
-            advance = lambda *args: scan(*args[:-1])  # the piece's length is traced
+            loop = _advance_program(key, self.mesh, lmax)
+            advance = lambda *args: loop(*args[:-1])  # the piece's length is traced
         stream = (ChunkStream(prog.task, self.seeds, prog.batch_size, lmax) if prog.streamed
                   else None)
         first_eval = start_seg == 0
@@ -447,20 +456,19 @@ class Runs:
                             for b in stream.batches(chunks))
                 parts = []
                 for (start, length), batches in zip(chunks, data, strict=True):
-                    carry, m = advance(self.keys, self.lrs, self.sched_idx, carry,
-                                       scalar(start), scalar(length), batches, length)
+                    carry, m = advance(self.keys, self.lrs, self.sched_idx, self.steps,
+                                       carry, scalar(start), scalar(length), batches, length)
                     parts.append((m, length))
                 end = int(self.starts[seg] + self.lengths[seg])
                 if self.evaluate is not None and end not in self.evaluate:
                     ev = {}
                 elif prog.streamed:
-                    ev = evaluate_streamed(prog, self.mesh, carry.states, self.padded,
-                                           stepped)
+                    ev = evaluate_streamed(key, self.mesh, carry.states, self.padded, stepped)
                 elif stepped:
-                    ev = evaluate_stepped(prog, self.mesh, carry.states, self.padded, eval_dev,
+                    ev = evaluate_stepped(key, self.mesh, carry.states, self.padded, eval_dev,
                                           diag_dev)
                 else:
-                    ev = evaluate_program(prog, self.mesh)(carry.states, eval_dev, diag_dev)
+                    ev = evaluate_program(key, self.mesh)(carry.states, eval_dev, diag_dev)
                 host_m, ev, dstep = to_host(([m for m, _ in parts], ev, carry.diverged_step))
                 if first_eval and ev:
                     first_eval = False

@@ -161,20 +161,44 @@ class OptimizerSpec:
             return min(int(round(self.warmup_fraction * total_steps)), total_steps - 1)
         return self.warmup_steps
 
-    def learning_rate(self, total_steps: int, peak_lr=None, *, profile=None):
+    def _profile(self, profile):
+        if profile is None and self.schedule != AUTOWU:
+            return functools.partial(profiles.get(self.schedule), **dict(self.schedule_kwargs))
+        return profile
+
+    def budget_steps(self, total_steps: int, profile=None) -> schedules.BudgetSteps:
+        """The budget ``total_steps`` as data (:class:`budgetax.schedules.BudgetSteps`).
+
+        Passed to :meth:`build` or :meth:`learning_rate` in place of ``total_steps``
+        (possibly traced, an argument of a compiled program), it gives the same
+        optimizer at every step, so one compiled program serves every budget.
+        ``profile`` as in :meth:`learning_rate`; not for ``"autowu"``.
+        """
+        total_steps = _validate.positive_int("total_steps", total_steps)
+        profile = self._profile(profile)
+        if profile is None:
+            raise ValueError("schedule='autowu' takes its budget as a Python int: AutoWU "
+                             "sizes its own state from it")
+        return schedules.budget_steps(profile, total_steps, self.warmup_for(total_steps))
+
+    def learning_rate(self, total_steps, peak_lr=None, *, profile=None):
         """The ``optax.Schedule`` of the learning rate (``None`` for ``"autowu"``).
 
+        ``total_steps``: the budget, a Python int, or the :class:`BudgetSteps` of
+        :meth:`budget_steps` (the budget as data; the same profile).
         ``peak_lr`` overrides the spec's (a float or a traced scalar for vmapped sweeps).
         ``profile`` (a ``p -> multiplier`` function) overrides the spec's schedule
         and its knobs: the sweep engine passes a ``lax.switch`` over several
         profiles, selected per run by a traced index.
         """
+        profile = self._profile(profile)
         if profile is None:
-            if self.schedule == AUTOWU:
-                return None
-            profile = functools.partial(profiles.get(self.schedule), **dict(self.schedule_kwargs))
-        total_steps = _validate.positive_int("total_steps", total_steps)
+            return None
         peak = self.peak_lr if peak_lr is None else peak_lr
+        if isinstance(total_steps, schedules.BudgetSteps):
+            return schedules.budgeted(profile, total_steps, peak, end_value=self.end_lr,
+                                      sample_every=self.sample_every)
+        total_steps = _validate.positive_int("total_steps", total_steps)
         return schedules.budgeted(
             profile,
             total_steps, peak, end_value=self.end_lr,
@@ -211,7 +235,9 @@ class OptimizerSpec:
         """The optimizer for a budget of ``total_steps`` updates.
 
         Args:
-          total_steps: the budget ``T`` (positive Python int).
+          total_steps: the budget ``T`` (positive Python int), or the
+            :class:`~budgetax.schedules.BudgetSteps` of :meth:`budget_steps` (the
+            budget as data, possibly traced; not for ``"autowu"``).
           peak_lr: overrides ``self.peak_lr`` (float or traced scalar).
           sr_seed: overrides ``self.seed`` for ``precision="bf16_sr"``: an int or a
             traced integer scalar (the training loop passes one derived from each
@@ -222,7 +248,12 @@ class OptimizerSpec:
         Returns:
           ``optax.with_extra_args_support(tx)``: call ``update(g, s, params, value=loss)``.
         """
-        total_steps = _validate.positive_int("total_steps", total_steps)
+        data = isinstance(total_steps, schedules.BudgetSteps)
+        if data and self.schedule == AUTOWU and profile is None:
+            raise TypeError("schedule='autowu' takes total_steps as a Python int (AutoWU "
+                            f"sizes its own state from it), got {total_steps!r}")
+        if not data:
+            total_steps = _validate.positive_int("total_steps", total_steps)
         peak = self.peak_lr if peak_lr is None else peak_lr
         if self.schedule == AUTOWU and profile is None:
             kw = dict(self.schedule_kwargs)
@@ -231,7 +262,8 @@ class OptimizerSpec:
             tx = optax.chain(self._base(1.0, total_steps),
                              autowu(total_steps, **kw))
         else:
-            tx = self._base(self.learning_rate(total_steps, peak, profile=profile), total_steps)
+            tx = self._base(self.learning_rate(total_steps, peak, profile=profile),
+                            total_steps.total if data else total_steps)
         if self.precision == "bf16_sr":
             tx = optax.chain(tx, stochastic_rounding(
                 seed=self.seed if sr_seed is None else sr_seed))

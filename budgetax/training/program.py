@@ -26,9 +26,9 @@ from budgetax.training.optim import OptimizerSpec
 from budgetax.training.steps import ModelFns, make_model_fns
 from budgetax.training.task import Task
 
-__all__ = ["DIVERGENCE_FACTOR", "SR_STREAM", "STEP_METRICS", "Program", "check_diagnostics",
-           "diagnostic_indices", "eval_steps", "make_program", "model_fns", "run_optimizer",
-           "segments", "sr_seed"]
+__all__ = ["DIVERGENCE_FACTOR", "SR_STREAM", "STEP_METRICS", "Program", "budget_data",
+           "check_diagnostics", "compiled_key", "diagnostic_indices", "eval_steps",
+           "make_program", "model_fns", "run_optimizer", "segments", "sr_seed"]
 
 SR_STREAM = 0x5352  # fold_in tag of the stochastic-rounding stream of a run's key
 STEP_METRICS = ("grad_norm", "update_norm", "lr")  # added by the loop to the loss's metrics
@@ -188,15 +188,42 @@ def _profile(choices, index):
     return lambda p: jax.lax.switch(index, fns, p)
 
 
-def run_optimizer(prog: Program, peak, index, seed=None):
+def compiled_key(prog: Program) -> Program:
+    """The program the compiled functions of ``prog`` are made and cached for.
+
+    A program with schedule choices takes its budget as data (:func:`budget_data`),
+    so its key leaves the budget out (``None``), and the number of evaluations (the
+    host's segments): every budget and evaluation count with the same shapes share
+    one compilation. AutoWU's budget stays static.
+    """
+    if not prog.choices:
+        return dataclasses.replace(prog, num_evals=None)
+    return dataclasses.replace(prog, budget=None, num_evals=None)
+
+
+def budget_data(prog: Program):
+    """The budget of ``prog`` as data: a :class:`budgetax.schedules.BudgetSteps` of host ints.
+
+    The argument :func:`run_optimizer` takes as ``steps``; for AutoWU (a static budget)
+    ``None``.
+    """
+    if not prog.choices:
+        return None
+    return prog.spec.budget_steps(prog.budget, _profile(prog.choices, 0))
+
+
+def run_optimizer(prog: Program, peak, index, seed=None, steps=None):
     """The optimizer of a run and its ``lr_fn(step, opt_state)`` for the metrics.
 
     ``peak``: the run's peak learning rate; ``index``: its schedule among the
-    program's ``choices``; ``seed``: its stochastic-rounding seed (:func:`sr_seed`).
+    program's ``choices``; ``seed``: its stochastic-rounding seed (:func:`sr_seed`);
+    ``steps``: the budget as data (:func:`budget_data`, possibly traced; needed when
+    ``prog``'s budget is left out, see :func:`compiled_key`).
     """
     if not prog.choices:  # AutoWU: the learning rate lives in the optimizer state
         return prog.spec.build(prog.budget, peak, sr_seed=seed), (lambda s, o: _find_lr(o))
     prof = _profile(prog.choices, index)
-    tx = prog.spec.build(prog.budget, peak, sr_seed=seed, profile=prof)
-    sched = prog.spec.learning_rate(prog.budget, peak, profile=prof)
+    budget = prog.budget if steps is None else steps
+    tx = prog.spec.build(budget, peak, sr_seed=seed, profile=prof)
+    sched = prog.spec.learning_rate(budget, peak, profile=prof)
     return tx, (lambda step, opt_state: sched(step))

@@ -130,9 +130,11 @@ def test_unknown_dataset_and_model_list_the_valid_ones(tmp_path):
 
 
 # ------------------------------------------------------------------ results
-def test_one_compilation_per_budget_and_none_on_a_second_sweep(swept, swept_no_div):
+def test_one_compilation_for_every_budget_and_none_on_a_second_sweep(swept, swept_no_div):
     result, traces = swept
-    assert traces == len(SPEC.budgets) == result.compiled_budgets
+    # the budget is data: both budgets' groups (12 runs each) run one compiled program
+    assert result.compiled_budgets == len(SPEC.budgets) == 2
+    assert traces <= 1  # 0 when an earlier test of this worker compiled these shapes
     # another sweep with the same budgets and shapes (other lrs): the programs are reused
     assert swept_no_div[1] == 0
 

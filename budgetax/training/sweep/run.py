@@ -72,7 +72,10 @@ __all__ = ["LOCK_NAME", "SweepBusyError", "SweepResult", "sweep"]
 class SweepResult:
     """What :func:`sweep` returns: the directory, the spec and every run's row from the store.
 
-    ``metrics``: ``{"train": per-step names, "eval": per-evaluation names}`` of the task.
+    ``compiled_budgets``: how many budgets this call trained runs of (0: nothing was
+    left to train); their programs share compilations (one per shape, whatever the
+    budget). ``metrics``: ``{"train": per-step names, "eval": per-evaluation names}``
+    of the task.
     """
 
     out_dir: str
