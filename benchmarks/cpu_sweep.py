@@ -15,8 +15,8 @@ this script measures
     seconds (from its results store), and the diagnostics' share of the wall time
     (1 - none / setting, from the medians), also in the process's CPU time;
 (b) throughput in one process: the same 32 runs by ``budgetax.training.train`` one
-    after another (one compiled program per budget and schedule; seed and lr are
-    inputs) against ``budgetax.training.sweep`` (one vmapped program per budget; with
+    after another (one compiled program per schedule; budget, seed and lr are
+    inputs) against ``budgetax.training.sweep`` (one vmapped program for both budgets; with
     ``--per-run-programs`` also with one run per program, ``max_runs_per_program=1``),
     cold (compilation included) and warm (the median of ``--warm-repeats`` calls with
     everything compiled), with the sweep's default diagnostics; and the sweep without diagnostics

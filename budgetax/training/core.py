@@ -259,7 +259,7 @@ def dispatches_steps(prog: Program, mesh) -> bool:
     only, so every program of a sweep makes the same one, and each of its steps runs
     the same compiled body wherever a segment starts, stops or branches.
     """
-    return mesh.devices.flat[0].platform == "cpu" and _step_convolves(prog)
+    return mesh.devices.flat[0].platform == "cpu" and _step_convolves(compiled_key(prog))
 
 
 @functools.lru_cache(maxsize=64)
