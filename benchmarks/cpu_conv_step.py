@@ -22,7 +22,7 @@ For each model, in one process, interleaved and repeated, it times:
 - ``core``: ``training.train`` (the training core, one run, Adam, one evaluation and
   diagnostics off, the task without its held-out data so that only training is
   timed), with the core's automatic choice of program;
-- ``core_scan``: the same with the core forced to its scan program
+- ``core_scan``: the same with the core forced to its compiled loop of steps
   (``core.dispatches_steps`` patched to answer no);
 - ``scan``: a plain ``jax.lax.scan`` of an nnx train step (Adam) inside one jit;
 - ``python``: a Python loop calling the same step under ``jax.jit``.
@@ -334,8 +334,9 @@ a `train` of 40 steps with 2 evaluations and diagnostics on 1400 streamed exampl
 0.49-0.57 s, 4.8 s with the `lax.map` over the runs), the same procedure and order of sums.
 Every step is that same compiled program, whatever the segments, stops, branches and
 resumptions (tests: tests/training/test_core_speed_paths.py, bit-identical runs across
-different stops and a resumed run). Other models and other backends keep the scan.
-`core_scan` is the core forced to its scan: what it ran before for every model.
+different stops and a resumed run). Other models and other backends advance by a
+compiled loop of a piece's steps (`scan` in the table). `core_scan` is the core forced
+to that loop for every model.
 
 Several runs (measured once, not by this script: `training.train_many` of 4 seeds,
 100 steps, 3 repeats): the stepped program 115-129 run-steps/s, the core forced to
@@ -382,7 +383,7 @@ def markdown(result) -> str:
               + ".", "",
               "Medians over the repeats (min-max); ratios per repeat against the Python "
               "loop of the same repeat. `core program`: what the core chose (`stepped`: one "
-              "program call per step; `scan`: the steps in one compiled scan). Where it chose "
+              "program call per step; `scan`: the steps in one compiled loop). Where it chose "
               "the scan, `core` and `core_scan` run the same program: their difference is the "
               "noise of this machine."]
     if result.get("sweeps"):
