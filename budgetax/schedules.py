@@ -372,7 +372,7 @@ def budget_steps(profile, total_steps: int, warmup_steps: int = 0) -> BudgetStep
     Example:
       >>> steps = budget_steps(profiles.step, 1000, 100)
       >>> steps.total.item(), steps.warmup.item(), steps.milestones.tolist()
-      (1000, 100, [450, 675])
+      (1000, 100, [270, 540, 810])
       >>> float(budgeted(profiles.step, steps, 0.1)(700)) == float(
       ...     budgeted(profiles.step, 1000, 0.1, warmup_steps=100)(700))
       True
