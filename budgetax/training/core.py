@@ -160,9 +160,7 @@ def _advance(prog: Program, lmax: int, keys, lrs, sched_idx, steps, carry, t0, l
     ``steps`` (:func:`~budgetax.training.program.budget_data`), an argument like
     ``t0`` and ``length``, so one compiled program serves every budget of a sweep.
     The steps are a loop of ``length`` (traced) iterations of one compiled body, so
-    a run's result does not depend on where it stopped to evaluate or branch, nor on
-    its budget's program (a ``lax.cond`` around extra steps compiled them
-    differently and changed the last bits).
+    a run's result does not depend on where it stopped to evaluate or branch.
 
     ``data`` is the on-device training set (in-memory tasks) or the runs' batches
     ``[lmax, R, batch, ...]`` (streamed tasks). Returns ``(carry, {name: [R, lmax]})``,

@@ -143,7 +143,9 @@ def demon_schedule(total_steps: int, beta_init: float = 0.9) -> optax.Schedule:
 
     def schedule(count):
         count = jnp.asarray(count, jnp.int32)
-        total = jnp.asarray(total_steps, jnp.int32)
+        # opaque to XLA: a constant budget would otherwise be folded into the division
+        # (a reciprocal), and a budget given as data (traced) would give other last bits
+        total = jax.lax.optimization_barrier(jnp.asarray(total_steps, jnp.int32))
         p = jnp.minimum(count, total).astype(jnp.float32) / total.astype(jnp.float32)
         beta = jnp.asarray(beta_init, jnp.float32)
         value = beta * profiles.rex(p, beta=beta)  # the REX profile with curvature beta_init

@@ -450,3 +450,44 @@ def test_autowu_trains_through_the_core(mnist1d):
     lr = h.train["lr"]
     assert lr[0] == pytest.approx(1e-4) and lr[1] > lr[0]  # exponential warmup from min_lr
     assert lr[-1] < 1e-6 and np.isfinite(h.train["loss"]).all()  # decayed to 0 at the budget
+
+
+BUDGET_DATA_SPECS = [
+    training.OptimizerSpec("sgd", "step", peak_lr=0.1, momentum=0.9, demon=True,
+                           warmup_fraction=0.1),
+    training.OptimizerSpec("adamw", "cosine", peak_lr=0.01, demon=True, warmup_steps=3,
+                           weight_decay=1e-3),
+    training.OptimizerSpec("momentum", "rex", peak_lr=0.05, sample_every=4, end_lr=1e-3),
+]
+
+
+@pytest.mark.parametrize("spec", BUDGET_DATA_SPECS, ids=["demon-sgd-step", "demon-adamw",
+                                                         "rex-sampled"])
+def test_the_budget_as_data_builds_the_same_optimizer_bit_for_bit(spec):
+    """``spec.build(spec.budget_steps(T))`` traced equals ``spec.build(T)`` with T a constant."""
+    params = {"w": jnp.linspace(-1.0, 1.0, 7)}
+
+    def run(tx):
+        def body(carry, t):
+            p, state = carry
+            g = {"w": jnp.sin(p["w"] * (t + 1).astype(jnp.float32))}
+            u, state = tx.update(g, state, p, value=jnp.float32(1.0))
+            p = optax.apply_updates(p, u)
+            return (p, state), p["w"]
+        return jax.lax.scan(body, (params, tx.init(params)), jnp.arange(45))[1]
+
+    as_data = jax.jit(lambda steps: run(spec.build(steps)))
+    for total in (37, 40):
+        static = np.asarray(jax.jit(lambda: run(spec.build(total)))())  # noqa: B023
+        traced = np.asarray(as_data(spec.budget_steps(total)))
+        np.testing.assert_array_equal(traced.view(np.uint32), static.view(np.uint32))
+    assert as_data._cache_size() == 1
+
+
+def test_autowu_keeps_a_static_budget():
+    spec = training.OptimizerSpec("sgd", "autowu", peak_lr=0.1)
+    with pytest.raises(ValueError, match="autowu"):
+        spec.budget_steps(100)
+    steps = training.OptimizerSpec("sgd", "linear").budget_steps(100)
+    with pytest.raises(TypeError, match="autowu"):
+        spec.build(steps)
