@@ -7,8 +7,10 @@ builds and checks a program (:func:`make_program`, every argument checked when
 it is made, not when traced) and derives from it what every run shares: the
 segments of its budget (:func:`segments`, :func:`eval_steps`), the model
 functions of its task (:func:`model_fns`), the training examples of its
-diagnostics (:func:`diagnostic_indices`) and the optimizer of one run
-(:func:`run_optimizer`).
+diagnostics (:func:`diagnostic_indices`), the optimizer of one run
+(:func:`run_optimizer`), and what its compiled functions are made for: the
+program without its budget (:func:`compiled_key`), which they take as data
+(:func:`budget_data`).
 """
 
 from __future__ import annotations
@@ -75,14 +77,16 @@ class Program:
 
     Attributes:
       task: the :class:`Task`.
-      budget: the number of optimizer steps ``T``.
+      budget: the number of optimizer steps ``T`` (``None`` in a
+        :func:`compiled_key`, whose programs take it as data).
       spec: the :class:`OptimizerSpec` with ``peak_lr`` and ``seed`` normalised to 0
         (both are per-run inputs).
       choices: ``((name, kwargs pairs), ...)`` for registered profiles and
         ``(name, profile)`` for a custom one (a callable ``p -> multiplier``), the
         schedules a run picks from by index; ``()`` for the spec's own
         ``"autowu"`` schedule.
-      batch_size, num_evals, eval_batch_size, diagnostics: as in :func:`train`.
+      batch_size, num_evals, eval_batch_size, diagnostics: as in :func:`train`
+        (``num_evals`` is ``None`` in a :func:`compiled_key`).
       divergence_factor: the blow-up rule's factor (``None``: non-finite values only).
     """
 
