@@ -54,3 +54,21 @@ def test_a_plan_stored_before_the_strategies_reads_as_a_grid_padded_per_round():
     assert [plan.padded_size(g) for g in plan.groups] == [3, 3, 1]
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.groups[0].budget = 20
+
+
+def test_lr_values_are_the_schedules_and_compile_once_for_every_budget_and_peak():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from budgetax import profiles
+
+    spec = training.OptimizerSpec("adam", "linear", warmup_fraction=0.1, end_lr=1e-4)
+    prof = profiles.get("cosine")
+    for budget, peak in ((10, 0.01), (100, 0.03), (700, 0.01), (1500, 0.003)):
+        got = plans.lr_values(spec, prof, budget, peak)
+        sched = spec.learning_rate(budget, peak, profile=prof)
+        want = np.asarray(jax.jit(jax.vmap(sched))(jnp.arange(budget, dtype=jnp.int32)))
+        assert got.dtype == np.float32 and got.shape == (budget,)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert plans._lr_program(spec, prof)._cache_size() == 1  # every budget has a warmup here

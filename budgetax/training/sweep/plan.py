@@ -25,7 +25,6 @@ import math
 from typing import TYPE_CHECKING, ClassVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from budgetax.training import core
@@ -258,14 +257,30 @@ def plan_trunks(spec: SweepSpec, max_runs_per_program: int | None) -> list[dict]
 
 
 # ------------------------------------------------------------------ branching
+LR_BLOCK = 512  # steps per call of a schedule's learning-rate program (lr_values)
+
+
+@functools.lru_cache(maxsize=64)
+def _lr_program(optimizer, profile):
+    """A jitted ``(budget steps, peak, counts) -> lrs`` of one schedule: the budget and the
+    peak are arguments, as in training, so every budget and peak share a compilation."""
+    return jax.jit(lambda steps, peak, counts: jax.vmap(
+        optimizer.learning_rate(steps, peak, profile=profile))(counts))
+
+
 @functools.lru_cache(maxsize=256)
 def lr_values(optimizer, profile, budget: int, peak: float) -> np.ndarray:
     """The learning rate of every step of a run (float32, as training computes it).
 
-    ``profile``: the schedule's ``p -> multiplier`` (``SweepSpec.profile(name)``).
+    ``profile``: the schedule's ``p -> multiplier`` (``SweepSpec.profile(name)``). The
+    steps are computed in blocks of :data:`LR_BLOCK`, so that every budget and peak of
+    a schedule share one compiled program.
     """
-    sched = optimizer.learning_rate(budget, peak, profile=profile)
-    return np.asarray(jax.jit(jax.vmap(sched))(jnp.arange(budget, dtype=jnp.int32)))
+    program = _lr_program(optimizer, profile)
+    steps, peak = optimizer.budget_steps(budget, profile), np.float32(peak)
+    blocks = [program(steps, peak, np.arange(start, start + LR_BLOCK, dtype=np.int32))
+              for start in range(0, budget, LR_BLOCK)]
+    return np.concatenate([np.asarray(b) for b in blocks])[:budget]
 
 
 def shared_prefix(optimizer, profile, budget: int, longest: int, peak_lrs) -> int:
