@@ -7,6 +7,7 @@ analysis and hands both to :func:`run` as a :class:`Claim`."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import json
 import math
@@ -73,6 +74,20 @@ def head_commit(fallback: str = "unknown") -> str:
     except OSError:
         return fallback
     return out or fallback
+
+
+def run_stamp() -> dict:
+    """``{"date", "commit", "machine"}`` of a run of an experiment script: today, the commit
+    checked out and this machine's architecture and CPU count."""
+    return {"date": datetime.date.today().isoformat(), "commit": head_commit(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
+
+
+def command_line(script: str, results: dict) -> str:
+    """The ``Command:`` line of a results page: the script and the :func:`run_stamp` of its
+    ``results``."""
+    return (f"Command: `python {script}` ({results['date']}, commit "
+            f"`{results['commit'][:7]}`, {results['machine']}).")
 
 
 def subplots(*args, **kwargs):

@@ -22,11 +22,8 @@ For each setting of ``tasks.py`` (a task x SGD with momentum or Adam, at its pea
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -40,7 +37,7 @@ from budgetax import laws, training  # noqa: E402
 from budgetax.laws.curve import window_step  # noqa: E402
 from budgetax.training.sweep import CustomSchedule  # noqa: E402
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves  # noqa: E402
-from experiments.claims_common import ci95, head_commit, make_task  # noqa: E402
+from experiments.claims_common import ci95, command_line, make_task, run_stamp  # noqa: E402
 from experiments.laws import tasks  # noqa: E402
 
 # transformer_ci and mnist1d_mlp first (the law's best and a mixed case), then the rest
@@ -230,8 +227,7 @@ def what_it_shows(results):
 
 def write_markdown(results):
     lines = ["# The law-optimised schedule trained for real", "",
-             f"Command: `python experiments/laws/optimized.py` ({results['date']}, commit "
-             f"`{results['commit'][:7]}`, {results['machine']}).", "",
+             command_line("experiments/laws/optimized.py", results), "",
              "Per setting of `tasks.py` (peak lr as there, warmup 0, end lr 0): the Multi-Power "
              "Law fitted as `tasks.py` fits it (constant, cosine and step at the full budget, "
              "seed 0) gives `laws.optimize_schedule`'s schedule at the full budget; it is "
@@ -292,9 +288,7 @@ def main():
     keys = list(ORDER) if not args.only else args.only
     path = HERE / "optimized.json"
     results = json.loads(path.read_text()) if path.exists() else {"settings": {}}
-    commit = head_commit()
-    results.update(date=datetime.date.today().isoformat(), commit=commit,
-                   machine=f"{platform.machine()}, {os.cpu_count()} CPU cores")
+    results.update(run_stamp())
     for key in keys:
         task_name, opt = key.split("/")
         r = run_setting(task_name, opt)

@@ -17,11 +17,8 @@ the same curves, and the schedule ``laws.optimize_schedule`` finds at 24000 step
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -35,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 import released  # noqa: E402
 
 from budgetax import laws  # noqa: E402
-from experiments.claims_common import head_commit  # noqa: E402
+from experiments.claims_common import command_line, run_stamp  # noqa: E402
 from tests.reference import multipower_law as upstream  # noqa: E402
 
 
@@ -128,8 +125,7 @@ def write_markdown(results):
     lines = [
         "# The Multi-Power Law on the paper's released curves",
         "",
-        f"Command: `python experiments/laws/run.py` ({results['date']}, commit "
-        f"`{results['commit'][:7]}`, {results['machine']}).",
+        command_line("experiments/laws/run.py", results),
         "",
         "Fit on the paper's three curves (`cosine_24000`, `constant_24000`, `wsdcon_9`), "
         "predict its six others (`constant_72000`, `cosine_72000`, `wsd_20000_24000`, "
@@ -198,9 +194,7 @@ def write_markdown(results):
 
 
 def main():
-    commit = head_commit()
-    results = {"date": datetime.date.today().isoformat(), "commit": commit,
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "sizes": {}}
+    results = {**run_stamp(), "sizes": {}}
     for size in ("25", "100"):
         results["sizes"][size] = run_size(size)
         print(size, json.dumps({k: v.get("avg") for k, v in results["sizes"][size].items()

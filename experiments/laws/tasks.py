@@ -18,12 +18,9 @@ spread (95 % t-interval). Sweeps are kept under ``experiments/laws/sweeps/`` (re
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -37,7 +34,7 @@ sys.path[:0] = [str(ROOT)]
 from budgetax import laws, training  # noqa: E402
 from budgetax.laws.curve import window_step  # noqa: E402
 from budgetax.training.sweep.store import STORE_NAME, Store, decode_curves  # noqa: E402
-from experiments.claims_common import ci95, head_commit, make_task  # noqa: E402
+from experiments.claims_common import ci95, command_line, make_task, run_stamp  # noqa: E402
 from experiments.claims_schedules.config import CONFIGS  # noqa: E402
 
 SETTINGS = CONFIGS["default"]["tasks"]
@@ -126,8 +123,7 @@ def analyse(out):
 
 def write_markdown(results):
     lines = ["# The Multi-Power Law on budgetax's settings: 3 anchor runs predict a grid", "",
-             f"Command: `python experiments/laws/tasks.py` ({results['date']}, commit "
-             f"`{results['commit'][:7]}`, {results['machine']}).", "",
+             command_line("experiments/laws/tasks.py", results), "",
              "Per setting: one peak lr, 8 schedules x 5 budgets x 3 seeds trained; the law fitted "
              "on 3 runs (constant, cosine, step at the full budget, seed 0; minibatch losses "
              "averaged over windows of 1/20 of the budget) predicts the final training loss (the "
@@ -167,9 +163,7 @@ def main():
     keys = [f"{t}/{o}" for t, o in LRS] if not args.only else args.only
     path = HERE / "tasks.json"
     results = json.loads(path.read_text()) if path.exists() else {"settings": {}}
-    commit = head_commit()
-    results.update(date=datetime.date.today().isoformat(), commit=commit,
-                   machine=f"{platform.machine()}, {os.cpu_count()} CPU cores")
+    results.update(run_stamp())
     for key in keys:
         task_name, opt = key.split("/")
         if args.analyze_only:
